@@ -1,0 +1,50 @@
+"""One root exception; every user-facing error is one line that says what and where."""
+
+from __future__ import annotations
+
+
+class ProvisionerError(Exception):
+    """Root of every error this package raises on purpose.
+
+    ``str(error)`` is the one line a user sees: what went wrong and where.
+    """
+
+
+class SettingsError(ProvisionerError):
+    """A setting (environment variable or settings file) is missing or wrong."""
+
+
+class DocumentError(ProvisionerError):
+    """An order document could not be read (YAML syntax, wrong type, unknown key)."""
+
+
+class OrderRejected(ProvisionerError):
+    """An order breaks the offer's rules. ``violations`` holds every broken rule, one per line."""
+
+    def __init__(self, violations: list[str]):
+        self.violations = list(violations)
+        super().__init__("\n".join(self.violations))
+
+
+class OrderUnknown(ProvisionerError):
+    """No order with that id in the store."""
+
+
+class DeviceUnknown(ProvisionerError):
+    """No device with that MAC, serial or id."""
+
+
+class BindRefused(ProvisionerError):
+    """A bind would break the offer's rules (terminal limit, extension taken, MAC in use)."""
+
+
+class SecretKeyError(ProvisionerError):
+    """The key that encrypts secrets at rest is missing, unreadable or wrong."""
+
+
+class RenderError(ProvisionerError):
+    """A device file could not be rendered or failed its checks."""
+
+
+class PushFailed(ProvisionerError):
+    """A push to a device failed."""
