@@ -1,0 +1,1 @@
+"""The inventory store: one database (SQLite by default, PostgreSQL by URL)."""
