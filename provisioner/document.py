@@ -178,9 +178,9 @@ class Device(_Strict):
     id: Ident | None = None
     site: Ident | None = None
     mac: Mac | None = None
-    serial: Annotated[str, _regex(_SERIAL_RE, "a GPON serial (4 letters + 8 hex digits)")] | None = (
-        None
-    )
+    serial: (
+        Annotated[str, _regex(_SERIAL_RE, "a GPON serial (4 letters + 8 hex digits)")] | None
+    ) = None
     extension: Short | None = None
     switch: Ident | None = None
     port: Annotated[int, Field(ge=1)] | None = None
@@ -205,8 +205,9 @@ class OrderDocument(_Strict):
 
     order: Annotated[str, _regex(_ORDER_RE, "an order id (letters, digits, '.', '_', '-')")]
     customer: Customer
-    plan: Literal["super_office_one", "office_one", "office_plus_special", "office_plus",
-                  "office_maxi"]  # fmt: skip
+    plan: Literal[
+        "super_office_one", "office_one", "office_plus_special", "office_plus", "office_maxi"
+    ]
     lines: Annotated[int, Field(ge=1)]
     options: Options = Options()
     numbers: Numbers
@@ -261,8 +262,12 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys and records the line of every node."""
 
 
-def _compose(loader: _LineLoader, node: yaml.Node, path: tuple[int | str, ...],
-             lines: dict[tuple[int | str, ...], int]) -> Any:  # fmt: skip
+def _compose(
+    loader: _LineLoader,
+    node: yaml.Node,
+    path: tuple[int | str, ...],
+    lines: dict[tuple[int | str, ...], int],
+) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)

@@ -219,7 +219,7 @@ def check_numbers(doc: OrderDocument) -> Iterator[Problem]:
     nums = doc.numbers
     ranges: list[tuple[int, str, str]] = []
     for r, gnr in enumerate(nums.gnr):
-        path = ("numbers", "gnr", r)
+        path: Path = ("numbers", "gnr", r)
         if len(gnr.first) != len(gnr.last):
             yield _p(path, f"{gnr.first}..{gnr.last} ends differ in length", "one number block")
             continue
@@ -231,7 +231,9 @@ def check_numbers(doc: OrderDocument) -> Iterator[Problem]:
             yield _p(path, f"{size} numbers in one GNR range", f"at most {GNR_MAX_SIZE}")
             continue
         for r2, first2, last2 in ranges:
-            if _gnr_contains(first2, last2, gnr.first) or _gnr_contains(gnr.first, gnr.last, first2):
+            if _gnr_contains(first2, last2, gnr.first) or _gnr_contains(
+                gnr.first, gnr.last, first2
+            ):
                 yield _p(path, f"overlaps numbers.gnr[{r2}]", "a GNR range is held whole, once")
         ranges.append((r, gnr.first, gnr.last))
     for g, group in enumerate(nums.isdn_groups):
@@ -319,8 +321,15 @@ _KEYS_BY_KIND: dict[str, set[str]] = {
     # Which optional device keys make sense for each kind of device.
     "phone": {"id", "mac", "extension", "switch", "port", "site", "admin_password"},
     "dect_base": {"id", "mac", "site", "switch", "port", "handsets", "admin_password"},
-    "switch": {"id", "mac", "site", "admin_password", "snmp_community", "snmp_auth_key",
-               "snmp_priv_key"},  # fmt: skip
+    "switch": {
+        "id",
+        "mac",
+        "site",
+        "admin_password",
+        "snmp_community",
+        "snmp_auth_key",
+        "snmp_priv_key",
+    },
     "iad": {"id", "mac", "site", "fax_pos", "admin_password"},
     "ont": {"id", "serial", "site", "ploam_password"},
 }

@@ -7,7 +7,6 @@ PostgreSQL the same writers lock the order row (``SELECT ... FOR UPDATE``).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,7 +102,7 @@ class Database:
             db_path = Path(self.engine.url.database)
             if not db_path.exists():
                 db_path.touch(mode=0o600)
-            os.chmod(db_path, 0o600)
+            db_path.chmod(0o600)
         migrate(self.engine)
 
     @property
@@ -118,12 +117,13 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: committed on success, rolled back on any exception."""
-        with self.engine.connect().execution_options(**{_WRITE: True}) as conn, Session(
-            bind=conn, expire_on_commit=False
-        ) as session:
-            with conn.begin():
-                yield session
-                session.flush()
+        with (
+            self.engine.connect().execution_options(**{_WRITE: True}) as conn,
+            Session(bind=conn, expire_on_commit=False) as session,
+            conn.begin(),
+        ):
+            yield session
+            session.flush()
 
     def dispose(self) -> None:
         self.engine.dispose()
