@@ -377,7 +377,9 @@ def parse_text(text: str, file: str = "<text>") -> ParsedDocument:
     try:
         data, lines = load_yaml(text)
     except DocumentProblem as exc:
-        return ParsedDocument(file, "", None, {}, None, [exc.problem])
+        # Name the order even when the YAML doesn't parse, if its id line is readable.
+        m = re.search(r"^order:\s*['\"]?([A-Za-z0-9][A-Za-z0-9._-]*)", text, re.MULTILINE)
+        return ParsedDocument(file, m.group(1) if m else "", None, {}, None, [exc.problem])
     order_id = ""
     if isinstance(data, dict) and isinstance(data.get("order"), str):
         order_id = data["order"]

@@ -449,7 +449,7 @@ def _check_terminals(doc: OrderDocument) -> Iterator[Problem]:
     if len(refs) > quota:
         yield _p(
             ("devices",),
-            f"{len(refs)} terminals (IP phones and DECT handsets)",
+            f"{len(refs)} terminals, IP phones and DECT handsets together",
             f"at most {quota}: one per {'/'.join(TERMINAL_QUOTA_TYPES)} extension",
         )
 
