@@ -705,9 +705,19 @@ class _Sync:
             else:
                 self.changes.append(f"device {key[0]} slot {key[1]}: unbound")
         self.session.flush()
+        held = {t.extension.short: t.device.device_id for t in current if t in self.session
+                and (t.device.device_id, t.slot) in keep}  # fmt: skip
         for key, (short, model) in want.items():
             if key in keep:
                 continue
+            if short in held:
+                raise OrderRejected(
+                    [
+                        f"{self.doc.order}: devices: extension {short} already has terminal "
+                        f"{held[short]} bound at the appointment (one terminal per extension; "
+                        f"use id {held[short]} to adopt it)"
+                    ]
+                )
             dev = devices[key[0]]
             self.session.add(
                 Terminal(
