@@ -29,16 +29,29 @@ def _validate(tmp_path: Path, text: str) -> tuple[int, str]:
         ("lines: 2\n", "lines: 2\nline: 2\n", ":9: WT-2026-000104: line: unknown key"),
         ("    connectivity: fwa", "    conectivity: fwa", "sites[0].conectivity: unknown key"),
         # wrong types
-        ("lines: 2\n", "lines: two\n", ":8: WT-2026-000104: lines: Input should be a valid integer"),
-        ('short: 202,', 'short: "202",', "extensions[2].short: Input should be a valid integer"),
+        (
+            "lines: 2\n",
+            "lines: two\n",
+            ":8: WT-2026-000104: lines: Input should be a valid integer",
+        ),
+        ("short: 202,", 'short: "202",', "extensions[2].short: Input should be a valid integer"),
         # unquoted E.164 number is read as an integer by YAML: say to quote it
-        ('number: "+390957001102"', "number: +390957001102",
-         "extensions[2].number: 390957001102 must be a quoted string"),
+        (
+            'number: "+390957001102"',
+            "number: +390957001102",
+            "extensions[2].number: 390957001102 must be a quoted string",
+        ),
         # bad numbers and MACs
-        ('"+390957001103", short: 203', '"0957001103", short: 203',
-         "extensions[3].number: '0957001103' is not an E.164 number"),
-        ('mac: "00:80:f0:20:00:02"', 'mac: "00:80:f0:20:00:0g"',
-         "devices[3].mac: '00:80:f0:20:00:0g' is not a MAC address"),
+        (
+            '"+390957001103", short: 203',
+            '"0957001103", short: 203',
+            "extensions[3].number: '0957001103' is not an E.164 number",
+        ),
+        (
+            'mac: "00:80:f0:20:00:02"',
+            'mac: "00:80:f0:20:00:0g"',
+            "devices[3].mac: '00:80:f0:20:00:0g' is not a MAC address",
+        ),
         ('mac: "00:80:f0:20:00:02"', 'mac: "01:00:5e:00:00:01"', "is a multicast MAC address"),
         # duplicate keys are refused, not silently overwritten
         ("lines: 2\n", "lines: 2\nlines: 3\n", ":9: WT-2026-000104: lines: duplicate key"),
@@ -46,8 +59,9 @@ def _validate(tmp_path: Path, text: str) -> tuple[int, str]:
         ("vat: IT03692581477", "vat: IT03692581478", "customer.vat: 'IT03692581478' has a wrong"),
     ],
 )
-def test_bad_input_one_line_with_file_and_line(tmp_path: Path, old: str, new: str,
-                                              expect: str) -> None:  # fmt: skip
+def test_bad_input_one_line_with_file_and_line(
+    tmp_path: Path, old: str, new: str, expect: str
+) -> None:
     text = SAMPLE.read_text()
     assert old in text, old
     code, output = _validate(tmp_path, text.replace(old, new, 1))

@@ -239,9 +239,12 @@ CASES: list[tuple[str, dict[str, Any], Patch, str, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("rule", "base", "patch", "path", "limit"), CASES, ids=[c[0] for c in CASES])
-def test_rule_violation_is_reported(rule: str, base: dict[str, Any], patch: Patch, path: str,
-                                    limit: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("rule", "base", "patch", "path", "limit"), CASES, ids=[c[0] for c in CASES]
+)
+def test_rule_violation_is_reported(
+    rule: str, base: dict[str, Any], patch: Patch, path: str, limit: str
+) -> None:
     assert check_text(yaml.safe_dump(base), "base.yaml").ok, "the base document must be valid"
     doc = copy.deepcopy(base)
     patch(doc)
