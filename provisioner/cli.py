@@ -347,3 +347,7 @@ def unbind(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+from provisioner.commands import api as _api  # noqa: E402,F401
+from provisioner.commands import serve as _serve  # noqa: E402,F401

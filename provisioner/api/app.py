@@ -1,0 +1,148 @@
+"""The FastAPI application: ``create_app(settings, inventory)``.
+
+Layout: ``/api/v1/...`` for the resources (every route guarded by a permission), the
+OpenAPI document at ``/api/v1/openapi.json`` and its docs at ``/api/v1/docs``; ``/healthz``,
+``/readyz`` and ``/metrics`` at the root, public, for probes and scrapers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi import routing as fastapi_routing
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from provisioner import __version__
+from provisioner.api import problems
+from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
+from provisioner.api.metrics import REGISTRY, Registry
+from provisioner.api.routes import audit, devices, health, orders
+from provisioner.document import OrderDocument
+from provisioner.inventory import Inventory
+from provisioner.settings import Settings
+
+PREFIX = "/api/v1"
+
+
+def iter_routes(app: FastAPI) -> Iterator[tuple[str, frozenset[str], Any]]:
+    """Every route as (full path template, methods, the route as declared).
+
+    Newer FastAPI keeps included routers nested (``iter_route_contexts`` flattens them);
+    older versions flatten ``app.routes`` themselves.
+    """
+    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
+    items: Any = flatten(app.routes) if flatten is not None else app.routes
+    for item in items:
+        route = getattr(item, "original_route", item)
+        path = str(getattr(item, "path_format", None) or getattr(item, "path", ""))
+        methods = frozenset(getattr(item, "methods", None) or ())
+        yield path, methods, route
+
+
+class MetricsMiddleware:
+    """Count requests and time them by route template (not raw path: bounded label values)."""
+
+    def __init__(self, app: ASGIApp, registry: Registry, templates: Callable[[], dict[Any, str]]):
+        self.app = app
+        self.registry = registry
+        self._templates = templates
+        self._by_endpoint: dict[Any, str] | None = None
+
+    def _template(self, scope: Scope) -> str:
+        if self._by_endpoint is None:
+            self._by_endpoint = self._templates()
+        endpoint = scope.get("endpoint")
+        if endpoint is not None and endpoint in self._by_endpoint:
+            return self._by_endpoint[endpoint]
+        return getattr(scope.get("route"), "path", None) or "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            labels = {
+                "route": self._template(scope),
+                "method": scope["method"],
+                "status": str(status),
+            }
+            self.registry.requests.inc(**labels)
+            self.registry.latency.observe(time.perf_counter() - start, **labels)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document plus the order document and problem schemas it refers to."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    doc = OrderDocument.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in doc.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    components["OrderDocument"] = doc
+    for model in (problems.Problem, problems.Violation):
+        sub = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, inner in sub.pop("$defs", {}).items():
+            components.setdefault(name, inner)
+        components[model.__name__] = sub
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(
+    settings: Settings, inventory: Inventory | None = None, limits: ApiLimits | None = None
+) -> FastAPI:
+    """The NOC REST API over ``inventory`` (made from ``settings`` when not given)."""
+    inventory = inventory or Inventory(settings)
+    limits = limits or ApiLimits.from_env()
+    app = FastAPI(
+        title="Office Smart provisioner",
+        version=__version__,
+        description="NOC REST API: orders, devices, binds and audit. Bearer tokens from "
+        "`provisioner token create --role viewer|technician|noc|admin`.",
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
+    app.state.settings = settings
+    app.state.inventory = inventory
+    app.state.limits = limits
+    app.state.rate_limiter = RateLimiter(limits.rate, limits.burst)
+    problems.install(app)
+
+    api = APIRouter(prefix=PREFIX, responses=problems.COMMON_RESPONSES)
+    api.include_router(orders.router)
+    api.include_router(devices.router)
+    api.include_router(audit.router)
+    app.include_router(api)
+    app.include_router(health.router)
+
+    app.add_middleware(BodyLimitMiddleware, max_body=limits.max_body)
+    app.add_middleware(
+        MetricsMiddleware,
+        registry=REGISTRY,
+        templates=lambda: {getattr(r, "endpoint", None): path for path, _, r in iter_routes(app)},
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

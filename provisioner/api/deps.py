@@ -1,0 +1,36 @@
+"""Dependencies as ``Annotated`` aliases: the store, and one alias per permission."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from provisioner.api.auth import Principal, require
+from provisioner.api.limits import ApiLimits
+from provisioner.inventory import Inventory
+
+
+def get_inventory(request: Request) -> Inventory:
+    inventory: Inventory = request.app.state.inventory
+    return inventory
+
+
+def get_limits(request: Request) -> ApiLimits:
+    limits: ApiLimits = request.app.state.limits
+    return limits
+
+
+InventoryDep = Annotated[Inventory, Depends(get_inventory)]
+LimitsDep = Annotated[ApiLimits, Depends(get_limits)]
+
+OrdersRead = Annotated[Principal, Depends(require("orders:read"))]
+OrdersWrite = Annotated[Principal, Depends(require("orders:write"))]
+DevicesRead = Annotated[Principal, Depends(require("devices:read"))]
+DevicesBind = Annotated[Principal, Depends(require("devices:bind"))]
+AuditRead = Annotated[Principal, Depends(require("audit:read"))]
+SecretsRead = Annotated[Principal, Depends(require("secrets:read"))]
+
+# Page size is capped in the schema (a larger limit is refused with 422, not clamped).
+PageLimit = Annotated[int, Query(ge=1, le=200, description="Items per page (at most 200).")]
+PageOffset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]

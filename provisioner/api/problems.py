@@ -1,0 +1,174 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Every error the API returns goes through here, so clients parse one shape: ``type``,
+``title``, ``status``, ``detail``, and for refused documents ``violations`` (every broken
+rule with its path, limit and line). Request input is never echoed back: a refused secret
+must not come back in the error about it.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from provisioner.errors import (
+    BindRefused,
+    DeviceUnknown,
+    OrderRejected,
+    OrderUnknown,
+    ProvisionerError,
+)
+
+MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("provisioner.api")
+
+
+class Violation(BaseModel):
+    """One broken rule: where in the document (path, line) and what (message, limit)."""
+
+    path: str
+    message: str
+    limit: str = ""
+    line: int | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    violations: list[Violation] | None = None
+
+
+class DocumentRefused(Exception):
+    """An order document (body of POST/PUT) broke the schema or the offer's rules."""
+
+    def __init__(self, violations: list[Violation]):
+        self.violations = violations
+        super().__init__(f"{len(violations)} violations")
+
+
+class ProblemResponse(JSONResponse):
+    media_type = MEDIA_TYPE
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    violations: list[Violation] | None = None,
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
+) -> ProblemResponse:
+    body = Problem(
+        type=type_,
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=instance,
+        violations=violations,
+    )
+    return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _problem_doc(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+# Documented on every operation, so a client (and schemathesis) knows each error's shape.
+COMMON_RESPONSES: Responses = {
+    401: _problem_doc("No valid bearer token (see WWW-Authenticate)."),
+    403: _problem_doc("The token's role may not do this."),
+    413: _problem_doc("Request body over the size limit."),
+    422: _problem_doc("The request or the order document breaks a rule; see violations."),
+    429: _problem_doc("Rate limit for this token exceeded; see Retry-After."),
+    503: _problem_doc("The store or the secret key is not usable right now."),
+}
+NOT_FOUND: Responses = {404: _problem_doc("No such order or device, or not visible to you.")}
+UNSUPPORTED: Responses = {415: _problem_doc("Body is neither YAML nor JSON.")}
+CONFLICT: Responses = {409: _problem_doc("Refused by the offer's rules or the order's state.")}
+
+
+def _validation_violations(exc: RequestValidationError) -> list[Violation]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        out.append(Violation(path=".".join(loc), message=str(err.get("msg", "invalid"))))
+    return out
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into problem details."""
+
+    async def http_error(request: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem(exc.status_code, detail, headers=exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem(
+            422,
+            "the request does not match the API schema",
+            type_="urn:provisioner:problem:invalid-request",
+            violations=_validation_violations(exc),
+        )
+
+    async def rejected(request: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, OrderRejected)
+        return problem(
+            422,
+            "the order breaks the offer's rules",
+            type_="urn:provisioner:problem:order-rejected",
+            violations=[Violation(path="", message=v) for v in exc.violations],
+        )
+
+    async def refused_document(request: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, DocumentRefused)
+        return problem(
+            422,
+            f"the order document breaks {len(exc.violations)} rule(s)",
+            type_="urn:provisioner:problem:order-rejected",
+            violations=exc.violations,
+        )
+
+    async def unknown(request: Request, exc: Exception) -> ProblemResponse:
+        return problem(404, str(exc), type_="urn:provisioner:problem:not-found")
+
+    async def refused(request: Request, exc: Exception) -> ProblemResponse:
+        return problem(409, str(exc), type_="urn:provisioner:problem:bind-refused")
+
+    async def provisioner_error(request: Request, exc: Exception) -> ProblemResponse:
+        # Settings, key or store trouble: the operator's log has the line, the client a 503.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return problem(503, "the server cannot do this now; the operator is told")
+
+    async def crash(request: Request, exc: Exception) -> ProblemResponse:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return problem(500, "unexpected server error")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(OrderRejected, rejected)
+    app.add_exception_handler(DocumentRefused, refused_document)
+    app.add_exception_handler(OrderUnknown, unknown)
+    app.add_exception_handler(DeviceUnknown, unknown)
+    app.add_exception_handler(BindRefused, refused)
+    app.add_exception_handler(ProvisionerError, provisioner_error)
+    app.add_exception_handler(Exception, crash)

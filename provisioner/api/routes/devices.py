@@ -1,0 +1,167 @@
+"""Devices: read by MAC, status, bind/unbind the box in hand, swap a box (RMA)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from provisioner import audit
+from provisioner.api import schemas, views
+from provisioner.api.auth import Principal
+from provisioner.api.deps import DevicesBind, DevicesRead, InventoryDep
+from provisioner.api.problems import CONFLICT, NOT_FOUND
+from provisioner.api.routes.orders import OrderId
+from provisioner.api.schemas import MAC_PATTERN
+from provisioner.document import normalize_mac
+from provisioner.errors import BindRefused, DeviceUnknown, OrderUnknown
+from provisioner.inventory import Inventory
+from provisioner.store.models import Device
+
+router = APIRouter(tags=["devices"])
+
+MacPath = Annotated[str, Path(pattern=MAC_PATTERN, description="MAC, any usual spelling.")]
+
+
+def _norm(mac: str) -> str:
+    try:
+        return normalize_mac(mac)
+    except ValueError:
+        # Well-formed but never a device's (multicast, all zeros): same answer as unknown.
+        raise DeviceUnknown(f"MAC {mac}: no device with this MAC in the store") from None
+
+
+def _visible_device(inv: Inventory, session: object, principal: Principal, mac: str) -> Device:
+    dev = inv.find_device(session, _norm(mac))  # type: ignore[arg-type]
+    if not principal.sees(dev.order.order_id):
+        raise DeviceUnknown(f"MAC {dev.mac}: no device with this MAC in the store")
+    return dev
+
+
+def _check_order_visible(principal: Principal, order_id: str) -> None:
+    if not principal.sees(order_id):
+        raise OrderUnknown(f"order {order_id}: not in the store")
+
+
+@router.post(
+    "/orders/{order_id}/bind",
+    response_model=schemas.BindPublic,
+    summary="Bind the box in hand to a planned device",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def bind_device(
+    principal: DevicesBind, inv: InventoryDep, order_id: OrderId, body: schemas.BindCreate
+) -> schemas.BindPublic:
+    """409 past the terminal limit, for a taken extension, or a MAC already in use."""
+    _check_order_visible(principal, order_id)
+    device_id = inv.bind(
+        order_id,
+        mac=body.mac,
+        serial=body.serial,
+        extension=body.extension,
+        device_id=body.device,
+        model=body.model,
+        actor=principal.actor,
+    )
+    return schemas.BindPublic(
+        order=order_id,
+        device=device_id,
+        identity=body.mac or body.serial,
+        state=schemas.DeviceState.bound,
+    )
+
+
+@router.post(
+    "/orders/{order_id}/unbind",
+    response_model=schemas.BindPublic,
+    summary="Make a bound device planned again",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def unbind_device(
+    principal: DevicesBind, inv: InventoryDep, order_id: OrderId, body: schemas.UnbindCreate
+) -> schemas.BindPublic:
+    """A terminal that a bind created goes away with its box."""
+    _check_order_visible(principal, order_id)
+    device_id = inv.unbind(order_id, mac=body.mac, device_id=body.device, actor=principal.actor)
+    return schemas.BindPublic(order=order_id, device=device_id, state=schemas.DeviceState.planned)
+
+
+@router.get(
+    "/devices/{mac}",
+    response_model=schemas.DeviceDetail,
+    summary="Read a device by MAC",
+    responses=NOT_FOUND,
+)
+def get_device(principal: DevicesRead, inv: InventoryDep, mac: MacPath) -> schemas.DeviceDetail:
+    with inv.db.read() as session:
+        return views.device_detail(_visible_device(inv, session, principal, mac))
+
+
+@router.get(
+    "/devices/{mac}/status",
+    response_model=schemas.DeviceStatus,
+    summary="A device's provisioning state",
+    responses=NOT_FOUND,
+)
+def device_status(principal: DevicesRead, inv: InventoryDep, mac: MacPath) -> schemas.DeviceStatus:
+    """Planned or bound; last fetch and push come from the audit log when recorded."""
+    with inv.db.read() as session:
+        dev = _visible_device(inv, session, principal, mac)
+        last = views.last_events(session, dev)
+        return schemas.DeviceStatus(
+            order=dev.order.order_id,
+            device=dev.device_id,
+            model=dev.model,
+            mac=dev.mac,
+            state=views.device_state(dev),
+            **last,
+        )
+
+
+@router.post(
+    "/devices/{mac}/swap",
+    response_model=schemas.SwapPublic,
+    summary="Swap a box (RMA): the new MAC takes over the device",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def swap_device(
+    principal: DevicesBind, inv: InventoryDep, mac: MacPath, body: schemas.SwapCreate
+) -> schemas.SwapPublic:
+    """One write transaction: config, extension and secrets stay with the device; the old
+    MAC stops matching anything, so the returned box can no longer fetch files."""
+    old = _norm(mac)
+    new = body.new_mac
+    try:
+        with inv.db.write() as session:
+            dev = session.scalar(select(Device).where(Device.mac == old).with_for_update())
+            if dev is None or not principal.sees(dev.order.order_id):
+                raise DeviceUnknown(f"MAC {old}: no device with this MAC in the store")
+            order_id = dev.order.order_id
+            if dev.order.state != schemas.OrderState.active:
+                raise BindRefused(f"order {order_id}: is {dev.order.state}")
+            if new == old:
+                raise HTTPException(409, f"MAC {new}: is already this device's MAC")
+            other = session.scalar(select(Device).where(Device.mac == new))
+            if other is not None:
+                raise BindRefused(
+                    f"MAC {new}: is already device {other.device_id} of order "
+                    f"{other.order.order_id}"
+                )
+            dev.mac = new
+            dev.identity_source = "bind"
+            session.flush()
+            audit.record(
+                session,
+                principal.actor,
+                "device.swapped",
+                order_id=order_id,
+                device=dev.device_id,
+                old_mac=old,
+                new_mac=new,
+            )
+            device_id = dev.device_id
+    except IntegrityError:
+        raise BindRefused(f"MAC {new}: taken by a concurrent change; retry") from None
+    return schemas.SwapPublic(order=order_id, device=device_id, old_mac=old, new_mac=new)

@@ -1,0 +1,276 @@
+"""Orders: create from a document, list, read, replace, cancel, validate; admin secrets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from sqlalchemy import func, select
+
+from provisioner import audit
+from provisioner.api import schemas, views
+from provisioner.api.auth import Principal
+from provisioner.api.deps import (
+    InventoryDep,
+    OrdersRead,
+    OrdersWrite,
+    PageLimit,
+    PageOffset,
+    SecretsRead,
+)
+from provisioner.api.problems import (
+    CONFLICT,
+    NOT_FOUND,
+    UNSUPPORTED,
+    DocumentRefused,
+    Violation,
+)
+from provisioner.api.schemas import ORDER_ID_PATTERN
+from provisioner.document import OrderDocument
+from provisioner.errors import OrderRejected, OrderUnknown
+from provisioner.inventory import Inventory
+from provisioner.store.models import Customer, Order, SecretRow, Site
+from provisioner.validate import Checked, check_text
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+SOURCE = "api"
+
+OrderId = Annotated[str, Path(pattern=ORDER_ID_PATTERN, description="Order id.")]
+
+# Both media types carry the same document (§2b of the design); YAML keeps line numbers.
+_DOCUMENT_REF = {"$ref": "#/components/schemas/OrderDocument"}
+DOCUMENT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One order document, as YAML (`application/yaml`) or JSON.",
+        "content": {
+            "application/yaml": {"schema": _DOCUMENT_REF},
+            "application/json": {"schema": _DOCUMENT_REF},
+        },
+    }
+}
+
+
+@dataclass
+class OrderBody:
+    """A posted document after validation; lines only when it came as YAML."""
+
+    checked: Checked
+    is_json: bool
+
+    def violations(self) -> list[Violation]:
+        return [
+            Violation(
+                path=p.path,
+                message=p.message,
+                limit=p.limit,
+                line=None if self.is_json else p.line,
+            )
+            for p in self.checked.problems
+        ]
+
+
+async def read_document(request: Request) -> OrderBody:
+    """Parse and validate the body with the same rules as ``provisioner validate``."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    is_json = ctype == "application/json" or ctype.endswith("+json")
+    if not is_json and ctype not in YAML_TYPES:
+        raise HTTPException(415, "send the order as application/yaml or application/json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentRefused([Violation(path="", message="not UTF-8 text")]) from None
+    if is_json:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DocumentRefused(
+                [Violation(path="", message=f"JSON syntax: {exc.msg}", line=exc.lineno)]
+            ) from None
+        # One validator for both: the JSON becomes the equivalent YAML (paths are kept).
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return OrderBody(check_text(text, "<api>"), is_json)
+
+
+DocumentBody = Annotated[OrderBody, Depends(read_document)]
+
+
+def _valid_document(inv: Inventory, body: OrderBody, principal: Principal) -> OrderDocument:
+    if body.checked.ok and body.checked.document is not None:
+        return body.checked.document
+    inv.record_refusal(body.checked.order_id, SOURCE, body.checked.lines(), principal.actor)
+    raise DocumentRefused(body.violations())
+
+
+def _apply(inv: Inventory, doc: OrderDocument, principal: Principal) -> schemas.OrderApplied:
+    try:
+        result = inv.apply(doc, source=SOURCE, actor=principal.actor)
+    except OrderRejected as exc:
+        inv.record_refusal(doc.order, SOURCE, exc.violations, principal.actor)
+        raise
+    return schemas.OrderApplied(
+        order=result.order_id,
+        status=schemas.ApplyStatus(result.status),
+        changes=result.changes,
+    )
+
+
+def visible_order(inv: Inventory, session: Any, principal: Principal, order_id: str) -> Order:
+    """The order, or 404 both when it does not exist and when this token may not see it."""
+    if not principal.sees(order_id):
+        raise OrderUnknown(f"order {order_id}: not in the store")
+    return inv.get(session, order_id)
+
+
+@router.get("", response_model=schemas.OrderPage, summary="List orders")
+def list_orders(
+    principal: OrdersRead,
+    inv: InventoryDep,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
+    vat: Annotated[str | None, Query(max_length=32, description="Customer VAT number.")] = None,
+    plan: Annotated[str | None, Query(max_length=32, description="Plan key.")] = None,
+    state: schemas.OrderState | None = None,
+    site: Annotated[str | None, Query(max_length=40, description="Has a site of this id.")] = None,
+) -> schemas.OrderPage:
+    """Orders by id, filtered; a technician sees only the orders on the token."""
+    stmt = select(Order).join(Customer, Order.customer_id == Customer.id)
+    if vat:
+        stmt = stmt.where(Customer.vat == vat)
+    if plan:
+        stmt = stmt.where(Order.plan == plan)
+    if state:
+        stmt = stmt.where(Order.state == state.value)
+    if site:
+        stmt = stmt.where(Order.sites.any(Site.site_id == site))
+    if principal.scoped:
+        stmt = stmt.where(Order.order_id.in_(sorted(principal.token.orders)))
+    with inv.db.read() as session:
+        total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        rows = session.scalars(stmt.order_by(Order.order_id).offset(offset).limit(limit))
+        items = [views.order_summary(o) for o in rows]
+    return schemas.OrderPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=schemas.OrderApplied,
+    summary="Create an order from its document",
+    openapi_extra=DOCUMENT_BODY,
+    responses={**CONFLICT, **UNSUPPORTED},
+)
+def create_order(
+    principal: OrdersWrite, inv: InventoryDep, body: DocumentBody
+) -> schemas.OrderApplied:
+    """Validate like ``provisioner validate``, then store. 422 lists every violation."""
+    doc = _valid_document(inv, body, principal)
+    with inv.db.read() as session:
+        exists = session.scalar(select(Order.id).where(Order.order_id == doc.order))
+    if exists is not None:
+        raise HTTPException(409, f"order {doc.order}: exists; PUT /api/v1/orders/{doc.order}")
+    return _apply(inv, doc, principal)
+
+
+@router.post(
+    "/validate",
+    response_model=schemas.OrderValidation,
+    summary="Validate an order document without storing it",
+    openapi_extra=DOCUMENT_BODY,
+    responses=UNSUPPORTED,
+)
+def validate_order(principal: OrdersRead, body: DocumentBody) -> schemas.OrderValidation:
+    """Always 200 for a readable body: ``valid`` and every violation."""
+    return schemas.OrderValidation(
+        valid=body.checked.ok,
+        order=body.checked.order_id or None,
+        violations=body.violations(),
+    )
+
+
+@router.get(
+    "/{order_id}", response_model=schemas.OrderPublic, summary="Read an order", responses=NOT_FOUND
+)
+def get_order(principal: OrdersRead, inv: InventoryDep, order_id: OrderId) -> schemas.OrderPublic:
+    """Sites, extensions and devices (planned or bound). Never a secret."""
+    with inv.db.read() as session:
+        return views.order_public(visible_order(inv, session, principal, order_id))
+
+
+@router.put(
+    "/{order_id}",
+    response_model=schemas.OrderApplied,
+    summary="Replace an order with a new document",
+    openapi_extra=DOCUMENT_BODY,
+    responses={**NOT_FOUND, **CONFLICT, **UNSUPPORTED},
+)
+def replace_order(
+    principal: OrdersWrite, inv: InventoryDep, order_id: OrderId, body: DocumentBody
+) -> schemas.OrderApplied:
+    """Re-apply (idempotent): status ``unchanged`` or ``updated``; binds are kept."""
+    with inv.db.read() as session:
+        order = inv.get(session, order_id)
+        state = order.state
+    doc = _valid_document(inv, body, principal)
+    if doc.order != order_id:
+        raise DocumentRefused(
+            [Violation(path="order", message=f"is {doc.order}, the URL says {order_id}")]
+        )
+    if state != schemas.OrderState.active:
+        raise HTTPException(409, f"order {order_id}: is {state}; it is kept for audit only")
+    return _apply(inv, doc, principal)
+
+
+@router.post(
+    "/{order_id}/cancel",
+    response_model=schemas.CancelPublic,
+    summary="Cancel an order (kept for audit)",
+    responses=NOT_FOUND,
+)
+def cancel_order(
+    principal: OrdersWrite, inv: InventoryDep, order_id: OrderId
+) -> schemas.CancelPublic:
+    """State becomes ``cancelled``; rows stay. Cancelling twice changes nothing."""
+    with inv.db.write() as session:
+        order = session.scalar(select(Order).where(Order.order_id == order_id).with_for_update())
+        if order is None:
+            raise OrderUnknown(f"order {order_id}: not in the store")
+        if order.state != schemas.OrderState.cancelled:
+            was = order.state
+            order.state = schemas.OrderState.cancelled.value
+            audit.record(session, principal.actor, "order.cancelled", order_id=order_id, was=was)
+    return schemas.CancelPublic(order=order_id, state=schemas.OrderState.cancelled)
+
+
+@router.get(
+    "/{order_id}/secrets",
+    response_model=schemas.SecretsPublic,
+    summary="Read an order's secrets (admin only)",
+    responses=NOT_FOUND,
+)
+def get_secrets(
+    principal: SecretsRead, inv: InventoryDep, order_id: OrderId
+) -> schemas.SecretsPublic:
+    """Every credential of the order, decrypted. Each read is audited."""
+    with inv.db.read() as session:
+        order = visible_order(inv, session, principal, order_id)
+        rows = session.scalars(
+            select(SecretRow)
+            .where(SecretRow.order_pk == order.id)
+            .order_by(SecretRow.owner, SecretRow.name)
+        ).all()
+        items = [
+            schemas.SecretPublic(
+                owner=r.owner, name=r.name, value=inv.vault.decrypt(r.ciphertext), source=r.source
+            )
+            for r in rows
+        ]
+    with inv.db.write() as session:
+        audit.record(session, principal.actor, "secrets.read", order_id=order_id, count=len(items))
+    return schemas.SecretsPublic(order=order_id, secrets=items)

@@ -1,0 +1,257 @@
+"""Request and response bodies. ``XCreate``/``XUpdate`` in, ``XPublic`` out; no secrets out.
+
+Only :class:`SecretPublic` carries a secret, and only the admin-only secrets route returns it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from provisioner.api.problems import Violation
+from provisioner.document import normalize_mac
+
+# The usual MAC spellings; normalize_mac has the last word (multicast, all-zero).
+MAC_PATTERN = (
+    r"^(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$"
+    r"|^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$"
+    r"|^[0-9A-Fa-f]{12}$"
+)
+ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _mac(value: str) -> str:
+    return normalize_mac(value)
+
+
+Mac = Annotated[
+    str,
+    Field(pattern=MAC_PATTERN, examples=["00:80:f0:00:00:01"]),
+    AfterValidator(_mac),
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrderState(enum.StrEnum):
+    active = "active"
+    cancelled = "cancelled"
+
+
+class DeviceState(enum.StrEnum):
+    planned = "planned"
+    bound = "bound"
+
+
+class ApplyStatus(enum.StrEnum):
+    created = "created"
+    updated = "updated"
+    unchanged = "unchanged"
+
+
+class CustomerPublic(BaseModel):
+    name: str
+    vat: str
+
+
+class GnrPublic(BaseModel):
+    first: str
+    last: str
+
+
+class NumbersPublic(BaseModel):
+    single: list[str] = []
+    gnr: list[GnrPublic] = []
+    isdn_groups: list[list[str]] = []
+
+
+class SitePublic(BaseModel):
+    id: str
+    address: str
+    connectivity: str
+    pppoe_username: str
+
+
+class ExtensionPublic(BaseModel):
+    number: str
+    short: int
+    type: str
+    name: str
+    site: str
+    email: str | None = None
+    mobile: str | None = None
+    conference: list[str] = []
+    terminal: str | None = Field(None, description="Device id of its terminal, if any.")
+
+
+class HandsetPublic(BaseModel):
+    slot: int
+    extension: int
+    model: str
+
+
+class DevicePublic(BaseModel):
+    id: str
+    model: str
+    kind: str
+    site: str | None = None
+    mac: str | None = None
+    serial: str | None = None
+    state: DeviceState
+    extensions: list[int] = Field([], description="Short numbers of the extensions it serves.")
+    switch: str | None = None
+    port: int | None = None
+    handsets: list[HandsetPublic] = []
+
+
+class OrderSummary(BaseModel):
+    order: str
+    customer: CustomerPublic
+    plan: str
+    lines: int
+    state: OrderState
+    sites: int
+    extensions: int
+    devices: int
+    bound: int
+    updated_at: datetime | None = None
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class OrderPublic(BaseModel):
+    order: str
+    customer: CustomerPublic
+    plan: str
+    lines: int
+    state: OrderState
+    options: dict[str, bool | int]
+    numbers: NumbersPublic
+    sites: list[SitePublic]
+    extensions: list[ExtensionPublic]
+    devices: list[DevicePublic]
+    updated_at: datetime | None = None
+
+
+class OrderApplied(BaseModel):
+    order: str
+    status: ApplyStatus
+    changes: list[str] = []
+
+
+class OrderValidation(BaseModel):
+    valid: bool
+    order: str | None = None
+    violations: list[Violation] = []
+
+
+class BindCreate(_In):
+    """The box in hand (``mac`` or ``serial``) and what it serves (``extension`` or ``device``)."""
+
+    mac: Mac | None = None
+    serial: Annotated[str, Field(min_length=1, max_length=12)] | None = None
+    extension: Annotated[int, Field(ge=0, le=99_999_999)] | None = None
+    device: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    model: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        None, description="Phone model, when the extension has no terminal yet."
+    )
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> BindCreate:
+        if (self.mac is None) == (self.serial is None):
+            raise ValueError("give exactly one of mac or serial")
+        if (self.extension is None) == (self.device is None):
+            raise ValueError("give exactly one of extension or device")
+        return self
+
+
+class UnbindCreate(_In):
+    mac: Mac | None = None
+    device: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> UnbindCreate:
+        if (self.mac is None) == (self.device is None):
+            raise ValueError("give exactly one of mac or device")
+        return self
+
+
+class BindPublic(BaseModel):
+    order: str
+    device: str
+    identity: str | None = None
+    state: DeviceState
+
+
+class SwapCreate(_In):
+    new_mac: Mac
+
+
+class SwapPublic(BaseModel):
+    order: str
+    device: str
+    old_mac: str
+    new_mac: str
+
+
+class DeviceDetail(DevicePublic):
+    order: str
+    order_state: OrderState
+
+
+class DeviceStatus(BaseModel):
+    order: str
+    device: str
+    model: str
+    mac: str | None
+    state: DeviceState
+    last_fetch_at: datetime | None = None
+    last_push_at: datetime | None = None
+    last_push_result: str | None = None
+
+
+class AuditEventPublic(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    order: str | None = None
+    device: str | None = None
+    detail: dict[str, Any] = {}
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventPublic]
+    limit: int
+    offset: int
+
+
+class SecretPublic(BaseModel):
+    owner: str
+    name: str
+    value: str
+    source: str
+
+
+class SecretsPublic(BaseModel):
+    order: str
+    secrets: list[SecretPublic]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class CancelPublic(BaseModel):
+    order: str
+    state: OrderState

@@ -1,0 +1,1 @@
+"""CLI command groups, each registering on ``provisioner.cli.app``."""

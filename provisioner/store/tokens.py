@@ -1,0 +1,114 @@
+"""API tokens for the NOC REST API: stored hashed, shown once, revocable.
+
+A token reads ``pvt_<id>_<secret>``: the id finds the row, the secret (32 random bytes,
+URL-safe base64) is checked against its stored SHA-256 in constant time. The secret itself
+is never stored, so a copy of the database does not hand out API access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from provisioner.errors import ProvisionerError
+from provisioner.store.models import Base, utcnow
+
+ROLES = ("viewer", "technician", "noc", "admin")
+PREFIX = "pvt"
+
+
+class TokenError(ProvisionerError):
+    """A token could not be made, found or revoked."""
+
+
+class ApiToken(Base):
+    """One API token: its role, the orders it is limited to (technicians), its hash."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    orders: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of order ids
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def order_ids(self) -> list[str]:
+        return list(json.loads(self.orders or "[]"))
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What a verified token grants (a plain value, safe to keep per request)."""
+
+    id: int
+    name: str
+    role: str
+    orders: frozenset[str]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create(
+    session: Session, role: str, *, name: str = "", orders: list[str] | None = None, actor: str = ""
+) -> tuple[ApiToken, str]:
+    """Make a token; returns the row and the token text (shown once, never stored)."""
+    if role not in ROLES:
+        raise TokenError(f"role {role!r}: must be one of {', '.join(ROLES)}")
+    orders = sorted(set(orders or []))
+    if role == "technician" and not orders:
+        raise TokenError("a technician token needs at least one --order")
+    if role != "technician" and orders:
+        raise TokenError(f"--order limits technician tokens only; a {role} token sees every order")
+    secret = secrets.token_urlsafe(32)
+    row = ApiToken(
+        name=name,
+        role=role,
+        orders=json.dumps(orders),
+        token_hash=_digest(secret),
+        created_by=actor,
+    )
+    session.add(row)
+    session.flush()
+    if not row.name:
+        # Unnamed tokens still get a distinct name: audit events say who acted.
+        row.name = f"{role}-{row.id}"
+    return row, f"{PREFIX}_{row.id}_{secret}"
+
+
+def verify(session: Session, token: str) -> TokenInfo | None:
+    """The grant of a presented token, or None (malformed, unknown, revoked, wrong secret)."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX or not parts[1].isdigit() or len(parts[1]) > 12:
+        return None
+    row = session.get(ApiToken, int(parts[1]))
+    # Compare digests even when the row is missing, so timing does not tell ids apart.
+    expected = row.token_hash if row is not None else "0" * 64
+    ok = hmac.compare_digest(expected, _digest(parts[2]))
+    if row is None or not ok or row.revoked_at is not None:
+        return None
+    return TokenInfo(row.id, row.name, row.role, frozenset(row.order_ids))
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def revoke(session: Session, token_id: int) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise TokenError(f"token {token_id}: no such token")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
