@@ -122,15 +122,13 @@ def test_dect_base_has_one_account_per_slot_as_ordered(
         ("3", "213"),
         ("4", "230"),
     ]
-    assert [a["path"] for a in accounts] == [
-        f"/config/voip/sipAccount{i}.cfg" for i in range(4)
-    ]
+    assert [a["path"] for a in accounts] == [f"/config/voip/sipAccount{i}.cfg" for i in range(4)]
     assert accounts[3]["password"] == sip(sample_inventory, O123, 230)
 
 
 def test_phonebook_lists_every_extension(renderer: Renderer) -> None:
     data = renderer.files_for_mac("00:80:f0:00:00:04")["phonebook-0080f0000004.xml"]
-    root = ET.fromstring(data)
+    root = ET.fromstring(data)  # noqa: S314 - our own output
     entries = [
         (e.findtext("Name"), [t.text for t in e.findall("Telephone")])
         for e in root.iter("DirectoryEntry")
@@ -261,10 +259,13 @@ def test_ont_record(renderer: Renderer, sample_inventory) -> None:  # type: igno
     assert rec["wan"] == {"data_vlan": 835, "voice_vlan": 836}
 
 
-@pytest.mark.parametrize(("switch", "ports", "poe", "voice"), [
-    ("sw-milano", 24, 12, list(range(1, 13))),
-    ("sw-roma", 8, 8, [1, 2, 3]),
-])
+@pytest.mark.parametrize(
+    ("switch", "ports", "poe", "voice"),
+    [
+        ("sw-milano", 24, 12, list(range(1, 13))),
+        ("sw-roma", 8, 8, [1, 2, 3]),
+    ],
+)
 def test_switch_setplan_shape(
     renderer: Renderer, switch: str, ports: int, poe: int, voice: list[int]
 ) -> None:
@@ -274,7 +275,7 @@ def test_switch_setplan_shape(
     data, vo = plan["vlans"]
     assert data == {"vid": 1, "name": "data", "untagged": list(range(1, ports + 1)), "tagged": []}
     assert vo == {"vid": 20, "name": "voice", "untagged": [], "tagged": voice}
-    assert plan["pvid"] == {p: 1 for p in range(1, ports + 1)}
+    assert plan["pvid"] == dict.fromkeys(range(1, ports + 1), 1)
     assert plan["poe"] == {p: p in voice for p in range(1, poe + 1)}
 
 

@@ -14,7 +14,8 @@ import pytest
 from provisioner.render import RenderedFile, Renderer
 
 GOLDEN = Path(__file__).parent / "golden"
-SAMPLE_ORDERS = [p.stem for p in sorted((GOLDEN.parents[2] / "inventory" / "orders").glob("*.yaml"))]
+SAMPLES = GOLDEN.parents[2] / "inventory" / "orders"
+SAMPLE_ORDERS = [p.stem for p in sorted(SAMPLES.glob("*.yaml"))]
 
 
 def _compare(path: Path, data: bytes, update: bool) -> None:
