@@ -8,11 +8,10 @@ OpenAPI document at ``/api/v1/openapi.json`` and its docs at ``/api/v1/docs``; `
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi import routing as fastapi_routing
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,26 +20,14 @@ from provisioner.api import problems
 from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
 from provisioner.api.metrics import REGISTRY, Registry
 from provisioner.api.routes import audit, devices, health, orders
+from provisioner.api.routing import iter_routes
 from provisioner.document import OrderDocument
 from provisioner.inventory import Inventory
 from provisioner.settings import Settings
 
 PREFIX = "/api/v1"
-
-
-def iter_routes(app: FastAPI) -> Iterator[tuple[str, frozenset[str], Any]]:
-    """Every route as (full path template, methods, the route as declared).
-
-    Newer FastAPI keeps included routers nested (``iter_route_contexts`` flattens them);
-    older versions flatten ``app.routes`` themselves.
-    """
-    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
-    items: Any = flatten(app.routes) if flatten is not None else app.routes
-    for item in items:
-        route = getattr(item, "original_route", item)
-        path = str(getattr(item, "path_format", None) or getattr(item, "path", ""))
-        methods = frozenset(getattr(item, "methods", None) or ())
-        yield path, methods, route
+# Label values must stay few: any other method a client invents is counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class MetricsMiddleware:
@@ -78,7 +65,7 @@ class MetricsMiddleware:
         finally:
             labels = {
                 "route": self._template(scope),
-                "method": scope["method"],
+                "method": scope["method"] if scope["method"] in _METHODS else "other",
                 "status": str(status),
             }
             self.registry.requests.inc(**labels)

@@ -93,6 +93,7 @@ Responses = dict[int | str, dict[str, Any]]
 
 # Documented on every operation, so a client (and schemathesis) knows each error's shape.
 COMMON_RESPONSES: Responses = {
+    400: _problem_doc("The body could not be read (not UTF-8, not JSON)."),
     401: _problem_doc("No valid bearer token (see WWW-Authenticate)."),
     403: _problem_doc("The token's role may not do this."),
     413: _problem_doc("Request body over the size limit."),
@@ -119,7 +120,13 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem(exc.status_code, detail, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route's methods; list every route's at this path.
+            from provisioner.api.routing import allowed_methods
+
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return problem(exc.status_code, detail, headers=headers or None)
 
     async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, RequestValidationError)

@@ -10,17 +10,26 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from provisioner.api.problems import Violation
 from provisioner.document import normalize_mac
 
-# The usual MAC spellings; normalize_mac has the last word (multicast, all-zero).
+# The usual MAC spellings of a unicast address (second hex digit even). In path parameters
+# a MAC that normalize_mac still refuses (all zeros) simply matches no device.
+_HEX = "[0-9A-Fa-f]"
+_FIRST = f"{_HEX}[02468AaCcEe]"
 MAC_PATTERN = (
-    r"^(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$"
-    r"|^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$"
-    r"|^[0-9A-Fa-f]{12}$"
+    f"^{_FIRST}(?::{_HEX}{{2}}){{5}}$"
+    f"|^{_FIRST}(?:-{_HEX}{{2}}){{5}}$"
+    f"|^{_FIRST}{_HEX}{{2}}\\.{_HEX}{{4}}\\.{_HEX}{{4}}$"
+    f"|^{_FIRST}{_HEX}{{10}}$"
 )
+# In bodies also refuse the all-zero address up front (look-ahead needs Python's re engine).
+BODY_MAC_PATTERN = f"^(?![0.:-]*$)(?:{MAC_PATTERN})"
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAC_EXAMPLE = "00:80:f0:00:00:01"
+ORDER_EXAMPLE = "WT-2026-000123"
 
 
 def _mac(value: str) -> str:
@@ -29,13 +38,20 @@ def _mac(value: str) -> str:
 
 Mac = Annotated[
     str,
-    Field(pattern=MAC_PATTERN, examples=["00:80:f0:00:00:01"]),
+    Field(pattern=BODY_MAC_PATTERN, examples=[MAC_EXAMPLE]),
     AfterValidator(_mac),
 ]
+# Optional in a body: absent, never null (the schema then says exactly which keys go together).
+Text40 = Annotated[str, Field(min_length=1, max_length=40)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+
+def _exactly_one(*groups: tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema for "exactly one key of each group" (what the model validator checks)."""
+    return {"allOf": [{"oneOf": [{"required": [key]} for key in group]} for group in groups]}
 
 
 class OrderState(enum.StrEnum):
@@ -158,11 +174,15 @@ class OrderValidation(BaseModel):
 class BindCreate(_In):
     """The box in hand (``mac`` or ``serial``) and what it serves (``extension`` or ``device``)."""
 
-    mac: Mac | None = None
-    serial: Annotated[str, Field(min_length=1, max_length=12)] | None = None
-    extension: Annotated[int, Field(ge=0, le=99_999_999)] | None = None
-    device: Annotated[str, Field(min_length=1, max_length=40)] | None = None
-    model: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+    model_config = ConfigDict(
+        json_schema_extra=_exactly_one(("mac", "serial"), ("extension", "device"))
+    )
+
+    mac: Mac | SkipJsonSchema[None] = None
+    serial: Annotated[str, Field(min_length=1, max_length=12)] | SkipJsonSchema[None] = None
+    extension: Annotated[int, Field(ge=0, le=99_999_999)] | SkipJsonSchema[None] = None
+    device: Text40 | SkipJsonSchema[None] = None
+    model: Text40 | SkipJsonSchema[None] = Field(
         None, description="Phone model, when the extension has no terminal yet."
     )
 
@@ -176,8 +196,12 @@ class BindCreate(_In):
 
 
 class UnbindCreate(_In):
-    mac: Mac | None = None
-    device: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    """The bound box, by ``mac`` or by ``device`` id."""
+
+    model_config = ConfigDict(json_schema_extra=_exactly_one(("mac", "device")))
+
+    mac: Mac | SkipJsonSchema[None] = None
+    device: Text40 | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _one(self) -> UnbindCreate:

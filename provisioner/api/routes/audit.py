@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from provisioner.api import schemas, views
@@ -13,6 +15,19 @@ from provisioner.api.deps import AuditRead, InventoryDep, PageLimit, PageOffset
 from provisioner.store.models import AuditEvent
 
 router = APIRouter(tags=["audit"])
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_only(value: object) -> object:
+    # Pydantic would also take a bare number as a Unix time; the schema promises RFC 3339.
+    if isinstance(value, str) and not _ISO.match(value):
+        raise ValueError("must be an RFC 3339 date-time like 2026-11-22T08:00:00Z")
+    return value
+
+
+When = Annotated[datetime | None, BeforeValidator(_iso_only)]
 
 
 def _utc_naive(value: datetime) -> datetime:
@@ -29,8 +44,8 @@ def query_audit(
     order: Annotated[str | None, Query(max_length=64, description="Order id.")] = None,
     device: Annotated[str | None, Query(max_length=64, description="Device id or MAC.")] = None,
     actor: Annotated[str | None, Query(max_length=100, description="e.g. api:noc-1")] = None,
-    since: Annotated[datetime | None, Query(description="From this time (inclusive).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time.")] = None,
+    since: Annotated[When, Query(description="From this time (inclusive).")] = None,
+    until: Annotated[When, Query(description="Before this time.")] = None,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> schemas.AuditPage:

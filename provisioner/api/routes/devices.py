@@ -14,7 +14,7 @@ from provisioner.api.auth import Principal
 from provisioner.api.deps import DevicesBind, DevicesRead, InventoryDep
 from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
-from provisioner.api.schemas import MAC_PATTERN
+from provisioner.api.schemas import MAC_EXAMPLE, MAC_PATTERN
 from provisioner.document import normalize_mac
 from provisioner.errors import BindRefused, DeviceUnknown, OrderUnknown
 from provisioner.inventory import Inventory
@@ -22,7 +22,9 @@ from provisioner.store.models import Device
 
 router = APIRouter(tags=["devices"])
 
-MacPath = Annotated[str, Path(pattern=MAC_PATTERN, description="MAC, any usual spelling.")]
+MacPath = Annotated[
+    str, Path(pattern=MAC_PATTERN, description="MAC, any usual spelling.", examples=[MAC_EXAMPLE])
+]
 
 
 def _norm(mac: str) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
 from provisioner import audit
@@ -28,22 +29,35 @@ from provisioner.api.problems import (
     DocumentRefused,
     Violation,
 )
-from provisioner.api.schemas import ORDER_ID_PATTERN
-from provisioner.document import OrderDocument
+from provisioner.api.schemas import ORDER_EXAMPLE, ORDER_ID_PATTERN
+from provisioner.document import OrderDocument, parse_text
 from provisioner.errors import OrderRejected, OrderUnknown
 from provisioner.inventory import Inventory
 from provisioner.store.models import Customer, Order, SecretRow, Site
-from provisioner.validate import Checked, check_text
+from provisioner.validate import Checked, check_parsed
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 SOURCE = "api"
 
-OrderId = Annotated[str, Path(pattern=ORDER_ID_PATTERN, description="Order id.")]
+OrderId = Annotated[
+    str, Path(pattern=ORDER_ID_PATTERN, description="Order id.", examples=[ORDER_EXAMPLE])
+]
 
 # Both media types carry the same document (§2b of the design); YAML keeps line numbers.
 _DOCUMENT_REF = {"$ref": "#/components/schemas/OrderDocument"}
+# Validation answers for any mapping (that is its job); only a non-mapping is a bad request.
+ANY_DOCUMENT: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A candidate order document (see OrderDocument), YAML or JSON.",
+        "content": {
+            "application/yaml": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
 DOCUMENT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -62,6 +76,7 @@ class OrderBody:
 
     checked: Checked
     is_json: bool
+    is_mapping: bool
 
     def violations(self) -> list[Violation]:
         return [
@@ -82,20 +97,30 @@ async def read_document(request: Request) -> OrderBody:
     is_json = ctype == "application/json" or ctype.endswith("+json")
     if not is_json and ctype not in YAML_TYPES:
         raise HTTPException(415, "send the order as application/yaml or application/json")
+    # Parsing up to a MiB of YAML is CPU work: keep it off the event loop.
+    return await run_in_threadpool(_parse_body, raw, is_json)
+
+
+def _parse_body(raw: bytes, is_json: bool) -> OrderBody:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise DocumentRefused([Violation(path="", message="not UTF-8 text")]) from None
-    if is_json:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise DocumentRefused(
-                [Violation(path="", message=f"JSON syntax: {exc.msg}", line=exc.lineno)]
-            ) from None
-        # One validator for both: the JSON becomes the equivalent YAML (paths are kept).
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    return OrderBody(check_text(text, "<api>"), is_json)
+    try:
+        if is_json:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                violation = Violation(path="", message=f"JSON syntax: {exc.msg}", line=exc.lineno)
+                raise DocumentRefused([violation]) from None
+            # One validator for both: the JSON becomes the equivalent YAML (paths are kept).
+            text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        parsed = parse_text(text, "<api>")
+        checked = check_parsed(parsed)
+    except RecursionError:
+        # A body that nests thousands of levels deep is not an order; refuse it, do not crash.
+        raise DocumentRefused([Violation(path="", message="nested too deeply")]) from None
+    return OrderBody(checked, is_json, isinstance(parsed.data, dict))
 
 
 DocumentBody = Annotated[OrderBody, Depends(read_document)]
@@ -182,11 +207,13 @@ def create_order(
     "/validate",
     response_model=schemas.OrderValidation,
     summary="Validate an order document without storing it",
-    openapi_extra=DOCUMENT_BODY,
+    openapi_extra=ANY_DOCUMENT,
     responses=UNSUPPORTED,
 )
 def validate_order(principal: OrdersRead, body: DocumentBody) -> schemas.OrderValidation:
-    """Always 200 for a readable body: ``valid`` and every violation."""
+    """200 for any mapping: ``valid`` and every violation. A non-mapping body is a 422."""
+    if not body.is_mapping:
+        raise DocumentRefused(body.violations())
     return schemas.OrderValidation(
         valid=body.checked.ok,
         order=body.checked.order_id or None,
