@@ -63,9 +63,10 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            method = str(scope["method"])
             labels = {
                 "route": self._template(scope),
-                "method": scope["method"] if scope["method"] in _METHODS else "other",
+                "method": method if method in _METHODS else "other",
                 "status": str(status),
             }
             self.registry.requests.inc(**labels)
