@@ -68,7 +68,7 @@ class Counter(_Metric):
         super().__init__(name, help_text, labelnames)
         self._values: dict[LabelKey, float] = {}
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
+    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -98,7 +98,7 @@ class Histogram(_Metric):
         self.buckets = tuple(sorted(buckets))
         self._series: dict[LabelKey, list[float]] = {}  # bucket counts..., sum, count
 
-    def observe(self, value: float, **labels: str) -> None:
+    def observe(self, value: float, /, **labels: str) -> None:
         key = self._key(labels)
         with self._lock:
             series = self._series.setdefault(key, [0.0] * (len(self.buckets) + 2))
