@@ -35,6 +35,7 @@ from jinja2 import (
     Template,
     TemplateError,
     TemplateNotFound,
+    TemplateSyntaxError,
 )
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
@@ -305,6 +306,10 @@ class RenderEngine:
                 f"template {family}/{name} for {model}: not found in "
                 + ", ".join(str(r) for r in self.roots)
             ) from None
+        except TemplateSyntaxError as exc:
+            raise RenderError(
+                f"template {exc.filename or name} line {exc.lineno}: {exc.message}"
+            ) from None
         except TemplateError as exc:
             raise RenderError(f"template {family}/{name}: {exc}") from None
         with self._lock:
@@ -368,7 +373,10 @@ class RenderEngine:
         where: str,
         fname: str,
     ) -> str:
-        tpl = self.template(spec.family or drv.family, device.model, spec.template)
+        try:
+            tpl = self.template(spec.family or drv.family, device.model, spec.template)
+        except RenderError as exc:
+            raise RenderError(f"{where}: file {fname}: {exc}") from None
         try:
             text = drv.finish(spec, tpl.render(ctx))
         except TemplateError as exc:
