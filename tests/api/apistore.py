@@ -1,0 +1,132 @@
+"""The REST API tests' store: the samples, a canary order, one token per role.
+
+The technician's order (``OWN``) is the sample WT-2026-000104 with every secret replaced by
+a canary string; responses to viewer, technician and noc must never contain one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provisioner.api.limits import ApiLimits
+from provisioner.inventory import Inventory
+from provisioner.settings import Settings
+from provisioner.store import tokens
+from provisioner.validate import check_paths, check_text
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "inventory" / "orders"
+OWN = "WT-2026-000104"  # on the technician's token; carries the canaries
+OTHER = "WT-2026-000123"  # not on the technician's token
+ROLES = ("viewer", "technician", "noc", "admin")
+CANARY = f"CANARY-{uuid.uuid4().hex[:16]}"
+# Limits high enough that only the rate-limit tests ever see a 429.
+OPEN_LIMITS = ApiLimits(rate=1e6, burst=1_000_000)
+
+
+def canary_document() -> str:
+    """The OWN sample with a canary in every secret it can carry."""
+    doc = yaml.safe_load((SAMPLES / f"{OWN}.yaml").read_text())
+    for i, ext in enumerate(doc["extensions"]):
+        ext["sip_password"] = f"{CANARY}-sip{i}"
+    for site in doc["sites"]:
+        site["pppoe_password"] = f"{CANARY}-ppp"
+    for i, dev in enumerate(doc["devices"]):
+        if dev["model"] != "mini-ont":
+            dev["admin_password"] = f"{CANARY}-adm{i}"
+        if dev["model"].startswith("dlink-"):
+            dev["snmp_community"] = f"{CANARY}-snmp"
+    text = yaml.safe_dump(doc, sort_keys=False)
+    checked = check_text(text, "canary")
+    assert checked.ok, checked.lines()
+    return text
+
+
+@dataclass
+class Store:
+    """A populated store and the tokens (text) of each role."""
+
+    settings: Settings
+    inventory: Inventory
+    tokens: dict[str, str]
+    macs: dict[str, list[str]] = field(default_factory=dict)  # order -> bound MACs
+
+    def headers(self, role: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+
+
+def populate(home: Path) -> Store:
+    """Samples (the OWN one with canaries) applied, and one token per role."""
+    settings = Settings(home=home)
+    inv = Inventory(settings)
+    for checked in check_paths([SAMPLES]):
+        if checked.order_id == OWN:
+            continue
+        if checked.order_id == OTHER:
+            assert checked.ok, checked.lines()
+        if checked.ok and checked.document is not None:
+            inv.apply(checked.document, source=checked.file, actor="test")
+    own = check_text(canary_document(), "canary")
+    assert own.document is not None
+    inv.apply(own.document, source="canary", actor="test")
+    made = {}
+    with inv.db.write() as session:
+        for role in ROLES:
+            orders = [OWN] if role == "technician" else []
+            made[role] = tokens.create(session, role, name=f"t-{role}", orders=orders)[1]
+    store = Store(settings, inv, made)
+    with inv.db.read() as session:
+        for oid in (OWN, OTHER):
+            order = inv.get(session, oid)
+            store.macs[oid] = [d.mac for d in order.devices if d.mac]
+    return store
+
+
+def copy_store(template: Path, dest: Path) -> Store:
+    shutil.copytree(template, dest)
+    saved: dict[str, Any] = yaml.safe_load((dest / "tokens.yaml").read_text())
+    settings = Settings(home=dest)
+    return Store(settings, Inventory(settings), saved["tokens"], saved["macs"])
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread of this process."""
+
+    def __init__(self, app: Any):
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
