@@ -259,6 +259,8 @@ class _Session:
         sim.commands.append(line)
         if sim.fault == "slow":
             await asyncio.sleep(sim.fault_delay)
+            if self.process.is_closing():
+                return None  # the client gave up while we were slow
         if sim.fault == "drop-mid" and self.config_mode and line:
             if self.config_lines >= sim.fault_lines:
                 self.closed = True
@@ -422,11 +424,19 @@ class IadSim:
             writer.close()
         self._raw_writers.clear()
 
+    async def _shutdown(self) -> None:
+        await self._unlisten()
+        # Sessions that hang on purpose wait for their channel: end them, not the loop.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def stop(self) -> None:
         if self._loop is None:
             return
         try:
-            self._run(self._unlisten())
+            self._run(self._shutdown())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             assert self._thread is not None

@@ -345,6 +345,7 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
         self.candidate: sp.SetPlan | None = None
         self.last_writes: list[sp.VarBind] = []
         self._rollback_state: list[sp.VarBind] | None = None
+        self._attempted = False
         self._client: _SnmpClient | None = None
 
     # --- connection ------------------------------------------------------------------
@@ -597,16 +598,26 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
             raise CommitError(f"{self._where}: no candidate loaded")
         self._check_policy()
         self.last_writes = []
+        # A new attempt: rollback() must never undo an older, good commit.
+        self._rollback_state = None
+        self._attempted = True
         self._apply(sp.to_varbinds(self.candidate), "commit")
         self.candidate = None
 
     def rollback(self) -> None:
-        """Re-apply the state read at the start of the last commit."""
-        if self._rollback_state is None:
+        """Re-apply the state read at the start of the last commit.
+
+        Does nothing when the last commit changed nothing (no difference, or it failed
+        before the first SET); raises CommitError when nothing was committed.
+        """
+        if not self._attempted:
             raise CommitError(f"{self._where}: no commit to roll back")
+        if self._rollback_state is None:
+            return
         self._check_policy()
         self._apply(self._rollback_state, "rollback")
 
     def set_rollback_state(self, varbinds: Iterable[sp.VarBind]) -> None:
         """Give rollback() a state to return to (e.g. a backup read by another driver)."""
         self._rollback_state = list(varbinds)
+        self._attempted = True
