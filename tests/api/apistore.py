@@ -51,6 +51,37 @@ def canary_document() -> str:
     return text
 
 
+RACE = "WT-2026-800001"  # 5 standard + 15 operator extensions, no terminals yet
+RACE_QUOTA = 5
+
+
+def race_document() -> str:
+    """An order whose terminal quota (5) is far below its extension count (20)."""
+    exts = [
+        {
+            "number": f"+39021111{i:04d}",
+            "short": 300 + i,
+            "type": "standard" if i < RACE_QUOTA else "operator",
+            "name": f"Posto {i}",
+            "site": "milano",
+        }
+        for i in range(20)
+    ]
+    doc = {
+        "order": RACE,
+        "customer": {"name": "Ferramenta Colombo S.n.c.", "vat": "IT02468013574"},
+        "plan": "office_maxi",
+        "lines": 3,
+        "numbers": {"gnr": [{"first": "+390211110000", "last": "+390211110099"}]},
+        "sites": [
+            {"id": "milano", "address": "Via Roma 1, 20121 Milano MI", "connectivity": "fttc"}
+        ],
+        "extensions": exts,
+        "devices": [{"model": "iad", "site": "milano"}],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
 @dataclass
 class Store:
     """A populated store and the tokens (text) of each role."""
@@ -75,9 +106,10 @@ def populate(home: Path) -> Store:
             assert checked.ok, checked.lines()
         if checked.ok and checked.document is not None:
             inv.apply(checked.document, source=checked.file, actor="test")
-    own = check_text(canary_document(), "canary")
-    assert own.document is not None
-    inv.apply(own.document, source="canary", actor="test")
+    for text in (canary_document(), race_document()):
+        checked = check_text(text, "test")
+        assert checked.ok and checked.document is not None, checked.lines()
+        inv.apply(checked.document, source="test", actor="test")
     made = {}
     with inv.db.write() as session:
         for role in ROLES:
