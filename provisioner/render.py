@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import configparser
 import html
+import itertools
 import json
 import re
 import threading
@@ -169,34 +170,28 @@ def portlist(ports: Iterable[int]) -> str:
 
 # ---------------------------------------------------------------------- checks
 
-_SECTION = re.compile(r"^\s*\[\s*(?P<header>[^\]]+?)\s*\]\s*$")
+# libyaml's safe loader when built in: the pure-Python one is 20x slower on set-plans.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SECTION = re.compile(r"^[ \t]*\[[ \t]*(?P<header>[^\]\n]+?)[ \t]*\][ \t]*$", re.MULTILINE)
 _CLI_LINE = re.compile(r'^set(?: [a-z0-9][a-z0-9_.-]*)+ (?:[^\s"\\]+|"(?:[^"\\]|\\["\\])*")$')
 _DLINK_LINE = re.compile(r"^(config|create|delete|enable|disable|save)\b")
 
 
-def parse_temporis_ini(text: str) -> list[tuple[str, dict[str, str]]]:
+def parse_temporis_ini(text: str) -> list[tuple[str, configparser.SectionProxy]]:
     """Parse the Temporis INI (``[ section ]`` + ``path=``) with configparser.
 
     Sections repeat (one ``[ account ]`` per SIP account), so each is numbered before
     configparser reads it in strict mode: a duplicate *key* in one section is still an error.
+    Returns (section name, its keys) in file order.
     """
-    counter = 0
-    lines = []
-    for line in text.splitlines():
-        m = _SECTION.match(line)
-        if m:
-            counter += 1
-            line = f"[{counter}#{m.group('header')}]"
-        lines.append(line)
+    counter = itertools.count(1)
+    numbered = _SECTION.sub(lambda m: f"[{next(counter)}#{m.group('header')}]", text)
     parser = configparser.ConfigParser(
         interpolation=None, strict=True, delimiters=("=",), comment_prefixes=("#", ";")
     )
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
-    parser.read_string("\n".join(lines))
-    out = []
-    for name in parser.sections():
-        out.append((name.split("#", 1)[1], dict(parser[name])))
-    return out
+    parser.read_string(numbered)
+    return [(name.split("#", 1)[1], parser[name]) for name in parser.sections()]
 
 
 def check_format(fmt: str, text: str) -> None:
@@ -223,7 +218,7 @@ def check_format(fmt: str, text: str) -> None:
             raise ValueError(f"JSON: {exc}") from None
     elif fmt == "yaml":
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
         except yaml.YAMLError as exc:
             raise ValueError(f"YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, dict):
@@ -323,8 +318,13 @@ class RenderEngine:
         device: DeviceView,
         *,
         served_only: bool = False,
+        shared: dict[tuple[str, str, str], str] | None = None,
     ) -> dict[str, RenderedFile]:
-        """Every file of ``device`` (only those it fetches with ``served_only``), checked."""
+        """Every file of ``device`` (only those it fetches with ``served_only``), checked.
+
+        ``shared``: a cache of files that are the same for every device of one order (the
+        phonebook), for rendering a whole order; never reuse it across orders.
+        """
         drv = self.driver_for(device.model)
         where = f"order {order.order_id}: device {device.device_id}"
         owned_keys = drv.owned_secrets(device, order)
@@ -346,7 +346,13 @@ class RenderEngine:
                 continue
             if ctx is None:
                 ctx = drv.context(device, order, secrets, self.settings)
-            text = self._render_one(drv, spec, device, ctx, where, fname)
+            skey = (spec.family or drv.family, device.model, spec.template)
+            if spec.shared and shared is not None and skey in shared:
+                text = shared[skey]
+            else:
+                text = self._render_one(drv, spec, device, ctx, where, fname)
+                if spec.shared and shared is not None:
+                    shared[skey] = text
             for (owner, _name), value in others:
                 if any(form in text for form in secret_forms(value)):
                     raise RenderError(
@@ -391,10 +397,11 @@ class RenderEngine:
     def render_all(self, order: OrderView, secrets: SecretBook) -> dict[str, RenderedFile]:
         """Every file of every device of the order (planned devices: what they have)."""
         out: dict[str, RenderedFile] = {}
+        shared: dict[tuple[str, str, str], str] = {}
         for device in order.devices:
             if not self.registry.has_model(device.model):
                 continue  # handsets-only models etc. have no files of their own
-            for name, f in self.render_device(order, secrets, device).items():
+            for name, f in self.render_device(order, secrets, device, shared=shared).items():
                 if name in out:
                     raise RenderError(
                         f"order {order.order_id}: file {name} of {f.device_id} is also "

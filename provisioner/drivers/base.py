@@ -46,6 +46,8 @@ class FileSpec:
     ``ini`` (Temporis ``[ section ]`` INI), ``xml``, ``json``, ``yaml``, ``iad-cli``,
     ``dlink-cli``. ``served``: devices fetch it over TFTP/HTTP; otherwise it is pushed or shown
     to the technician. ``family``: template folder, when not the driver's own (shared files).
+    ``shared``: the content is the same for every device of an order (rendered once per
+    order when a whole order is rendered); its template must not use per-device values.
     """
 
     pattern: str
@@ -53,6 +55,7 @@ class FileSpec:
     format: str
     served: bool = True
     family: str | None = None
+    shared: bool = False
 
     def name_for(self, device: DeviceView) -> str | None:
         values = {"mac12": device.mac12, "serial": device.serial, "device_id": device.device_id}

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from provisioner.context import DeviceView, OrderView
 from provisioner.drivers.base import FileSpec, PublicSettings
 
-PHONEBOOK = FileSpec("phonebook-{mac12}.xml", "phonebook.xml.j2", "xml", family="phonebook")
+PHONEBOOK = FileSpec(
+    "phonebook-{mac12}.xml", "phonebook.xml.j2", "xml", family="phonebook", shared=True
+)
 
 
 @dataclass(frozen=True)
