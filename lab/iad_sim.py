@@ -637,7 +637,8 @@ class IadSim:
         if line in ("logout", "exit"):
             session.close()
             return ""
-        if self._DLINK_CONFIG.match(line) and '"' not in line:
+        refused = any(r.search(line) for r in self.refuse)
+        if self._DLINK_CONFIG.match(line) and line.count('"') % 2 == 0 and not refused:
             # Applied at once, like the real CLI (no candidate on D-Link).
             key = (line,)
             self.running = {**self.running, key: ""}

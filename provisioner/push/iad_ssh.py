@@ -269,14 +269,31 @@ class _Policy(paramiko.MissingHostKeyPolicy):
         self.accepted = openssh_key(key)
 
 
-def _connection_class() -> type:
-    """netmiko's terminal_server class with pinned host keys (built lazily: import cost)."""
-    from netmiko.terminal_server.terminal_server import TerminalServerSSH
+def pinned_keys(
+    hostname: str, port: int, known_hosts: str | None, host_key: str | None
+) -> paramiko.HostKeys:
+    """The host keys we accept: a known_hosts file and/or one ``type base64`` line."""
+    keys = paramiko.HostKeys()
+    if known_hosts:
+        try:
+            keys.load(str(known_hosts))
+        except OSError as exc:
+            raise ConnectionException(f"known_hosts {known_hosts}: {exc}") from None
+    if host_key:
+        name = hostname if port == 22 else f"[{hostname}]:{port}"  # known_hosts spelling
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{name} {host_key.strip()}")
+        if entry is None or entry.key is None:
+            raise ConnectionException(f"host_key {host_key!r}: not an OpenSSH public key line")
+        keys.add(name, entry.key.get_name(), entry.key)
+    return keys
 
-    class IadConnection(TerminalServerSSH):
+
+def with_pinned_keys(base: type) -> type:
+    """A netmiko connection class that trusts only the keys in ``pinned``."""
+
+    class Pinned(base):
         pinned: paramiko.HostKeys
         policy: _Policy
-        prompt_timeout: float
 
         def _build_ssh_client(self) -> paramiko.SSHClient:
             client = _PinnedClient()  # no system or user known_hosts: only what we pin
@@ -286,10 +303,83 @@ def _connection_class() -> type:
             client.set_missing_host_key_policy(self.policy)
             return client
 
+    return Pinned
+
+
+def _iad_connection_class() -> type:
+    """netmiko's terminal_server class, pinned keys, our prompt (built lazily: import cost)."""
+    from netmiko.terminal_server.terminal_server import TerminalServerSSH
+
+    class IadConnection(with_pinned_keys(TerminalServerSSH)):  # type: ignore[misc]
+        prompt_timeout: float
+
         def session_preparation(self) -> None:
             self.read_until_pattern(PROMPT, read_timeout=self.prompt_timeout, re_flags=re.M)
 
     return IadConnection
+
+
+def open_pinned(
+    conn_class: type,
+    device_type: str,
+    hostname: str,
+    username: str,
+    password: str,
+    args: Mapping[str, Any],
+    **extra: Any,
+) -> tuple[Any, str | None]:
+    """Connect with netmiko, host keys pinned; returns (connection, key accepted by TOFU).
+
+    Failures are napalm exceptions: ConnectAuthError, or ConnectionException saying what
+    (changed key, unknown key, no answer).
+    """
+    from netmiko.exceptions import NetmikoAuthenticationException
+
+    port = int(args["port"])
+    where = f"{hostname}:{port}"
+    conn = conn_class(
+        host=hostname,
+        port=port,
+        username=username,
+        password=password,
+        device_type=device_type,
+        use_keys=bool(args["key_file"]),
+        key_file=args["key_file"],
+        allow_agent=False,
+        system_host_keys=False,
+        alt_host_keys=False,
+        ssh_strict=True,
+        conn_timeout=float(args["conn_timeout"]),
+        auth_timeout=float(args["auth_timeout"]),
+        banner_timeout=float(args["banner_timeout"]),
+        fast_cli=True,
+        auto_connect=False,
+    )
+    conn.pinned = pinned_keys(hostname, port, args["known_hosts"], args["host_key"])
+    conn.policy = _Policy(bool(args["trust_on_first_use"]))
+    for name, value in extra.items():
+        setattr(conn, name, value)
+    try:
+        # Not conn._open(): that sends a blind Enter first, whose extra prompt would
+        # arrive later and put every answer one prompt out of step.
+        conn.establish_connection()
+        conn.session_preparation()
+    except (HostKeyChanged, HostKeyUnknown) as exc:
+        _disconnect(conn)
+        raise ConnectionException(f"{where}: {exc}") from None
+    except NetmikoAuthenticationException:
+        _disconnect(conn)
+        raise ConnectAuthError(f"{where}: authentication failed") from None
+    except Exception as exc:
+        _disconnect(conn)
+        text = " ".join(str(exc).split())[:300]
+        raise ConnectionException(f"{where}: cannot connect: {text}") from None
+    return conn, conn.policy.accepted
+
+
+def _disconnect(conn: Any) -> None:
+    with contextlib.suppress(Exception):  # best effort on a connection that failed
+        conn.disconnect()
 
 
 # --- the driver --------------------------------------------------------------------------
@@ -328,79 +418,24 @@ class IadSshDriver(napalm_base.NetworkDriver):
     def _where(self) -> str:
         return f"{self.hostname}:{self.port}"
 
-    def _pinned_keys(self) -> paramiko.HostKeys:
-        keys = paramiko.HostKeys()
-        path = self.optional_args["known_hosts"]
-        if path:
-            try:
-                keys.load(str(path))
-            except OSError as exc:
-                raise ConnectionException(f"known_hosts {path}: {exc}") from None
-        line = self.optional_args["host_key"]
-        if line:
-            names = [self.hostname] if self.port == 22 else [f"[{self.hostname}]:{self.port}"]
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{','.join(names)} {line.strip()}")
-            if entry is None or entry.key is None:
-                raise ConnectionException(f"host_key {line!r}: not an OpenSSH public key line")
-            for name in names:
-                keys.add(name, entry.key.get_name(), entry.key)
-        return keys
-
     def open(self) -> None:
         """Connect, check the host key, log in, wait for the prompt."""
-        from netmiko.exceptions import NetmikoAuthenticationException
-
-        args = self.optional_args
-        conn = _connection_class()(
-            host=self.hostname,
-            port=self.port,
-            username=self.username,
-            password=self.password,
-            device_type="terminal_server",
-            use_keys=bool(args["key_file"]),
-            key_file=args["key_file"],
-            allow_agent=False,
-            system_host_keys=False,
-            alt_host_keys=False,
-            ssh_strict=True,
-            conn_timeout=float(args["conn_timeout"]),
-            auth_timeout=float(args["auth_timeout"]),
-            banner_timeout=float(args["banner_timeout"]),
-            fast_cli=True,
-            auto_connect=False,
+        self._conn, self.new_host_key = open_pinned(
+            _iad_connection_class(),
+            "terminal_server",
+            self.hostname,
+            self.username,
+            self.password,
+            self.optional_args,
+            prompt_timeout=self.command_timeout,
         )
-        conn.pinned = self._pinned_keys()
-        conn.policy = _Policy(bool(args["trust_on_first_use"]))
-        conn.prompt_timeout = self.command_timeout
-        try:
-            # Not conn._open(): that sends a blind Enter first, whose extra prompt would
-            # arrive later and put every answer one prompt out of step.
-            conn.establish_connection()
-            conn.session_preparation()
-        except (HostKeyChanged, HostKeyUnknown) as exc:
-            self._cleanup(conn)
-            raise ConnectionException(f"{self._where}: {exc}") from None
-        except NetmikoAuthenticationException:
-            self._cleanup(conn)
-            raise ConnectAuthError(f"{self._where}: authentication failed") from None
-        except Exception as exc:
-            self._cleanup(conn)
-            text = " ".join(str(exc).split())[:300]
-            raise ConnectionException(f"{self._where}: cannot connect: {text}") from None
-        self.new_host_key = conn.policy.accepted
-        self._conn = conn
-
-    @staticmethod
-    def _cleanup(conn: Any) -> None:
-        with contextlib.suppress(Exception):  # best effort on a connection that failed
-            conn.disconnect()
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             # Closing the SSH channel ends the CLI session; an "exit" typed first would
             # race the close and make the device write into a dead socket.
-            self._cleanup(conn)
+            _disconnect(conn)
 
     def is_alive(self) -> dict[str, bool]:
         conn = self._conn
@@ -446,7 +481,7 @@ class IadSshDriver(napalm_base.NetworkDriver):
         """Forget a session that timed out or died: its output stream is out of step."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            self._cleanup(conn)
+            _disconnect(conn)
 
     def cli(self, commands: list[str], encoding: str = "text") -> dict[str, str]:
         """Run exec-mode commands; {command: output}."""
