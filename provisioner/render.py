@@ -494,6 +494,20 @@ class Renderer:
         order, secrets = self.order_views(order_id)
         return self.engine.render_device(order, secrets, order.device(device_id))
 
+    def push_payload(self, order_id: str, device_id: str) -> tuple[str, RenderedFile] | None:
+        """What the pusher applies to a pushed device: ("ssh", the IAD's CLI lines) or
+        ("snmp", the switch's set-plan); None for a device that pulls its files."""
+        order, secrets = self.order_views(order_id)
+        device = order.device(device_id)
+        drv = self.engine.driver_for(device.model)
+        if drv.push is None or drv.push_file is None:
+            return None
+        name = drv.push_file.format(
+            device_id=device.device_id, mac12=device.mac12, serial=device.serial
+        )
+        files = self.engine.render_device(order, secrets, device)
+        return drv.push, files[name]
+
     def order_views(self, order_id: str) -> tuple[OrderView, SecretBook]:
         with self.inventory.db.read() as session:
             return self._views(session, self.inventory.get(session, order_id))

@@ -68,3 +68,12 @@ def test_largest_sample_order_renders_well_under_a_second(renderer: Renderer) ->
     renderer.render_order("WT-2026-000123")
     # Generous bound (shared CI machines); measured ~0.07 s. The benchmark is lab/bench_render.py.
     assert time.perf_counter() - start < 1.0
+
+
+def test_push_payload_is_what_the_pusher_applies(renderer: Renderer) -> None:
+    method, f = renderer.push_payload("WT-2026-000123", "sw-roma") or ("", None)
+    assert method == "snmp" and f is not None and f.name == "sw-roma.setplan.yaml"
+    method, f = renderer.push_payload("WT-2026-000102", "iad-torino") or ("", None)
+    assert method == "ssh" and f is not None and f.name == "iad-torino.cli"  # planned: no MAC
+    assert f.data.startswith(b"set ")
+    assert renderer.push_payload("WT-2026-000123", "phone-200") is None
