@@ -649,3 +649,21 @@ class IadSim:
             + "Available commands:\n..              ?               cable_diag      clear\n"
             + "config          create          delete          disable\n"
         )
+
+
+def main() -> None:  # pragma: no cover - manual lab use
+    """``python -m lab.iad_sim [hostname]``: run one IAD until Ctrl-C."""
+    import sys
+
+    with IadSim(sys.argv[1] if len(sys.argv) > 1 else "lab") as sim:
+        print(f"IAD on ssh://admin@127.0.0.1:{sim.port} (password {sim.password}); Ctrl-C stops")
+        print(f"known_hosts: {sim.known_hosts_line()}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -68,6 +68,20 @@ def shutdown(**context):
     _impl.vm_shutdown(moduleContext, **context)
 """
 
+# How the agent process starts: a watchdog thread first, so that an agent whose parent
+# died (a test run killed with SIGKILL, a CI timeout) exits instead of keeping its port.
+_BOOT = """\
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+threading.Thread(target=watch, daemon=True).start()
+from snmpsim.commands.responder import main
+sys.exit(main())
+"""
+
 # snmprec type tags.
 T_INT, T_STR, T_OID, T_GAUGE, T_TICKS = "2", "4", "6", "66", "67"
 
@@ -532,7 +546,7 @@ class SwitchSim:
         cmd = [
             sys.executable,
             "-c",
-            "import sys; from snmpsim.commands.responder import main; sys.exit(main())",
+            _BOOT,
             f"--cache-dir={self.workdir / 'cache'}",
             f"--logging-method=file:{self.log_path}",
             "--log-level=info",
