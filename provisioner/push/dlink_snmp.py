@@ -264,6 +264,11 @@ class _SnmpClient:
         if missing:
             raise SnmpError(f"{self._host}:{self._port}: set: no such object {', '.join(missing)}")
 
+    def setup(self, deadline: float) -> None:
+        """Create the engine now, so that its cost never counts against a request timeout."""
+        with self._lock:
+            self.run(self._setup(), deadline)
+
     def get(self, oids: list[str], deadline: float) -> list[tuple[str, Any]]:
         with self._lock:
             return self.run(self._get(oids), deadline)
@@ -387,6 +392,7 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
             str(self.optional_args["context_name"]),
         )
         try:
+            self._client.setup(max(float(self.timeout), 10.0))
             answer = self._client.get([sp.SYS_OBJECT_ID], self._request_deadline())
         except SnmpError as exc:
             self.close()
@@ -423,8 +429,9 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
         return {"is_alive": self._client is not None}
 
     def _request_deadline(self) -> float:
-        # One request costs at most timeout * (retries + 1); a little slack for the loop.
-        return self.snmp_timeout * (self.snmp_retries + 1) + 1.0
+        # pysnmp gives up after timeout * (retries + 1) by itself; this is only a safety net
+        # for a stuck loop, with room for a busy machine.
+        return self.snmp_timeout * (self.snmp_retries + 1) + 5.0
 
     def _need(self) -> _SnmpClient:
         if self._client is None or self.model is None:
