@@ -106,7 +106,7 @@ class IadDriver(Driver):
 
     def owned_secrets(self, device: DeviceView, order: OrderView) -> list[tuple[str, str]]:
         owned = super().owned_secrets(device, order)
-        if device.site is not None and device.site.connectivity in ("adsl", "fttc", "ftth"):
+        if device.site is not None and WAN_PROFILES[device.site.connectivity].mode == "pppoe":
             owned.append((f"site:{device.site.id}", "pppoe_password"))
         ext = analog_extension(device, order)
         if ext is not None:

@@ -163,6 +163,7 @@ def test_iad_trunk_lan_and_credentials(renderer: Renderer, sample_inventory) -> 
     assert c["voice trunk channels"] == "8"  # the order's simultaneous calls
     assert c["lan dhcp option66"] == "http://prov.officesmart.example/"
     assert c["lan vlan voice"] == "20"
+    assert c["lan voice dhcp option66"] == "http://prov.officesmart.example/"
     assert c["wan pppoe username"] == "wt-2026-000123.milano@officesmart.example"
     with sample_inventory.db.read() as s:
         order = sample_inventory.get(s, O123)
