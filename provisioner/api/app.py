@@ -112,6 +112,8 @@ def create_app(
         docs_url=f"{PREFIX}/docs",
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        # operationId = the handler's name (create_order, bind_device, ...): short for clients.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
     app.state.inventory = inventory
