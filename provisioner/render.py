@@ -319,11 +319,13 @@ class RenderEngine:
         *,
         served_only: bool = False,
         shared: dict[tuple[str, str, str], str] | None = None,
+        only: str | None = None,
     ) -> dict[str, RenderedFile]:
         """Every file of ``device`` (only those it fetches with ``served_only``), checked.
 
         ``shared``: a cache of files that are the same for every device of one order (the
-        phonebook), for rendering a whole order; never reuse it across orders.
+        phonebook), for rendering a whole order; never reuse it across orders. ``only``: just
+        that file (a device's request), with the same checks.
         """
         drv = self.driver_for(device.model)
         where = f"order {order.order_id}: device {device.device_id}"
@@ -342,7 +344,7 @@ class RenderEngine:
         ctx: dict[str, Any] | None = None
         out: dict[str, RenderedFile] = {}
         for fname, spec in drv.file_specs(device):
-            if served_only and not spec.served:
+            if (served_only and not spec.served) or (only is not None and fname != only):
                 continue
             if ctx is None:
                 ctx = drv.context(device, order, secrets, self.settings)
@@ -480,7 +482,7 @@ class Renderer:
                     continue
                 order, secrets = self._views(session, row.order)
             device = order.device(row.device_id)
-            files = self.engine.render_device(order, secrets, device, served_only=True)
+            files = self.engine.render_device(order, secrets, device, served_only=True, only=name)
             if name in files:
                 return self.key(order, device), files[name].data
         return None
