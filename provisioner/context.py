@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from provisioner.catalog import PLANS
 from provisioner.errors import RenderError
-from provisioner.store.models import Order, SecretRow
+from provisioner.store.models import Device, Order, SecretRow
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ def effective_fax_pos(order: Order) -> dict[str, tuple[str, ...]]:
         return declared
     count = int(json.loads(order.options or "{}").get("fax_pos", 0) or 0)
     out: dict[str, tuple[str, ...]] = {d.device_id: () for d in iads}
-    first_site = order.sites[0].site_id if order.sites else None
-    first = next((d for d in iads if d.site and d.site.site_id == first_site), None)
+    first_pk = order.sites[0].id if order.sites else None
+    first = next((d for d in iads if d.site_pk is not None and d.site_pk == first_pk), None)
     if first is None and iads:
         first = iads[0]
     if first is not None and count:
@@ -154,13 +154,16 @@ def build_order_view(order: Order) -> OrderView:
     sites = {
         s.id: SiteView(s.site_id, s.address, s.connectivity, s.pppoe_username) for s in order.sites
     }
+    # Rows are joined through primary keys here, not relationships: one query per table
+    # (see load_order) instead of one per row.
+    site_ids = {s.id: s.site_id for s in order.sites}
     exts = {
         e.id: ExtensionView(
             short=e.short,
             number=e.number,
             type=e.type,
             name=e.name,
-            site=e.site.site_id,
+            site=site_ids[e.site_pk],
             email=e.email or "",
             mobile=e.mobile or "",
             conferences=tuple(c for c in e.conference.split(",") if c),
@@ -168,6 +171,7 @@ def build_order_view(order: Order) -> OrderView:
         for e in order.extensions
     }
     fax = effective_fax_pos(order)
+    device_ids = {d.id: d.device_id for d in order.devices}
     devices = []
     for d in order.devices:
         devices.append(
@@ -177,7 +181,7 @@ def build_order_view(order: Order) -> OrderView:
                 site=sites.get(d.site_pk) if d.site_pk is not None else None,
                 mac=d.mac or "",
                 serial=d.serial or "",
-                switch=d.switch.device_id if d.switch is not None else None,
+                switch=device_ids.get(d.switch_pk) if d.switch_pk is not None else None,
                 port=d.port,
                 fax_pos=fax.get(d.device_id, ()),
                 terminals=tuple(
@@ -197,6 +201,23 @@ def build_order_view(order: Order) -> OrderView:
         extensions=tuple(exts[e.id] for e in order.extensions),
         devices=tuple(devices),
     )
+
+
+def load_order(session: Session, order_pk: int) -> Order:
+    """An order with everything a view needs, in one query per table."""
+    order = session.scalar(
+        select(Order)
+        .where(Order.id == order_pk)
+        .options(
+            joinedload(Order.customer),
+            selectinload(Order.sites),
+            selectinload(Order.extensions),
+            selectinload(Order.devices).selectinload(Device.terminals),
+        )
+    )
+    if order is None:
+        raise RenderError(f"order #{order_pk}: not in the store")
+    return order
 
 
 def load_secrets(session: Session, order: Order, decrypt: Any) -> SecretBook:

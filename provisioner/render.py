@@ -46,6 +46,7 @@ from provisioner.context import (
     OrderView,
     SecretBook,
     build_order_view,
+    load_order,
     load_secrets,
 )
 from provisioner.document import normalize_mac
@@ -429,6 +430,7 @@ class Renderer:
         self.engine = RenderEngine(settings, registry)
 
     def _views(self, session: Any, order: Order) -> tuple[OrderView, SecretBook]:
+        order = load_order(session, order.id)
         return build_order_view(order), load_secrets(session, order, self.inventory.vault.decrypt)
 
     @staticmethod
