@@ -58,6 +58,7 @@ from provisioner.store.models import Device, Order
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "device_templates"
 MASK = "********"
+_SERIAL = re.compile(r"^[A-Z]{4}[0-9A-F]{8}$")  # GPON serial: vendor id + 8 hex digits
 
 
 # ---------------------------------------------------------------------- results
@@ -440,15 +441,20 @@ class Renderer:
     def device_files(
         self, mac: str, *, served_only: bool = False
     ) -> tuple[DeviceKey, dict[str, RenderedFile]]:
-        """The device with this MAC and all its files (also pushed/shown ones by default)."""
-        try:
-            norm = normalize_mac(mac)
-        except ValueError as exc:
-            raise DeviceUnknown(f"MAC {mac}: {exc}") from None
+        """The device with this MAC (or GPON serial, for a Mini ONT) and all its files
+        (also the pushed/shown ones unless ``served_only``)."""
+        serial = mac.strip().upper()
+        if _SERIAL.match(serial):
+            column, value, what = Device.serial, serial, "serial"
+        else:
+            try:
+                column, value, what = Device.mac, normalize_mac(mac), "MAC"
+            except ValueError as exc:
+                raise DeviceUnknown(f"MAC {mac}: {exc}") from None
         with self.inventory.db.read() as session:
-            row = session.scalar(select(Device).where(Device.mac == norm))
+            row = session.scalar(select(Device).where(column == value))
             if row is None:
-                raise DeviceUnknown(f"MAC {norm}: no device with this MAC in the store")
+                raise DeviceUnknown(f"{what} {value}: no device with this {what} in the store")
             order, secrets = self._views(session, row.order)
             state = row.order.state
         device = order.device(row.device_id)

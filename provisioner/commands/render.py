@@ -42,7 +42,8 @@ def _write(path: Path, data: bytes, private: bool) -> None:
 @handles_errors
 def render(
     mac: Annotated[
-        str | None, typer.Argument(help="MAC of the device (any usual spelling).")
+        str | None,
+        typer.Argument(help="MAC of the device (any usual spelling), or a Mini ONT's serial."),
     ] = None,
     filename: Annotated[
         str | None, typer.Argument(help="One of the device's files (default: list them).")
@@ -67,6 +68,7 @@ def render(
     Examples:
       provisioner render 00:80:f0:00:00:01
       provisioner render 00:80:f0:00:00:01 0080f0000001.cfg
+      provisioner render ALCL1A2B3C4D
       provisioner render --order WT-2026-000123 --out /tmp/wt123
     """
     r = _renderer()

@@ -91,3 +91,11 @@ def test_help_has_examples() -> None:
     for cmd in ("render", "dhcp"):
         run = CliRunner().invoke(app, [cmd, "--help"])
         assert run.exit_code == 0 and f"provisioner {cmd} " in run.output
+
+
+def test_render_ont_by_serial_prints_its_only_file(sample_inventory) -> None:  # type: ignore[no-untyped-def]
+    ploam = _secret(sample_inventory, "device:ont-milano", "ploam_password")
+    run = CliRunner().invoke(app, ["render", "ALCL1A2B3C4D"])
+    assert run.exit_code == 0, run.output
+    assert 'serial: "ALCL1A2B3C4D"' in run.output and 'ploam_password: "********"' in run.output
+    assert ploam not in run.output
