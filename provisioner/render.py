@@ -443,17 +443,24 @@ class Renderer:
     ) -> tuple[DeviceKey, dict[str, RenderedFile]]:
         """The device with this MAC (or GPON serial, for a Mini ONT) and all its files
         (also the pushed/shown ones unless ``served_only``)."""
+        # "ABCDEF123456" is both a GPON serial and a MAC spelling: try the serial first.
+        candidates: list[tuple[Any, str, str]] = []
         serial = mac.strip().upper()
         if _SERIAL.match(serial):
-            column, value, what = Device.serial, serial, "serial"
-        else:
-            try:
-                column, value, what = Device.mac, normalize_mac(mac), "MAC"
-            except ValueError as exc:
+            candidates.append((Device.serial, serial, "serial"))
+        try:
+            candidates.append((Device.mac, normalize_mac(mac), "MAC"))
+        except ValueError as exc:
+            if not candidates:
                 raise DeviceUnknown(f"MAC {mac}: {exc}") from None
         with self.inventory.db.read() as session:
-            row = session.scalar(select(Device).where(column == value))
+            row = None
+            for column, value, _what in candidates:
+                row = session.scalar(select(Device).where(column == value))
+                if row is not None:
+                    break
             if row is None:
+                _, value, what = candidates[-1]
                 raise DeviceUnknown(f"{what} {value}: no device with this {what} in the store")
             order, secrets = self._views(session, row.order)
             state = row.order.state
