@@ -196,6 +196,10 @@ def parse_temporis_ini(text: str) -> list[tuple[str, configparser.SectionProxy]]
     return [(name.split("#", 1)[1], parser[name]) for name in parser.sections()]
 
 
+# Formats a FileSpec may declare: each has its check in check_format.
+FORMATS = ("ini", "xml", "json", "yaml", "iad-cli", "dlink-cli", "text")
+
+
 def check_format(fmt: str, text: str) -> None:
     """Raise ValueError (short reason) unless ``text`` parses as ``fmt``."""
     if fmt == "ini":
