@@ -205,6 +205,7 @@ class Inventory:
                 else:
                     dev.serial = identity
                 dev.identity_source = "bind"
+                order.updated_at = _now()  # serving caches follow order changes
                 session.flush()
                 audit.record(
                     session,
@@ -317,6 +318,7 @@ class Inventory:
                 dev.mac = None
                 dev.serial = None
                 dev.identity_source = "document"
+            order.updated_at = _now()
             audit.record(
                 session,
                 actor,

@@ -58,6 +58,9 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     enrollment_minutes: int = 120
+    tftp_root: str = ""  # static files (firmware); default: the repository's tftp_root/
+    sweep_max_misses: int = 20  # misses per minute from one source before it is blocked
+    sweep_block_seconds: int = 900
     # Push.
     push_concurrency: int = 20
     snmp_require_v3: bool = False

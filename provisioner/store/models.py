@@ -199,3 +199,37 @@ class AuditEvent(Base):
     order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     device: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")  # canonical JSON
+
+
+class Enrollment(Base):
+    """A time-boxed window in which a device (or every device of an order) may fetch its files
+    without credentials. Arming clears the device's bound source address."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (Index("ix_enrollment_order", "order_pk"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_pk: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    device_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), nullable=True, unique=True
+    )
+    armed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    armed_by: Mapped[str] = mapped_column(String(100))
+
+
+class DeviceState(Base):
+    """What a device did last: the source it is bound to and the file it fetched."""
+
+    __tablename__ = "device_state"
+    device_pk: Mapped[int] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    bound_source: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    bound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_source: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    last_protocol: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    last_user_agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    fetches: Mapped[int] = mapped_column(Integer, default=0)

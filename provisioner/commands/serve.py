@@ -1,0 +1,220 @@
+"""``provisioner serve``, ``arm`` and ``status``: zero-touch serving and the technician's view."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from provisioner.cli import _inventory, app, handles_errors, out
+from provisioner.errors import SettingsError
+
+log = logging.getLogger("provisioner.serve")
+REPO_TFTP_ROOT = Path(__file__).resolve().parents[2] / "tftp_root"
+
+
+@dataclass
+class Servers:
+    """What ``serve`` runs, for tests and the lab: start them, read the bound ports, stop."""
+
+    service: Any
+    tftp: Any
+    http_server: Any
+    http_port: int
+    tftp_port: int
+
+
+def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
+    from provisioner.api.metrics import REGISTRY
+    from provisioner.guard import GuardPolicy, SourceGuard
+    from provisioner.render import Renderer
+    from provisioner.serving import ProvisioningService
+
+    fetches = REGISTRY.counter(
+        "provisioner_fetches_total",
+        "Device fetches by protocol and result (served, not_found, blocked).",
+        ("protocol", "result"),
+    )
+
+    def count(protocol: str, outcome: str, _source: str) -> None:
+        if outcome == "source_blocked":
+            REGISTRY.blocked_sources.inc(protocol=protocol)
+            return
+        fetches.inc(protocol=protocol, result=outcome)
+        if outcome == "served":
+            REGISTRY.files_served.inc(protocol=protocol)
+
+    s = inventory.settings
+    root = tftp_root or (Path(s.tftp_root) if s.tftp_root else REPO_TFTP_ROOT)
+    guard = SourceGuard(
+        GuardPolicy(max_misses=s.sweep_max_misses, block_seconds=s.sweep_block_seconds)
+    )
+    return ProvisioningService(inventory, Renderer(s, inventory), root, guard, on_event=count)
+
+
+def tftp_resolver(service: Any) -> Any:
+    def resolve(name: str, source: str) -> bytes | None:
+        answer = service.fetch(name, source, "tftp")
+        return answer.data if answer.outcome == "served" else None
+
+    return resolve
+
+
+@app.command()
+@handles_errors
+def serve(
+    tftp_port: Annotated[int | None, typer.Option(help="TFTP port (setting tftp_port).")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port (setting http_port).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (bind_address).")] = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Do not mount the REST API.")] = False,
+) -> None:
+    """Serve device files over TFTP and HTTP(S), and the REST API under /api/v1.
+
+    Devices get their own files only inside an enrollment window (provisioner arm) or, over
+    HTTP, with the credentials their first file installed. HTTPS listens on the https_port
+    setting when tls_cert and tls_key are set. Runs until interrupted.
+
+    Example: provisioner serve --tftp-port 1069 --http-port 8080
+    """
+    import uvicorn
+
+    from provisioner.http import DeviceHttpApp
+    from provisioner.tftp import TftpService
+
+    inv = _inventory()
+    s = inv.settings
+    bind = host or s.bind_address
+    service = build_service(inv)
+    api = None
+    if not no_api:
+        from provisioner.api.app import create_app
+
+        api = create_app(s, inv)
+    asgi = DeviceHttpApp(service, api)
+    tftp = TftpService(
+        tftp_resolver(service), host=bind, port=s.tftp_port if tftp_port is None else tftp_port
+    )
+    try:
+        port = tftp.start()
+    except OSError as exc:
+        raise SettingsError(f"TFTP {bind}:{tftp.port}: cannot listen: {exc.strerror}") from None
+    configs = [
+        uvicorn.Config(
+            asgi,
+            host=bind,
+            port=s.http_port if http_port is None else http_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    ]
+    if s.tls_cert and s.tls_key:
+        configs.append(
+            uvicorn.Config(
+                asgi,
+                host=bind,
+                port=s.https_port,
+                log_level="warning",
+                access_log=False,
+                ssl_certfile=s.tls_cert,
+                ssl_keyfile=s.tls_key,
+                lifespan="off",
+            )
+        )
+    servers = [uvicorn.Server(c) for c in configs]
+    out.print(
+        f"serving TFTP on {bind}:{port}, HTTP on {bind}:{configs[0].port}"
+        + (f", HTTPS on {bind}:{s.https_port}" if len(configs) > 1 else "")
+        + ("" if no_api else f"; REST API at http://{bind}:{configs[0].port}/api/v1/docs")
+    )
+
+    async def main() -> None:
+        # uvicorn turns SIGINT/SIGTERM into should_exit; when one server stops, stop them all.
+        tasks = [asyncio.create_task(srv.serve()) for srv in servers]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for srv in servers:
+            srv.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t in done:
+            if t.exception():
+                raise SettingsError(f"HTTP server stopped: {t.exception()}")
+        if any(not srv.started for srv in servers):
+            raise SettingsError("HTTP server could not start (port in use or not permitted?)")
+
+    try:
+        asyncio.run(main())
+    finally:
+        tftp.stop()
+        service.close()
+        out.print("stopped")
+
+
+@app.command()
+@handles_errors
+def arm(
+    target: Annotated[str, typer.Argument(help="Order id, or a device's MAC.")],
+    minutes: Annotated[
+        int | None, typer.Option(help="Window length (setting enrollment_minutes).")
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who arms (for the audit log).")] = "",
+) -> None:
+    """Open an enrollment window: the device (or every device of the order) may fetch its
+    files without credentials until it closes. Re-arming releases the source binding.
+
+    Examples:
+      provisioner arm WT-2026-000123 --minutes 60
+      provisioner arm 00:80:f0:00:00:01
+    """
+    from provisioner.enrollment import arm as do_arm
+
+    inv = _inventory()
+    armed = do_arm(inv, target, minutes, actor)
+    until = armed.expires_at.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    out.print(f"{armed.order_id}: armed {len(armed.devices)} devices until {until}", markup=False)
+
+
+@app.command()
+@handles_errors
+def status(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
+    """Per device of an order: planned / bound / armed / fetched, and what it fetched last.
+
+    Example: provisioner status WT-2026-000123
+    """
+    from provisioner.enrollment import status as get_status
+
+    inv = _inventory()
+    rows = get_status(inv, order)
+    table = Table(
+        "device",
+        "model",
+        "MAC / serial",
+        "state",
+        "window until",
+        "bound to",
+        "last file",
+        "sha256",
+        "when",
+        "from",
+        "user agent",
+        title=order,
+    )
+    for r in rows:
+        table.add_row(
+            r.device_id,
+            r.model,
+            r.identity or "-",
+            r.state,
+            r.window_until.astimezone().strftime("%H:%M") if r.window_until else "-",
+            r.bound_source or "-",
+            r.last_file or "-",
+            (r.last_hash or "-")[:12],
+            r.last_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.last_at else "-",
+            r.last_source or "-",
+            r.last_user_agent or "-",
+        )
+    out.print(table)

@@ -1,0 +1,336 @@
+"""Zero-touch serving with real clients on loopback: curl (tftp://, http://), tftp-hpa.
+
+The security model of DESIGN.md §5: enrollment windows, binding to the first source,
+per-device credentials, identical answers for unknown and refused names, sweep blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import hashlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import select
+
+from provisioner.commands.serve import build_service, tftp_resolver
+from provisioner.enrollment import arm, status
+from provisioner.http import DeviceHttpApp
+from provisioner.inventory import Inventory
+from provisioner.render import Renderer
+from provisioner.store.models import AuditEvent
+from provisioner.tftp import TftpService
+
+PHONE_MAC = "00:80:f0:00:00:01"  # phone-200 of WT-2026-000123
+PHONE_FILE = "0080f0000001.cfg"
+OTHER_MAC = "00:80:f0:00:00:02"
+OTHER_FILE = "0080f0000002.cfg"
+CURL = shutil.which("curl")
+TFTP = shutil.which("tftp")
+
+
+@dataclass
+class Served:
+    inventory: Inventory
+    service: Any
+    tftp_port: int
+    http_port: int
+    tftp_root: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _http_server(service: Any) -> Iterator[int]:
+    """The device-facing app under a real uvicorn on a free loopback port."""
+    port = _free_port()
+    config = uvicorn.Config(DeviceHttpApp(service), host="127.0.0.1", port=port,
+                            log_level="warning", access_log=False, lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Served]:
+    root = tmp_path / "tftp_root"
+    root.mkdir()
+    (root / "IP701G.img").write_bytes(b"\x7fFIRMWARE" * 1000)
+    service = build_service(sample_inventory, root)
+    tftp = TftpService(tftp_resolver(service), host="127.0.0.1", port=0)
+    tftp_port = tftp.start()
+    try:
+        with _http_server(service) as http_port:
+            yield Served(sample_inventory, service, tftp_port, http_port, root)
+    finally:
+        tftp.stop()
+        service.close()
+
+
+def _render(inv: Inventory, mac: str, name: str) -> bytes:
+    return Renderer(inv.settings, inv).files_for_mac(mac)[name]
+
+
+def _curl(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    assert CURL, "curl is installed by the test command"
+    return subprocess.run([CURL, "-s", "--max-time", "10", *args, url], capture_output=True,
+                          timeout=30, check=False)  # fmt: skip
+
+
+@pytest.mark.skipif(not CURL or not TFTP, reason="needs curl and tftp-hpa (apt-get install)")
+def test_armed_device_gets_exactly_the_rendered_bytes(served: Served, tmp_path: Path) -> None:
+    inv = served.inventory
+    expected = _render(inv, PHONE_MAC, PHONE_FILE)
+    assert b"[ account ]" in expected or b"account" in expected
+    arm(inv, "WT-2026-000123", 30, actor="test")
+    got = _curl(f"tftp://127.0.0.1:{served.tftp_port}/{PHONE_FILE}")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == expected
+    out = tmp_path / "hpa.cfg"
+    hpa = subprocess.run([str(TFTP), "127.0.0.1", str(served.tftp_port), "-m", "binary", "-c",
+                          "get", PHONE_FILE, str(out)], capture_output=True, timeout=30,
+                         check=False)  # fmt: skip
+    assert out.read_bytes() == expected, hpa.stdout + hpa.stderr
+    http = _curl(f"{served.http}/{PHONE_FILE}", "-D", "-", "-o", str(tmp_path / "h.cfg"))
+    assert b"200" in http.stdout.splitlines()[0]
+    assert (tmp_path / "h.cfg").read_bytes() == expected
+    etag = next(
+        ln.split(b":", 1)[1].strip() for ln in http.stdout.splitlines()
+        if ln.lower().startswith(b"etag:")
+    )  # fmt: skip
+    again = _curl(f"{served.http}/{PHONE_FILE}", "-o", "/dev/null", "-w", "%{http_code}",
+                  "-H", f"If-None-Match: {etag.decode()}")  # fmt: skip
+    assert again.stdout == b"304"
+    served.service.flush()
+    rows = {r.device_id: r for r in status(inv, "WT-2026-000123")}
+    assert rows["phone-200"].state == "fetched"
+    assert rows["phone-200"].bound_source == "127.0.0.1"
+    assert rows["phone-200"].last_hash == hashlib.sha256(expected).hexdigest()
+    assert rows["phone-201"].state == "armed"
+
+
+def test_unknown_and_unarmed_known_get_the_same_answer(served: Served) -> None:
+    with httpx.Client(base_url=served.http) as c:
+        unknown = c.get("/0080f0abcdef.cfg")
+        known = c.get(f"/{PHONE_FILE}")  # known MAC, no window, no credentials
+    assert (unknown.status_code, unknown.content) == (known.status_code, known.content)
+    assert known.status_code == 401
+    assert "basic" in known.headers["www-authenticate"].lower()
+    tftp_unknown = _tftp_error(served.tftp_port, "0080f0abcdef.cfg")
+    tftp_known = _tftp_error(served.tftp_port, PHONE_FILE)
+    assert tftp_unknown == tftp_known
+    assert tftp_known[:4] == b"\x00\x05\x00\x01"
+
+
+def _tftp_error(port: int, name: str) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(b"\x00\x01" + name.encode() + b"\x00octet\x00", ("127.0.0.1", port))
+        data, _ = s.recvfrom(2048)
+        return data
+
+
+def test_credentials_from_the_first_file_allow_later_fetches(served: Served) -> None:
+    inv = served.inventory
+    with inv.db.read() as s:
+        order = inv.get(s, "WT-2026-000123")
+        password = inv.secret(s, order, "device:phone-200", "provisioning_password")
+    user = PHONE_FILE.removesuffix(".cfg")
+    expected = _render(inv, PHONE_MAC, PHONE_FILE)
+    assert password.encode() in expected, "the phone's own file installs its credentials"
+    with httpx.Client(base_url=served.http) as c:
+        ok = c.get(f"/{PHONE_FILE}", auth=(user, password))
+        assert ok.status_code == 200 and ok.content == expected
+        # Device A's credentials cannot fetch device B's file.
+        other = c.get(f"/{OTHER_FILE}", auth=(user, password))
+        assert other.status_code == 401
+        wrong = c.get(f"/{PHONE_FILE}", auth=(user, "not-the-password"))
+        assert wrong.status_code == 401
+
+
+def test_second_claimant_is_refused_and_audited(served: Served) -> None:
+    inv = served.inventory
+    arm(inv, PHONE_MAC, 30, actor="test")
+    first = served.service.fetch(PHONE_FILE, "127.0.0.10", "tftp")
+    assert first.outcome == "served"
+    second = served.service.fetch(PHONE_FILE, "127.0.0.11", "tftp")
+    assert second.outcome == "not_found"
+    # The first box keeps working; after a re-arm a replacement box may claim it.
+    assert served.service.fetch(PHONE_FILE, "127.0.0.10", "tftp").outcome == "served"
+    arm(inv, PHONE_MAC, 30, actor="test")
+    served.service.invalidate()
+    assert served.service.fetch(PHONE_FILE, "127.0.0.11", "tftp").outcome == "served"
+    served.service.flush()
+    with inv.db.read() as s:
+        actions = [e.action for e in s.scalars(select(AuditEvent).where(
+            AuditEvent.device == "phone-200"))]  # fmt: skip
+    assert "file.claim-refused" in actions
+    assert actions.count("file.served") == 3
+
+
+def test_sweep_is_blocked_while_a_real_device_is_served(served: Served) -> None:
+    inv = served.inventory
+    arm(inv, "WT-2026-000123", 30, actor="test")
+    answers: list[int] = []
+
+    async def sweep() -> None:
+        # One source asks for 1,000 names in the phones' OUI.
+        async with httpx.AsyncClient(base_url=served.http) as c:
+            for i in range(1000):
+                r = await c.get(f"/0080f0{0x100000 + i:06x}.cfg")
+                answers.append(r.status_code)
+
+    asyncio.run(sweep())
+    limit = inv.settings.sweep_max_misses
+    first_block = answers.index(429)
+    assert first_block <= limit + 1, answers[: limit + 5]
+    assert set(answers[first_block:]) == {429}
+    # TFTP refuses the same source too ...
+    assert served.service.fetch(PHONE_FILE, "127.0.0.1", "tftp").outcome == "blocked"
+    # ... while a real device from another source still gets its file.
+    real = served.service.fetch(PHONE_FILE, "127.0.0.2", "tftp")
+    assert real.outcome == "served"
+    assert real.data == _render(inv, PHONE_MAC, PHONE_FILE)
+    served.service.flush()
+    with inv.db.read() as s:
+        blocked = s.scalars(select(AuditEvent).where(AuditEvent.action == "source.blocked")).all()
+    assert len(blocked) == 1
+    assert '"source": "127.0.0.1"' in blocked[0].detail
+
+
+def test_static_firmware_served_and_traversal_refused(served: Served, tmp_path: Path) -> None:
+    canary = tmp_path / "canary.txt"
+    canary.write_bytes(b"CANARY-outside-root")
+    (served.tftp_root / "link").symlink_to(canary)
+    fw = served.service.fetch("IP701G.img", "127.0.0.3", "tftp")
+    assert fw.outcome == "served" and fw.data.startswith(b"\x7fFIRMWARE")
+    with httpx.Client(base_url=served.http) as c:
+        assert c.get("/IP701G.img").content == fw.data
+        for name in ("../canary.txt", "link", "..%2fcanary.txt", "%2e%2e/canary.txt"):
+            r = c.get("/" + name)
+            assert b"CANARY" not in r.content
+            assert r.status_code in (401, 404)
+
+
+def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """200 phones of a generated order fetch at once over TFTP and over HTTP: byte-identical."""
+    import yaml
+
+    from provisioner.validate import check_text
+
+    exts = [{"number": f"+3902{5550000 + i}", "short": 1000 + i, "type": "standard",
+             "name": f"Ext {i}", "site": "hq"} for i in range(32)]  # fmt: skip
+    inv = sample_inventory
+    macs = []
+    for o in range(7):
+        doc = {
+            "order": f"WT-LOAD-{o:04d}",
+            "customer": {"name": "Carico S.r.l.", "vat": "IT01234567897"},
+            "plan": "office_maxi", "lines": 8,
+            "numbers": {"gnr": [{"first": "+39025550000", "last": "+39025550099"}]},
+            "sites": [{"id": "hq", "address": "Via Carico 1, Milano", "connectivity": "fttc"}],
+            "extensions": exts,
+            "devices": [{"model": "iad", "site": "hq"}] + [
+                {"model": "alcatel-temporis-ip150", "extension": 1000 + i,
+                 "mac": f"00:80:f1:{o:02x}:00:{i:02x}"} for i in range(32)
+            ],
+        }  # fmt: skip
+        checked = check_text(yaml.safe_dump(doc))
+        assert checked.document is not None, checked.lines()
+        inv.apply(checked.document)
+        arm(inv, doc["order"], 30)
+        macs += [f"00:80:f1:{o:02x}:00:{i:02x}" for i in range(32)]
+    macs = macs[:200]
+    renderer = Renderer(inv.settings, inv)
+    rendered = {}
+    for o in range(7):
+        rendered.update(renderer.render_order(f"WT-LOAD-{o:04d}"))
+    expected = {m: rendered[m.replace(":", "") + ".cfg"].data for m in macs}
+    service = build_service(inv, tmp_path)
+    tftp = TftpService(tftp_resolver(service), host="127.0.0.1", port=0)
+    port = tftp.start()
+    try:
+        # Each device from its own source address (127.0.1.x): the first fetch binds it.
+        def get(i_mac: tuple[int, str]) -> bool:
+            i, mac = i_mac
+            src = f"127.0.1.{i % 250 + 1}" if i < 250 else "127.0.2.1"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((src, 0))
+                s.settimeout(5)
+                name = mac.replace(":", "") + ".cfg"
+                s.sendto(b"\x00\x01" + name.encode() + b"\x00octet\x00", ("127.0.0.1", port))
+                data = b""
+                block = 1
+                while True:
+                    pkt, addr = s.recvfrom(600)
+                    assert pkt[:2] == b"\x00\x03", pkt
+                    s.sendto(b"\x00\x04" + pkt[2:4], addr)
+                    if int.from_bytes(pkt[2:4], "big") != block:
+                        continue  # a retransmission of a block we have
+                    data += pkt[4:]
+                    block += 1
+                    if len(pkt) - 4 < 512:
+                        return data == expected[mac]
+
+        with concurrent.futures.ThreadPoolExecutor(200) as pool:
+            results = list(pool.map(get, enumerate(macs)))
+        assert all(results) and len(results) == 200
+        # HTTP, by credentials, 200 at once.
+        creds = {}
+        with inv.db.read() as s:
+            for o in range(7):
+                order = inv.get(s, f"WT-LOAD-{o:04d}")
+                for d in order.devices:
+                    if d.mac in expected:
+                        creds[d.mac] = inv.secret(s, order, f"device:{d.device_id}",
+                                                  "provisioning_password")  # fmt: skip
+
+        async def http_all(port: int) -> list[bool]:
+            limits = httpx.Limits(max_connections=200)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits,
+                                         timeout=30) as c:  # fmt: skip
+
+                async def one(mac: str) -> bool:
+                    user = mac.replace(":", "")
+                    auth = "Basic " + base64.b64encode(f"{user}:{creds[mac]}".encode()).decode()
+                    r = await c.get(f"/{user}.cfg", headers={"authorization": auth})
+                    return r.status_code == 200 and r.content == expected[mac]
+
+                return list(await asyncio.gather(*(one(m) for m in macs)))
+
+        with _http_server(service) as http_port:
+            assert all(asyncio.run(http_all(http_port)))
+    finally:
+        tftp.stop()
+        service.close()
