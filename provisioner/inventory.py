@@ -311,8 +311,10 @@ class Inventory:
             if not was:
                 raise BindRefused(f"order {order_id}: device {dev.device_id} is not bound")
             if dev.origin == "bind":
+                # A phone the technician added at the appointment goes with its box
+                # (delete-orphan removes the row and its terminal).
                 order.devices.remove(dev)
-                session.delete(dev)
+                session.flush()
                 _drop_secrets(session, order, f"device:{dev.device_id}")
             else:
                 dev.mac = None

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +72,46 @@ def sample_inventory(inventory):  # type: ignore[no-untyped-def]
         assert checked.document is not None
         inventory.apply(checked.document, source=checked.file, actor="test")
     return inventory
+
+
+# ---------------------------------------------------------------------- canary secrets in logs
+
+CANARY = "CANARY-"
+
+
+class _CanaryHandler(logging.Handler):
+    """Sees every log record of the whole run; remembers any that carries a canary secret."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken record is not our concern here
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            text += " " + str(record.exc_info[1])
+        if CANARY in text:
+            self.leaks.append(f"{record.name}: {text[:200]}")
+
+
+_canary_handler = _CanaryHandler()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    root = logging.getLogger()
+    root.addHandler(_canary_handler)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    logging.getLogger("provisioner").setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests plant CANARY-... secrets in orders: none may ever reach a log line."""
+    if _canary_handler.leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["a canary secret reached the logs:", *_canary_handler.leaks[:20]]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

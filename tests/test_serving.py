@@ -334,3 +334,39 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
     finally:
         tftp.stop()
         service.close()
+
+
+def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: Inventory,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """A planted secret is in the file the armed device fetches, and nowhere else: not in
+    refused answers, not in the audit log (the whole suite's logs are checked in conftest)."""
+    import uuid
+
+    import yaml
+
+    from provisioner.validate import check_text
+
+    inv = sample_inventory
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    data = yaml.safe_load(Path("inventory/orders/WT-2026-000104.yaml").read_text())
+    data["extensions"][0]["sip_password"] = canary  # extension 200: phone-200's account
+    doc = check_text(yaml.safe_dump(data)).document
+    assert doc is not None
+    assert inv.apply(doc).status == "updated"
+    service = build_service(inv, tmp_path)
+    try:
+        name = "0080f0200001.cfg"
+        refused = service.fetch(name, "127.0.0.5", "http")
+        assert refused.outcome == "not_found" and canary.encode() not in refused.data
+        arm(inv, "WT-2026-000104", 5)
+        service.invalidate()
+        ok = service.fetch(name, "127.0.0.5", "tftp")
+        assert ok.outcome == "served" and canary.encode() in ok.data
+        other = service.fetch("0080f0200002.cfg", "127.0.0.6", "tftp")
+        assert other.outcome == "served" and canary.encode() not in other.data
+        service.flush()
+    finally:
+        service.close()
+    with inv.db.read() as s:
+        details = " ".join(e.detail for e in s.scalars(select(AuditEvent)))
+    assert canary not in details
