@@ -1,0 +1,179 @@
+"""``provisioner pbx export``, ``rotate`` and ``lab phones``: the voice side of provisioning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from provisioner.cli import _inventory, app, handles_errors, out
+from provisioner.errors import ProvisionerError
+
+pbx_app = typer.Typer(
+    help="What the voice platform needs: the registrar's subscriber table.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(pbx_app, name="pbx")
+
+
+def _lab_group() -> typer.Typer:
+    """The ``lab`` group: another module's, when it registered one first, else ours."""
+    for group in app.registered_groups:
+        if group.name == "lab" and group.typer_instance is not None:
+            return group.typer_instance
+    lab = typer.Typer(
+        help="Simulated devices on loopback (a demo, and what the end-to-end tests run).",
+        no_args_is_help=True,
+        rich_markup_mode=None,
+    )
+    app.add_typer(lab, name="lab")
+    return lab
+
+
+lab_app = _lab_group()
+
+
+def _lab_phones() -> Any:
+    """``lab.phones`` from the checkout (the lab is not part of the installed package)."""
+    import importlib
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "lab" / "phones.py").is_file() and str(repo) not in sys.path:
+        sys.path.append(str(repo))
+    try:
+        return importlib.import_module("lab.phones")
+    except ImportError as exc:
+        raise ProvisionerError(f"lab phones: needs the repository checkout ({exc})") from None
+
+
+@pbx_app.command("export")
+@handles_errors
+def pbx_export(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tables into.")],
+    order: Annotated[
+        list[str] | None, typer.Option("--order", help="Order id (repeatable).")
+    ] = None,
+    all_orders: Annotated[bool, typer.Option("--all", help="Every active order.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="Registrar: kamailio (db_text).")] = (
+        "kamailio"
+    ),
+) -> None:
+    """Write the registrar's subscriber table for every extension (passwords included).
+
+    Kamailio db_text: OUT/version and OUT/subscriber (username = the extension's E.164
+    number, domain = the registrar host the phone files name, setting sip_registrar).
+    Kamailio reads db_text once at start: restart it after an export.
+
+    Example: provisioner pbx export --all --format kamailio --out /etc/kamailio/dbtext
+    """
+    from provisioner.pbx import FORMATS, ExportRefused, subscribers, write_kamailio
+
+    if fmt not in FORMATS:
+        raise ExportRefused(f"--format {fmt}: unknown (known: {', '.join(FORMATS)})")
+    if bool(order) == all_orders:
+        raise ExportRefused("give --order ORDER (repeatable) or --all")
+    inv = _inventory()
+    subs = subscribers(inv, None if all_orders else order)
+    paths = write_kamailio(subs, out_dir)
+    orders = len({s.order_id for s in subs})
+    out.print(
+        f"{len(subs)} subscribers of {orders} orders written to "
+        + ", ".join(str(p) for p in paths),
+        markup=False,
+    )
+
+
+@app.command()
+@handles_errors
+def rotate(
+    order: Annotated[str, typer.Argument(help="Order id.")],
+    extension: Annotated[
+        list[int] | None, typer.Option("--extension", help="Short number (repeatable).")
+    ] = None,
+    all_extensions: Annotated[bool, typer.Option("--all", help="Every extension.")] = False,
+    actor: Annotated[str, typer.Option(help="Who rotates (for the audit log).")] = "",
+) -> None:
+    """Give extensions a new SIP password (never printed).
+
+    Phones get it at their next fetch; the registrar after the next pbx export and restart.
+
+    Example: provisioner rotate WT-2026-000104 --extension 202
+    """
+    from provisioner.rotation import rotate as do_rotate
+
+    if bool(extension) == all_extensions:
+        raise ProvisionerError(f"order {order}: give --extension SHORT (repeatable) or --all")
+    inv = _inventory()
+    done = do_rotate(inv, order, None if all_extensions else extension, actor)
+    shorts = ", ".join(map(str, done.extensions))
+    out.print(f"{order}: new SIP password for extension {shorts}", markup=False)
+    if done.from_document:
+        given = ", ".join(map(str, done.from_document))
+        out.print(
+            f"note: the order document gives the password of {given}; "
+            "re-applying it restores that value",
+            markup=False,
+        )
+
+
+@lab_app.command("phones")
+@handles_errors
+def lab_phones(
+    order: Annotated[str, typer.Option("--order", help="Order id.")],
+    registrar: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT to send REGISTER to (default: what each file says)."),
+    ] = None,
+    server: Annotated[str, typer.Option(help="Our provisioning server's address.")] = "127.0.0.1",
+    tftp_port: Annotated[
+        int | None, typer.Option(help="Its TFTP port (setting tftp_port).")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="Its HTTP port (setting http_port).")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="First fetch over tftp or http.")] = "tftp",
+    timeout: Annotated[float, typer.Option(help="Seconds per registration.")] = 5.0,
+) -> None:
+    """Boot every IP phone and DECT base of an order: fetch its file, register each account.
+
+    The provisioning server (provisioner serve) and the registrar must be running, and the
+    order armed (provisioner arm) for a first fetch. Exit status 1 unless every account got
+    200 OK.
+
+    Example: provisioner lab phones --order WT-2026-000104 --registrar 127.0.0.1:5060
+    """
+    boot_order = _lab_phones().boot_order
+    inv = _inventory()
+    s = inv.settings
+    reports = boot_order(
+        inv,
+        order,
+        server=server,
+        tftp_port=s.tftp_port if tftp_port is None else tftp_port,
+        http_port=s.http_port if http_port is None else http_port,
+        registrar=registrar,
+        protocol=protocol,
+        timeout=timeout,
+    )
+    table = Table(
+        "device", "model", "MAC", "fetched", "sha256", "slot", "SIP user", "status", "seconds",
+        title=order,
+    )  # fmt: skip
+    ok = True
+    for r in reports:
+        fetched = r.fetched_via or f"no ({r.error})"
+        if not r.accounts:
+            ok = False
+            table.add_row(r.device_id, r.model, r.mac, fetched, r.sha256[:12] or "-",
+                          "-", "-", "-", f"{r.seconds:.2f}")  # fmt: skip
+        for a in r.accounts:
+            ok = ok and a.status == 200
+            table.add_row(r.device_id, r.model, r.mac, fetched, r.sha256[:12], str(a.slot),
+                          a.user, a.outcome, f"{r.seconds:.2f}")  # fmt: skip
+    out.print(table)
+    if not ok:
+        raise typer.Exit(1)

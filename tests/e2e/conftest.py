@@ -1,0 +1,130 @@
+"""End-to-end fixtures: our server (TFTP + HTTP) in-process, a real Kamailio, real baresip.
+
+Every process is started on a free loopback port and stopped by PID. Tests skip only when
+the Debian packages are missing: ``apt-get install kamailio baresip-core``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lab.sip import PACKAGES, Kamailio, free_udp_port, missing_tools  # noqa: E402
+from provisioner.cli import app  # noqa: E402
+from provisioner.commands.serve import build_service, tftp_resolver  # noqa: E402
+from provisioner.http import DeviceHttpApp  # noqa: E402
+from provisioner.tftp import TftpService  # noqa: E402
+
+_MISSING = missing_tools()
+
+
+@pytest.fixture(autouse=True)
+def _sip_tools() -> None:
+    if _MISSING:
+        pytest.skip(f"{', '.join(_MISSING)} not installed (apt-get install {PACKAGES})")
+
+
+@pytest.fixture
+def sip_port(home: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The registrar's port; phone files name 127.0.0.1 and this port (set before settings)."""
+    port = free_udp_port()
+    monkeypatch.setenv("PROVISIONER_SIP_REGISTRAR", "127.0.0.1")
+    monkeypatch.setenv("PROVISIONER_SIP_REGISTRAR_PORT", str(port))
+    return port
+
+
+@dataclass
+class Served:
+    inventory: Any
+    service: Any
+    tftp_port: int
+    http_port: int
+
+    def settle(self) -> None:
+        """Wait until the server has seen the last store change (it polls every 0.5 s)."""
+        time.sleep(self.service.refresh_seconds + 0.1)
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _http(service: Any) -> Iterator[int]:
+    port = _free_tcp_port()
+    config = uvicorn.Config(DeviceHttpApp(service), host="127.0.0.1", port=port,
+                            log_level="warning", access_log=False, lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(sip_port: int, sample_inventory: Any, tmp_path: Path) -> Iterator[Served]:
+    """The sample orders in the store, served over TFTP and HTTP on loopback."""
+    root = tmp_path / "tftp_root"
+    root.mkdir()
+    service = build_service(sample_inventory, root)
+    tftp = TftpService(tftp_resolver(service), host="127.0.0.1", port=0)
+    tftp_port = tftp.start()
+    try:
+        with _http(service) as http_port:
+            yield Served(sample_inventory, service, tftp_port, http_port)
+    finally:
+        tftp.stop()
+        service.close()
+
+
+@pytest.fixture
+def cli() -> Callable[..., Any]:
+    """Run a ``provisioner`` command; fails the test on a non-zero exit."""
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True) -> Any:
+        result = runner.invoke(app, list(args))
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run
+
+
+@pytest.fixture
+def registrar(
+    served: Served, sip_port: int, tmp_path: Path, cli: Callable[..., Any]
+) -> Iterator[Kamailio]:
+    """Kamailio on the phones' registrar port with the store's subscribers (pbx export)."""
+    db = tmp_path / "kamailio-db"
+    cli("pbx", "export", "--all", "--format", "kamailio", "--out", str(db))
+    kam = Kamailio(db, port=sip_port, workdir=tmp_path)
+    kam.start()
+    try:
+        yield kam
+    finally:
+        kam.stop()
