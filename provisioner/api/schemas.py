@@ -240,8 +240,26 @@ class DeviceStatus(BaseModel):
     mac: str | None
     state: DeviceState
     last_fetch_at: datetime | None = None
+    last_fetch_file: str | None = None
+    last_fetch_source: str | None = Field(None, description="Address of the last fetch.")
+    bound_source: str | None = Field(None, description="Address the device is bound to.")
+    fetches: int = 0
     last_push_at: datetime | None = None
     last_push_result: str | None = None
+
+
+class DeviceFilePublic(BaseModel):
+    name: str
+    format: str
+    served: bool = Field(description="Fetched by the device (else pushed or shown).")
+    size: int
+
+
+class DeviceFiles(BaseModel):
+    order: str
+    device: str
+    model: str
+    files: list[DeviceFilePublic]
 
 
 class AuditEventPublic(BaseModel):

@@ -159,8 +159,21 @@ def last_events(session: Session, dev: Device) -> dict[str, Any]:
         .order_by(AuditEvent.id.desc())
         .limit(1)
     )
-    return {
+    out: dict[str, Any] = {
         "last_fetch_at": utc(fetch.at) if fetch else None,
         "last_push_at": utc(push.at) if push else None,
         "last_push_result": push.action.removeprefix(PUSH_PREFIX) if push else None,
     }
+    # The serving layer keeps each device's last fetch in device_state (when it exists).
+    from provisioner.store import models
+
+    state_table = getattr(models, "DeviceState", None)
+    if state_table is not None:
+        state = session.get(state_table, dev.id)
+        if state is not None:
+            out["last_fetch_at"] = utc(state.last_at) or out["last_fetch_at"]
+            out["last_fetch_file"] = state.last_file
+            out["last_fetch_source"] = state.last_source
+            out["bound_source"] = state.bound_source
+            out["fetches"] = state.fetches or 0
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from apistore import OTHER, OWN, RACE, RACE_QUOTA, Store
 from fastapi.testclient import TestClient
 
@@ -93,11 +92,6 @@ def test_technician_binds_on_own_order_only(client: TestClient, store: Store) ->
     assert {e["actor"] for e in events} == {"api:t-technician"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Inventory.unbind of a terminal a bind created fails in SQLAlchemy's flush "
-    "(inventory.py: session.delete(dev) then _drop_secrets autoflush); the API answers 500",
-)
 def test_unbind_of_a_bind_created_terminal_removes_it(client: TestClient, store: Store) -> None:
     _bind(client, store, "noc", RACE, mac="02:00:00:00:06:01", extension=300, model=PHONE)
     r = client.post(
@@ -169,3 +163,47 @@ def test_swap_moves_the_device_to_the_new_mac(client: TestClient, store: Store) 
         headers=h,
     )
     assert foreign.status_code == 404
+
+
+def test_file_preview_masks_secrets_and_reveal_is_admin_only(
+    client: TestClient, store: Store
+) -> None:
+    from apistore import CANARY
+
+    phone_macs = [m for m in store.macs[OWN] if m.startswith("00:80:f0")]
+    mac = phone_macs[0]
+    listed = client.get(f"/api/v1/devices/{mac}/files", headers=store.headers("technician"))
+    assert listed.status_code == 200
+    names = [f["name"] for f in listed.json()["files"]]
+    cfg = f"{mac.replace(':', '')}.cfg"
+    assert cfg in names
+    for role in ("viewer", "technician", "noc", "admin"):
+        r = client.get(f"/api/v1/devices/{mac}/files/{cfg}", headers=store.headers(role))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert CANARY not in r.text and "********" in r.text
+    for role in ("viewer", "technician", "noc"):
+        r = client.get(
+            f"/api/v1/devices/{mac}/files/{cfg}",
+            params={"reveal": True},
+            headers=store.headers(role),
+        )
+        assert r.status_code == 403 and CANARY not in r.text
+    shown = client.get(
+        f"/api/v1/devices/{mac}/files/{cfg}",
+        params={"reveal": True},
+        headers=store.headers("admin"),
+    )
+    assert shown.status_code == 200 and CANARY in shown.text
+    events = client.get(
+        "/api/v1/audit", params={"order": OWN, "limit": 1}, headers=store.headers("admin")
+    ).json()["items"]
+    assert events[0]["action"] == "file.revealed" and events[0]["detail"] == {"file": cfg}
+    assert (
+        client.get(
+            f"/api/v1/devices/{mac}/files/nope.cfg", headers=store.headers("admin")
+        ).status_code
+        == 404
+    )
+    other = store.macs[OTHER][0]
+    r = client.get(f"/api/v1/devices/{other}/files", headers=store.headers("technician"))
+    assert r.status_code == 404

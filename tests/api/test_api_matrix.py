@@ -47,6 +47,15 @@ def _device(store: Store, order: str) -> tuple[str, str]:
         return dev.mac or "", dev.device_id
 
 
+def _first_file(store: Store, order: str) -> str:
+    """URL of the first file rendered for the order's first bound device."""
+    from provisioner.render import Renderer
+
+    mac = _device(store, order)[0]
+    _, files = Renderer(store.settings, store.inventory).device_files(mac)
+    return f"/api/v1/devices/{mac}/files/{next(iter(files))}"
+
+
 def _document(order: str) -> str:
     return canary_document() if order == OWN else (SAMPLES / f"{order}.yaml").read_text()
 
@@ -141,6 +150,12 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/v1/devices/{mac}"): Op("devices:read", True, 200, False, _mac_path()),
     ("GET", "/api/v1/devices/{mac}/status"): Op(
         "devices:read", True, 200, False, _mac_path("/status")
+    ),
+    ("GET", "/api/v1/devices/{mac}/files"): Op(
+        "devices:read", True, 200, False, _mac_path("/files")
+    ),
+    ("GET", "/api/v1/devices/{mac}/files/{name}"): Op(
+        "devices:read", True, 200, False, lambda s, o: {"url": _first_file(s, o)}
     ),
     ("POST", "/api/v1/devices/{mac}/swap"): Op(
         "devices:bind", True, 200, True, _mac_path("/swap", new_mac="02:00:00:00:0a:01")

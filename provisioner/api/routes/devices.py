@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -16,7 +17,7 @@ from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_EXAMPLE, MAC_PATTERN
 from provisioner.document import normalize_mac
-from provisioner.errors import BindRefused, DeviceUnknown, OrderUnknown
+from provisioner.errors import BindRefused, DeviceUnknown, OrderUnknown, RenderError
 from provisioner.inventory import Inventory
 from provisioner.store.models import Device
 
@@ -167,3 +168,105 @@ def swap_device(
     except IntegrityError:
         raise BindRefused(f"MAC {new}: taken by a concurrent change; retry") from None
     return schemas.SwapPublic(order=order_id, device=device_id, old_mac=old, new_mac=new)
+
+
+FileName = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="A file name from GET /devices/{mac}/files.",
+        examples=["0080f0000001.cfg"],
+    ),
+]
+
+
+def _renderer(request: Request) -> Any:
+    # Built on first use: the render engine loads every driver and template once.
+    renderer = getattr(request.app.state, "renderer", None)
+    if renderer is None:
+        from provisioner.render import Renderer
+
+        renderer = Renderer(request.app.state.settings, request.app.state.inventory)
+        request.app.state.renderer = renderer
+    return renderer
+
+
+def _rendered(
+    request: Request, inv: Inventory, principal: Principal, mac: str
+) -> tuple[Any, dict[str, Any]]:
+    """(DeviceKey, name -> RenderedFile) of a device this caller may see."""
+    with inv.db.read() as session:
+        dev = _visible_device(inv, session, principal, mac)
+        mac = dev.mac or mac
+    try:
+        key, files = _renderer(request).device_files(mac)
+    except RenderError as exc:
+        raise HTTPException(409, f"cannot render this device's files: {exc}") from None
+    return key, files
+
+
+@router.get(
+    "/devices/{mac}/files",
+    response_model=schemas.DeviceFiles,
+    summary="The files rendered for a device",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def list_files(
+    principal: DevicesRead, inv: InventoryDep, request: Request, mac: MacPath
+) -> schemas.DeviceFiles:
+    """Names and formats of every file: fetched by the device, pushed, or shown."""
+    key, files = _rendered(request, inv, principal, mac)
+    return schemas.DeviceFiles(
+        order=key.order_id,
+        device=key.device_id,
+        model=key.model,
+        files=[
+            schemas.DeviceFilePublic(
+                name=f.name, format=f.format or "text", served=f.served, size=len(f.data)
+            )
+            for f in files.values()
+        ],
+    )
+
+
+@router.get(
+    "/devices/{mac}/files/{name}",
+    summary="Preview a device's file (secrets masked)",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **NOT_FOUND,
+        **CONFLICT,
+    },
+)
+def preview_file(
+    principal: DevicesRead,
+    inv: InventoryDep,
+    request: Request,
+    mac: MacPath,
+    name: FileName,
+    reveal: Annotated[
+        bool, Query(description="Show secrets too (needs secrets:read; audited).")
+    ] = False,
+) -> PlainTextResponse:
+    """The file as the device would get it, every secret replaced by ``********``."""
+    if reveal and "secrets:read" not in principal.permissions:
+        raise HTTPException(403, f"role {principal.role} may not secrets:read")
+    key, files = _rendered(request, inv, principal, mac)
+    if name not in files:  # same answer as an unknown device: names are not an oracle
+        raise DeviceUnknown(f"MAC {mac}: no file {name} for this device")
+    f = files[name]
+    if reveal:
+        with inv.db.write() as session:
+            audit.record(
+                session,
+                principal.actor,
+                "file.revealed",
+                order_id=key.order_id,
+                device=key.device_id,
+                file=name,
+            )
+        data = f.data
+    else:
+        data = f.masked()
+    return PlainTextResponse(data.decode("utf-8"), media_type="text/plain; charset=utf-8")
