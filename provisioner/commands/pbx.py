@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -137,28 +138,57 @@ def lab_phones(
     ] = None,
     protocol: Annotated[str, typer.Option(help="First fetch over tftp or http.")] = "tftp",
     timeout: Annotated[float, typer.Option(help="Seconds per registration.")] = 5.0,
+    with_registrar: Annotated[
+        bool,
+        typer.Option(
+            "--with-registrar",
+            help="Start a Kamailio with the store's subscribers on a free loopback port.",
+        ),
+    ] = False,
 ) -> None:
     """Boot every IP phone and DECT base of an order: fetch its file, register each account.
 
-    The provisioning server (provisioner serve) and the registrar must be running, and the
-    order armed (provisioner arm) for a first fetch. Exit status 1 unless every account got
+    The provisioning server (provisioner serve) must be running and the order armed
+    (provisioner arm) for a first fetch. The registrar too, unless --with-registrar starts
+    one (Kamailio, from pbx export) for this run. Exit status 1 unless every account got
     200 OK.
 
-    Example: provisioner lab phones --order WT-2026-000104 --registrar 127.0.0.1:5060
+    Examples:
+      provisioner lab phones --order WT-2026-000104 --registrar 127.0.0.1:5060
+      provisioner lab phones --order WT-2026-000104 --with-registrar --tftp-port 1069
     """
-    boot_order = _lab_phones().boot_order
+    import tempfile
+
+    if with_registrar and registrar:
+        raise ProvisionerError("give --registrar or --with-registrar, not both")
+    phones = _lab_phones()
     inv = _inventory()
     s = inv.settings
-    reports = boot_order(
-        inv,
-        order,
-        server=server,
-        tftp_port=s.tftp_port if tftp_port is None else tftp_port,
-        http_port=s.http_port if http_port is None else http_port,
-        registrar=registrar,
-        protocol=protocol,
-        timeout=timeout,
-    )
+    with contextlib.ExitStack() as stack:
+        if with_registrar:
+            from lab.sip import Kamailio, SipLabError
+            from provisioner.pbx import subscribers, write_kamailio
+
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lab-pbx-")))
+            write_kamailio(subscribers(inv), tmp / "db")
+            try:
+                kam = stack.enter_context(Kamailio(tmp / "db", workdir=tmp))
+            except SipLabError as exc:
+                raise ProvisionerError(f"lab phones: {exc}") from None
+            registrar = kam.address
+            out.print(
+                f"registrar: kamailio on {kam.address} (started in {kam.start_seconds:.3f} s)"
+            )
+        reports = phones.boot_order(
+            inv,
+            order,
+            server=server,
+            tftp_port=s.tftp_port if tftp_port is None else tftp_port,
+            http_port=s.http_port if http_port is None else http_port,
+            registrar=registrar,
+            protocol=protocol,
+            timeout=timeout,
+        )
     table = Table(
         "device", "model", "MAC", "fetched", "sha256", "slot", "SIP user", "status", "seconds",
         title=order,

@@ -170,3 +170,21 @@ def test_export_and_rotate_refuse_what_they_cannot_do(
     unknown = cli("rotate", ORDER, "--extension", "299", ok=False)
     assert unknown.exit_code == 1 and "no extension 299" in unknown.output
     assert not (tmp_path / "x").exists()
+
+
+def test_lab_phones_command_boots_the_order_against_its_own_registrar(
+    served: Any, cli: Callable[..., Any]
+) -> None:
+    arm(served.inventory, ORDER, 30, actor="test")
+    args = ["lab", "phones", "--order", ORDER, "--tftp-port", str(served.tftp_port),
+            "--http-port", str(served.http_port)]  # fmt: skip
+    result = cli(*args, "--with-registrar")
+    rows = [ln for ln in result.output.splitlines() if "+39095700110" in ln]
+    assert len(rows) == 4 and all("200 OK" in ln and "tftp" in ln for ln in rows), result.output
+
+    cli("rotate", ORDER, "--all")  # the phones fetch new files; this registrar is started anew
+    served.settle()
+    assert cli(*args, "--with-registrar").exit_code == 0
+    unarmed = cli("lab", "phones", "--order", "WT-2026-000123", "--tftp-port",
+                  str(served.tftp_port), "--with-registrar", ok=False)  # fmt: skip
+    assert unarmed.exit_code == 1 and "no (tftp" in unarmed.output
