@@ -26,8 +26,14 @@ ACME_TEMPLATE = """{#- ACME SP-1 (made up for the test). -#}
 """
 
 
+@pytest.fixture(autouse=True)
+def _acme_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The made-up driver is a module of its own, as a driver package would ship it.
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
 def _make_acme(sample_inventory, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
-    from acme_driver import AcmeDriver  # tests/render is on sys.path (rootdir conftest)
+    from acme_driver import AcmeDriver
 
     override = tmp_path / "override"
     (override / "acme").mkdir(parents=True)
