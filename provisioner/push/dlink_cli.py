@@ -21,7 +21,11 @@ What it does:
 
 ``optional_args``: as :mod:`provisioner.push.iad_ssh` (``port``, ``known_hosts``,
 ``host_key``, ``trust_on_first_use``, ``key_file``, ``conn_timeout``, ``auth_timeout``,
-``banner_timeout``, ``command_timeout``); host keys are pinned the same way.
+``banner_timeout``, ``command_timeout``); host keys are pinned the same way. Error
+messages name the command words only: arguments may hold secrets.
+
+Registration (by the lead): ``custom_napalm/dlink_cli.py`` holding
+``from provisioner.push.dlink_cli import DlinkCliDriver``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ def _dlink_connection_class() -> type:
             return None
 
     return DlinkConnection
+
+
+def redact(line: str) -> str:
+    """The command words of a line, without its arguments (they may hold secrets)."""
+    words = line.split()
+    return " ".join(words[:3]) + (" ..." if len(words) > 3 else "")
 
 
 def parse_lines(text: str) -> list[str]:
@@ -199,12 +209,13 @@ class DlinkCliDriver(napalm_base.NetworkDriver):
                 out = self._send(line)
             except Exception as exc:
                 raise CommitError(
-                    f"{self._where}: failed at {line!r} after {len(self.last_changes)} lines: {exc}"
+                    f"{self._where}: failed at {redact(line)!r} after {len(self.last_changes)}"
+                    f" lines: {exc}"
                 ) from None
             if ERRORS.search(out):
                 raise CommitError(
-                    f"{self._where}: the switch refused {line!r} after"
-                    f" {len(self.last_changes)} applied lines: {out.splitlines()[0]}"
+                    f"{self._where}: the switch refused {redact(line)!r} after"
+                    f" {len(self.last_changes)} applied lines"
                 )
             if line != "save":
                 self.last_changes.append(line)
@@ -213,7 +224,8 @@ class DlinkCliDriver(napalm_base.NetworkDriver):
         except ConnectionException as exc:
             raise CommitError(f"commit: verifying: {exc}") from None
         if still:
-            raise CommitError(f"{self._where}: not in the config after commit: {still}")
+            shown = ", ".join(repr(redact(line)) for line in still)
+            raise CommitError(f"{self._where}: not in the config after commit: {shown}")
         self.candidate = None
 
     def rollback(self) -> None:

@@ -15,6 +15,9 @@ Contract (what the push job can rely on):
   unless both equal the candidate. Any ``% Invalid command`` answer, timeout or dropped
   connection also raises ``CommitError``. :attr:`IadSshDriver.last_changes` holds the
   lines sent;
+* ``compare_config()`` and :attr:`IadSshDriver.last_changes` hold the configured values,
+  secrets included (the driver cannot tell which values are secret): mask them before
+  logging or storing. Error messages never carry values (:func:`redact`);
 * ``rollback()`` re-applies the config read at the start of the last commit (reconnecting
   first if the commit killed the session);
 * host keys are pinned: ``known_hosts`` (an OpenSSH known_hosts file) and/or ``host_key``
@@ -160,6 +163,20 @@ def parse_config(text: str) -> Config:
                 )
         config[path] = value
     return config
+
+
+def redact(line: str) -> str:
+    """A CLI line fit for an error message or a log: a ``set`` value becomes ``<value>``.
+
+    Values include passwords; only the caller knows which, so none is ever echoed here.
+    """
+    try:
+        words = split_line(line)
+    except ConfigSyntaxError:
+        return "<malformed line>"
+    if len(words) >= 3 and words[0] == "set":
+        return " ".join([*words[:-1], "<value>"])
+    return line
 
 
 def format_config(config: Mapping[tuple[str, ...], str]) -> str:
@@ -458,13 +475,14 @@ class IadSshDriver(napalm_base.NetworkDriver):
         if not lines or lines[0].strip() != command.strip():
             # The terminal echoes what we type: anything else means we are reading the
             # answer to something else. Never guess a device state from that.
-            raise OSError(f"answer out of step: expected the echo of {command!r}, got {raw[:80]!r}")
+            raise OSError(f"answer out of step: expected the echo of {redact(command)!r}")
         lines = lines[1:]
         if lines and re.match(PROMPT, lines[-1]):
             lines = lines[:-1]  # the prompt
         out = "\n".join(lines).strip("\n")
         if ERROR_MARK in out:
-            raise CommandErrorException(f"{self._where}: {command!r}: {out.strip()}")
+            # Not the device's text: it echoes the line, value (maybe a password) included.
+            raise CommandErrorException(f"{self._where}: {ERROR_MARK}: {redact(command)}")
         return out
 
     def _guard(self, what: str, command: str) -> str:
@@ -572,13 +590,15 @@ class IadSshDriver(napalm_base.NetworkDriver):
             self._send("configure")
             for step in [*lines, "commit"]:
                 self._send(step)
-        except CommandErrorException as exc:
+        except CommandErrorException:
             self._abandon()
-            raise CommitError(f"{what}: the device refused {step!r}: {exc}") from None
+            raise CommitError(
+                f"{self._where}: {what}: the device refused {redact(step)!r}"
+            ) from None
         except Exception as exc:
             self._drop()
             raise CommitError(
-                f"{self._where}: {what} failed at {step!r}: {_describe(exc)}; the running"
+                f"{self._where}: {what} failed at {redact(step)!r}: {_describe(exc)}; the running"
                 " config is the old or the new one (commit is atomic on the device)"
             ) from None
         try:
@@ -592,9 +612,12 @@ class IadSshDriver(napalm_base.NetworkDriver):
                 f"{self._where}: {what}: committed, but saving/verifying failed: {_describe(exc)}"
             ) from None
         if running_now != target:
+            differ = sorted(
+                p for p in set(running_now) | set(target) if running_now.get(p) != target.get(p)
+            )
             raise CommitError(
-                f"{self._where}: {what}: running config differs after commit:\n"
-                + diff_configs(running_now, target)
+                f"{self._where}: {what}: running config differs after commit at "
+                + ", ".join(" ".join(p) for p in differ)
             )
         if startup_now != target:
             raise CommitError(f"{self._where}: {what}: startup config differs after save")
