@@ -486,7 +486,7 @@ class SwitchSim:
         defaults: dict[str, list[Any]] = {}
         members: dict[str, list[str]] = {}
         for vid in self.vlan_ids:
-            cols = {
+            cols: dict[str, list[Any]] = {
                 f"{sp.VLAN_NAME}.{vid}": text(""),
                 f"{sp.VLAN_EGRESS}.{vid}": [T_STR, no_ports],
                 f"{sp.VLAN_UNTAGGED}.{vid}": [T_STR, no_ports],
