@@ -184,3 +184,10 @@ def test_token_cli_create_list_revoke(store: Store, monkeypatch: pytest.MonkeyPa
     assert "technician" in refused.stderr
     no_order = runner.invoke(cli, ["token", "create", "--role", "technician"])
     assert no_order.exit_code == 1
+
+
+def test_api_command_is_registered() -> None:
+    from provisioner.cli import app as cli
+
+    r = CliRunner().invoke(cli, ["api", "--help"])
+    assert r.exit_code == 0 and "--port" in r.stdout and "/api/v1/openapi.json" in r.stdout
