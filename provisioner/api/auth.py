@@ -5,7 +5,7 @@ the aliases in :mod:`provisioner.api.deps`); a test walks the routes and fails f
 without one. Roles:
 
 - ``viewer``: read every order, device and audit event; never a secret.
-- ``technician``: read, bind, unbind and swap, only on the orders the token names. Any other
+- ``technician``: read, bind, unbind, swap and arm, only on the orders the token names. Any other
   order answers 404, exactly like an order that does not exist, so a technician's token
   cannot be used to learn which orders exist.
 - ``noc``: everything on every order except reading secrets and managing tokens.
@@ -25,11 +25,12 @@ from provisioner.store import tokens
 from provisioner.store.tokens import TokenInfo
 
 READ = frozenset({"orders:read", "devices:read", "audit:read"})
-PERMISSIONS = frozenset({*READ, "orders:write", "devices:bind", "secrets:read"})
+FIELD = frozenset({"devices:bind", "devices:arm"})  # the install appointment's work
+PERMISSIONS = frozenset({*READ, *FIELD, "orders:write", "secrets:read"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ,
-    "technician": READ | {"devices:bind"},
-    "noc": READ | {"orders:write", "devices:bind"},
+    "technician": READ | FIELD,
+    "noc": READ | FIELD | {"orders:write"},
     "admin": PERMISSIONS,
 }
 # Roles limited to the orders named on their token.

@@ -28,6 +28,7 @@ OrdersRead = Annotated[Principal, Depends(require("orders:read"))]
 OrdersWrite = Annotated[Principal, Depends(require("orders:write"))]
 DevicesRead = Annotated[Principal, Depends(require("devices:read"))]
 DevicesBind = Annotated[Principal, Depends(require("devices:bind"))]
+DevicesArm = Annotated[Principal, Depends(require("devices:arm"))]
 AuditRead = Annotated[Principal, Depends(require("audit:read"))]
 SecretsRead = Annotated[Principal, Depends(require("secrets:read"))]
 

@@ -228,6 +228,18 @@ class SwapPublic(BaseModel):
     new_mac: str
 
 
+class ArmCreate(_In):
+    """How long the enrollment window stays open (default: the enrollment_minutes setting)."""
+
+    minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | SkipJsonSchema[None] = None
+
+
+class ArmedPublic(BaseModel):
+    order: str
+    devices: list[str] = Field(description="Device ids the window covers.")
+    expires_at: datetime
+
+
 class DeviceDetail(DevicePublic):
     order: str
     order_state: OrderState

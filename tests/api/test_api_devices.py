@@ -207,3 +207,28 @@ def test_file_preview_masks_secrets_and_reveal_is_admin_only(
     other = store.macs[OTHER][0]
     r = client.get(f"/api/v1/devices/{other}/files", headers=store.headers("technician"))
     assert r.status_code == 404
+
+
+def test_arm_order_and_device(client: TestClient, store: Store) -> None:
+    h = store.headers("technician")
+    r = client.post(f"/api/v1/orders/{OWN}/arm", json={"minutes": 30}, headers=h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["order"] == OWN and len(body["devices"]) >= 3 and body["expires_at"]
+    mac = store.macs[OWN][0]
+    one = client.post(f"/api/v1/devices/{mac}/arm", headers=h)
+    assert one.status_code == 200 and len(one.json()["devices"]) == 1
+    assert client.post(f"/api/v1/orders/{OTHER}/arm", headers=h).status_code == 404
+    assert client.post(f"/api/v1/devices/{store.macs[OTHER][0]}/arm", headers=h).status_code == 404
+    too_long = client.post(f"/api/v1/orders/{OWN}/arm", json={"minutes": 20000}, headers=h)
+    assert too_long.status_code == 422
+    assert (
+        client.post(f"/api/v1/orders/{OWN}/arm", headers=store.headers("viewer")).status_code == 403
+    )
+    actions = [
+        e["action"]
+        for e in client.get("/api/v1/audit", params={"order": OWN, "limit": 2}, headers=h).json()[
+            "items"
+        ]
+    ]
+    assert actions == ["enrollment.armed", "enrollment.armed"]

@@ -28,12 +28,13 @@ from fastapi.testclient import TestClient
 from provisioner.api.app import create_app
 
 READ = {"orders:read", "devices:read", "audit:read"}
+FIELD = {"devices:bind", "devices:arm"}
 ALLOWED: dict[str | None, set[str]] = {
     None: set(),
     "viewer": READ,
-    "technician": READ | {"devices:bind"},
-    "noc": READ | {"orders:write", "devices:bind"},
-    "admin": READ | {"orders:write", "devices:bind", "secrets:read"},
+    "technician": READ | FIELD,
+    "noc": READ | FIELD | {"orders:write"},
+    "admin": READ | FIELD | {"orders:write", "secrets:read"},
 }
 ROLES = (None, "viewer", "technician", "noc", "admin")
 TECH_ORDERS = {OWN}
@@ -147,6 +148,14 @@ OPS: dict[tuple[str, str], Op] = {
         True,
         lambda s, o: {"url": f"/api/v1/orders/{o}/unbind", "json": {"device": _device(s, o)[1]}},
     ),
+    ("POST", "/api/v1/orders/{order_id}/arm"): Op(
+        "devices:arm",
+        True,
+        200,
+        True,
+        lambda s, o: {"url": f"/api/v1/orders/{o}/arm", "json": {"minutes": 30}},
+    ),
+    ("POST", "/api/v1/devices/{mac}/arm"): Op("devices:arm", True, 200, True, _mac_path("/arm")),
     ("GET", "/api/v1/devices/{mac}"): Op("devices:read", True, 200, False, _mac_path()),
     ("GET", "/api/v1/devices/{mac}/status"): Op(
         "devices:read", True, 200, False, _mac_path("/status")

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from provisioner import audit
 from provisioner.api import schemas, views
 from provisioner.api.auth import Principal
-from provisioner.api.deps import DevicesBind, DevicesRead, InventoryDep
+from provisioner.api.deps import DevicesArm, DevicesBind, DevicesRead, InventoryDep
 from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_EXAMPLE, MAC_PATTERN
@@ -270,3 +270,53 @@ def preview_file(
     else:
         data = f.masked()
     return PlainTextResponse(data.decode("utf-8"), media_type="text/plain; charset=utf-8")
+
+
+def _armed(armed: Any) -> schemas.ArmedPublic:
+    expires = views.utc(armed.expires_at)
+    assert expires is not None
+    return schemas.ArmedPublic(order=armed.order_id, devices=armed.devices, expires_at=expires)
+
+
+@router.post(
+    "/orders/{order_id}/arm",
+    response_model=schemas.ArmedPublic,
+    summary="Open an enrollment window for every device of an order",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def arm_order(
+    principal: DevicesArm,
+    inv: InventoryDep,
+    order_id: OrderId,
+    body: schemas.ArmCreate | None = None,
+) -> schemas.ArmedPublic:
+    """Devices of the order may fetch their files without credentials until it closes;
+    re-arming releases their source-address binding."""
+    from provisioner import enrollment
+
+    _check_order_visible(principal, order_id)
+    with inv.db.read() as session:
+        inv.get(session, order_id)  # an order id, never read as a MAC below
+    minutes = body.minutes if body else None
+    return _armed(enrollment.arm(inv, order_id, minutes, actor=principal.actor))
+
+
+@router.post(
+    "/devices/{mac}/arm",
+    response_model=schemas.ArmedPublic,
+    summary="Open an enrollment window for one device",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def arm_device(
+    principal: DevicesArm,
+    inv: InventoryDep,
+    mac: MacPath,
+    body: schemas.ArmCreate | None = None,
+) -> schemas.ArmedPublic:
+    from provisioner import enrollment
+
+    with inv.db.read() as session:
+        dev = _visible_device(inv, session, principal, mac)
+        norm = dev.mac or _norm(mac)
+    minutes = body.minutes if body else None
+    return _armed(enrollment.arm(inv, norm, minutes, actor=principal.actor))
