@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from provisioner.context import DeviceView, OrderView, SecretBook
 from provisioner.document import normalize_mac
+from provisioner.inventory import DEVICE_SECRETS
 from provisioner.settings import Settings
 
 # What a file-name pattern may use, and what each placeholder matches in a request.
@@ -26,14 +27,8 @@ _PLACEHOLDERS = {
 }
 _FIELD = re.compile(r"\{(\w+)\}")
 
-# Secrets a device owns, by kind (mirrors provisioner.inventory.DEVICE_SECRETS).
-KIND_SECRETS: dict[str, tuple[str, ...]] = {
-    "phone": ("admin_password", "provisioning_password"),
-    "dect_base": ("admin_password", "provisioning_password"),
-    "switch": ("admin_password", "snmp_community", "snmp_auth_key", "snmp_priv_key"),
-    "iad": ("admin_password", "provisioning_password"),
-    "ont": ("ploam_password",),
-}
+# Secrets a device owns, by kind: the store generates exactly these (one table, no drift).
+KIND_SECRETS: dict[str, tuple[str, ...]] = DEVICE_SECRETS
 
 
 @dataclass(frozen=True)
