@@ -48,6 +48,14 @@ def sip_port(home: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     return port
 
 
+@pytest.fixture
+def settings(sip_port: int) -> Any:
+    """Settings read after the registrar's address is in the environment."""
+    from provisioner.settings import load_settings
+
+    return load_settings()
+
+
 @dataclass
 class Served:
     inventory: Any

@@ -103,7 +103,6 @@ def test_a_device_outside_its_enrollment_window_gets_no_file_and_cannot_register
     assert "tftp" in phone.boot("tftp").error
 
     # The registrar knows the extension: only the missing file stood in the way.
-    served.settle()
     arm(inv, DESK_MAC, 5, actor="test")
     served.settle()
     assert phone.boot("tftp").registered
