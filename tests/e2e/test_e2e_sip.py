@@ -20,7 +20,7 @@ from lab.phones import Phone, order_phones
 from lab.sip import Kamailio
 from provisioner.enrollment import arm
 from provisioner.render import Renderer
-from provisioner.store.models import AuditEvent, Enrollment, Order, utcnow
+from provisioner.store.models import AuditEvent, Enrollment, Order, SecretRow, utcnow
 from provisioner.validate import check_text
 
 ORDER = "WT-2026-000104"  # two desk phones (200, 201) and a DECT kit (slots 1, 2: 202, 203)
@@ -187,3 +187,30 @@ def test_lab_phones_command_boots_the_order_against_its_own_registrar(
     unarmed = cli("lab", "phones", "--order", "WT-2026-000123", "--tftp-port",
                   str(served.tftp_port), "--with-registrar", ok=False)  # fmt: skip
     assert unarmed.exit_code == 1 and "no (tftp" in unarmed.output
+
+
+def test_rotation_marks_the_secret_and_warns_when_the_document_owns_it(
+    served: Any, cli: Callable[..., Any]
+) -> None:
+    inv = served.inventory
+    doc = yaml.safe_load(SAMPLE.read_text())
+    given = "CANARY-from-the-document"
+    doc["extensions"][0]["sip_password"] = given
+    _reapply(served, doc)
+    with inv.db.read() as s:
+        before = inv.get(s, ORDER).updated_at
+    result = cli("rotate", ORDER, "--extension", "200", "--extension", "201")
+    assert "new SIP password for extension 200, 201" in result.output
+    assert "document gives the password of 200" in result.output
+    with inv.db.read() as s:
+        order = inv.get(s, ORDER)
+        assert order.updated_at > before
+        rows = {
+            r.owner: r for r in s.scalars(select(SecretRow).where(SecretRow.order_pk == order.id))
+        }
+        assert rows["extension:200"].source == rows["extension:201"].source == "rotated"
+        assert rows["extension:202"].source == "generated"
+        assert inv.secret(s, order, "extension:200", "sip_password") != given
+    _reapply(served, doc)  # kubectl-apply semantics: the document's value comes back
+    with inv.db.read() as s:
+        assert inv.secret(s, inv.get(s, ORDER), "extension:200", "sip_password") == given
