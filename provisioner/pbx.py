@@ -4,10 +4,12 @@ The registering identity is exactly what a phone reads from its file (see
 ``device_templates/temporis/_sections.j2`` and :func:`provisioner.drivers.temporis.sip_line`):
 
 - user and auth name: the extension's E.164 number (``UserName`` / ``AuthName``);
-- domain: the phone file has no domain key, so a phone registers as
-  ``<UserName>@<SIPServerHost>``, and ``SIPServerHost`` is ``settings.sip_registrar``.
-  The digest realm is that host too. So the subscriber table's domain is
-  ``settings.sip_registrar``, not ``settings.sip_domain`` (which no phone file carries).
+- domain: the Temporis / IP2215 file has no domain key, so a phone registers as
+  ``<UserName>@<SIPServerHost>``, and ``SIPServerHost`` is ``settings.sip_registrar``;
+  the digest realm is that host too. The IAD's file does set ``voice sip domain`` to
+  ``settings.sip_domain``, so an analog line registers in that domain. Every extension is
+  therefore exported in both realms (one row when the two settings are equal): whichever
+  device carries it, its identity is in the table, with the same password.
 
 The Kamailio export is a ``db_text`` database (``version`` + ``subscriber``), read by
 ``auth_db`` with ``calculate_ha1`` and ``use_domain``.
@@ -47,9 +49,10 @@ class Subscriber:
     password: str = field(repr=False)
 
 
-def sip_domain(settings: Settings) -> str:
-    """The domain phones register in: the registrar host their file names (SIPServerHost)."""
-    return settings.sip_registrar
+def sip_domains(settings: Settings) -> list[str]:
+    """The domains devices register in: the registrar host (phone and DECT files name it as
+    SIPServerHost and have no domain key), then the SIP domain (the IAD's lines)."""
+    return list(dict.fromkeys([settings.sip_registrar, settings.sip_domain]))
 
 
 def subscribers(inv: Inventory, order_ids: Iterable[str] | None = None) -> list[Subscriber]:
@@ -58,7 +61,7 @@ def subscribers(inv: Inventory, order_ids: Iterable[str] | None = None) -> list[
     Built with the same function the phone files use, so the table and the files cannot
     disagree on who an extension is.
     """
-    domain = sip_domain(inv.settings)
+    domains = sip_domains(inv.settings)
     out: list[Subscriber] = []
     with inv.db.read() as session:
         if order_ids is None:
@@ -79,11 +82,10 @@ def subscribers(inv: Inventory, order_ids: Iterable[str] | None = None) -> list[
             for ext in view.extensions:
                 password = book.get(f"extension:{ext.short}", "sip_password")
                 line = sip_line(0, 0, ext, password)
-                out.append(
-                    Subscriber(
-                        view.order_id, ext.short, line.user, line.auth_name, domain, password
-                    )
-                )
+                out += [
+                    Subscriber(view.order_id, ext.short, line.user, line.auth_name, d, password)
+                    for d in domains
+                ]
     seen: dict[tuple[str, str], Subscriber] = {}
     for sub in out:
         key = (sub.auth_user, sub.domain)

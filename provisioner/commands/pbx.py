@@ -65,13 +65,16 @@ def pbx_export(
 ) -> None:
     """Write the registrar's subscriber table for every extension (passwords included).
 
-    Kamailio db_text: OUT/version and OUT/subscriber (username = the extension's E.164
-    number, domain = the registrar host the phone files name, setting sip_registrar).
-    Kamailio reads db_text once at start: restart it after an export.
+    Kamailio db_text: OUT/version and OUT/subscriber, mode 0600. Username: the extension's
+    E.164 number (the files' UserName/AuthName). Domain: the registrar host (setting
+    sip_registrar; phone and DECT files name it and have no domain key, so phones register
+    as number@registrar) and the SIP domain (setting sip_domain; the IAD's analog lines
+    register there): one row per extension and domain. Kamailio reads db_text once at
+    start: restart it after an export.
 
     Example: provisioner pbx export --all --format kamailio --out /etc/kamailio/dbtext
     """
-    from provisioner.pbx import FORMATS, ExportRefused, subscribers, write_kamailio
+    from provisioner.pbx import FORMATS, ExportRefused, sip_domains, subscribers, write_kamailio
 
     if fmt not in FORMATS:
         raise ExportRefused(f"--format {fmt}: unknown (known: {', '.join(FORMATS)})")
@@ -81,9 +84,11 @@ def pbx_export(
     subs = subscribers(inv, None if all_orders else order)
     paths = write_kamailio(subs, out_dir)
     orders = len({s.order_id for s in subs})
+    extensions = len({(s.order_id, s.short) for s in subs})
+    domains = ", ".join(sip_domains(inv.settings))
     out.print(
-        f"{len(subs)} subscribers of {orders} orders written to "
-        + ", ".join(str(p) for p in paths),
+        f"{extensions} extensions of {orders} orders ({len(subs)} rows, domains {domains}) "
+        "written to " + ", ".join(str(p) for p in paths),
         markup=False,
     )
 

@@ -17,7 +17,7 @@ import yaml
 from sqlalchemy import select, update
 
 from lab.phones import Phone, order_phones
-from lab.sip import Kamailio
+from lab.sip import Kamailio, SipAccount, register_accounts
 from provisioner.enrollment import arm
 from provisioner.render import Renderer
 from provisioner.store.models import AuditEvent, Enrollment, Order, SecretRow, utcnow
@@ -150,8 +150,11 @@ def test_export_matches_what_phones_parse_and_escapes_db_text(
     assert tricky not in result.output
     rows = (db / "subscriber").read_text().splitlines()
     assert rows[0] == "username(string) domain(string) password(string)"
+    # The phones' realm is the registrar host their file names; the IAD's is the SIP domain.
     assert "+390957001100:127.0.0.1:CANARY-a\\:b\\\\c d;e=f#g%" in rows
-    assert len(rows) == 1 + 6  # every extension, with a terminal or not
+    assert "+390957001100:voip.officesmart.example:CANARY-a\\:b\\\\c d;e=f#g%" in rows
+    assert len(rows) == 1 + 6 * 2  # every extension, with a terminal or not, in both realms
+    assert "6 extensions of 1 orders (12 rows" in result.output
     assert (db / "version").read_text().splitlines()[1] == "subscriber:7"
 
     arm(inv, ORDER, 30, actor="test")
@@ -214,3 +217,30 @@ def test_rotation_marks_the_secret_and_warns_when_the_document_owns_it(
     _reapply(served, doc)  # kubectl-apply semantics: the document's value comes back
     with inv.db.read() as s:
         assert inv.secret(s, inv.get(s, ORDER), "extension:200", "sip_password") == given
+
+
+def test_an_iad_analog_line_registers_in_the_sip_domain_its_config_sets(
+    served: Any, registrar: Kamailio
+) -> None:
+    from lab.iad_sim import parse_config
+
+    analog = "WT-2026-000101"  # Super Office One: the extension is the analog phone on FXS 1
+    files = Renderer(served.inventory.settings, served.inventory).render_order(analog)
+    iad = next(f for f in files.values() if f.model == "iad")
+    config = parse_config(iad.data.decode())
+    domain = config[("voice", "sip", "domain")]
+    where = f"{config[('voice', 'sip', 'registrar')]}:{config[('voice', 'sip', 'registrar-port')]}"
+    assert domain == "voip.officesmart.example" and where == registrar.address
+    lines = sorted({p[2] for p in config if p[:2] == ("voice", "line")})
+    assert lines
+    accounts = [
+        SipAccount(
+            config[("voice", "line", n, "username")],
+            domain,
+            config[("voice", "line", n, "password")],
+            where,
+            config[("voice", "line", n, "auth-username")],
+        )
+        for n in lines
+    ]
+    assert [r.status for r in register_accounts(accounts)] == [200] * len(accounts)
