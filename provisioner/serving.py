@@ -68,6 +68,7 @@ class _DeviceEntry:
     """What the hot path needs to know about one device, cached until any order changes."""
 
     pk: int
+    order_pk: int
     device_id: str
     order_id: str
     active: bool
@@ -114,7 +115,8 @@ class ProvisioningService:
         self._drivers = list(renderer.engine.registry.drivers())
         self._lock = threading.RLock()
         self._by_identity: dict[str, _DeviceEntry | None] = {}
-        self._generation: tuple[Any, ...] | None = None
+        self._seen: dict[int, datetime] = {}  # order pk -> updated_at last seen
+        self._since: datetime | None = None
         self._checked_at = 0.0
         self._static: dict[Path, tuple[float, _File]] = {}
         self._events: queue.Queue[_Event | None] = queue.Queue()
@@ -248,23 +250,63 @@ class ProvisioningService:
     # ------------------------------------------------------------------ caches
 
     def _refresh(self) -> None:
+        """Drop the cached devices of every order written since the last look.
+
+        Every write to an order (apply, bind, arm, rotate, swap) moves ``orders.updated_at``,
+        so one indexed query tells what changed; the other orders stay warm.
+        """
         now = time.monotonic()
         if now - self._checked_at < self.refresh_seconds:
             return
         with self.inventory.db.read() as s:
-            gen = tuple(s.execute(select(func.max(Order.updated_at), func.count(Order.id))).one())
-            gen += tuple(s.execute(select(func.max(SecretRow.updated_at))).one())
+            stmt = select(Order.id, Order.updated_at)
+            if self._since is not None:
+                stmt = stmt.where(Order.updated_at >= self._since)
+            rows = s.execute(stmt).all()
         with self._lock:
             self._checked_at = now
-            if gen != self._generation:
-                self._generation = gen
-                self._by_identity.clear()
+            changed = {pk for pk, at in rows if self._seen.get(pk) != at}
+            if not changed:
+                return
+            for pk, at in rows:
+                self._seen[pk] = at
+                if self._since is None or at > self._since:
+                    self._since = at
+            # A change may also make a name known that was not (a new order, a bind).
+            self._by_identity = {
+                k: e
+                for k, e in self._by_identity.items()
+                if e is not None and e.order_pk not in changed
+            }
 
     def invalidate(self) -> None:
         with self._lock:
-            self._generation = None
+            self._seen.clear()
+            self._since = None
             self._checked_at = 0.0
             self._by_identity.clear()
+
+    def warm(self) -> int:
+        """Render every active order's devices now (at start-up, before a boot storm)."""
+        self._refresh()
+        with self.inventory.db.read() as s:
+            # One bound device per active order: loading it loads its whole order.
+            first = s.execute(
+                select(func.min(Device.mac), func.min(Device.serial))
+                .join(Order, Device.order_pk == Order.id)
+                .where(Order.state == "active")
+                .where((Device.mac.is_not(None)) | (Device.serial.is_not(None)))
+                .group_by(Device.order_pk)
+            ).all()
+        warmed = 0
+        for mac, serial in first:
+            key = mac or serial
+            with self._lock:
+                if key in self._by_identity:
+                    continue
+            if self._load(mac or "", "" if mac else serial or "") is not None:
+                warmed += 1
+        return warmed
 
     def _device_file(self, name: str) -> tuple[bool, _DeviceEntry | None, _File | None]:
         """(the name has a device file's shape, the device's entry, the file)."""
@@ -314,6 +356,7 @@ class ProvisioningService:
                 state = s.get(DeviceState, d.id)
                 entries[ident] = _DeviceEntry(
                     pk=d.id,
+                    order_pk=order.id,
                     device_id=d.device_id,
                     order_id=order.order_id,
                     active=active,

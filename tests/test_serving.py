@@ -287,15 +287,26 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
             src = f"127.0.1.{i % 250 + 1}" if i < 250 else "127.0.2.1"
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind((src, 0))
-                s.settimeout(5)
+                s.settimeout(1.0)
                 name = mac.replace(":", "") + ".cfg"
-                s.sendto(b"\x00\x01" + name.encode() + b"\x00octet\x00", ("127.0.0.1", port))
+                server: tuple[str, int] = ("127.0.0.1", port)
+                last = b"\x00\x01" + name.encode() + b"\x00octet\x00"
+                s.sendto(last, server)
                 data = b""
-                block = 1
+                block, retries = 1, 0
                 while True:
-                    pkt, addr = s.recvfrom(600)
+                    try:
+                        pkt, addr = s.recvfrom(600)
+                    except TimeoutError:
+                        # Like a real device: resend the last packet, a few times.
+                        retries += 1
+                        assert retries <= 8, f"{mac}: no answer"
+                        s.sendto(last, server)
+                        continue
                     assert pkt[:2] == b"\x00\x03", pkt
-                    s.sendto(b"\x00\x04" + pkt[2:4], addr)
+                    server = addr
+                    last = b"\x00\x04" + pkt[2:4]
+                    s.sendto(last, addr)
                     if int.from_bytes(pkt[2:4], "big") != block:
                         continue  # a retransmission of a block we have
                     data += pkt[4:]
@@ -370,3 +381,21 @@ def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: Inventory,
     with inv.db.read() as s:
         details = " ".join(e.detail for e in s.scalars(select(AuditEvent)))
     assert canary not in details
+
+
+def test_warm_cache_and_only_changed_orders_are_dropped(sample_inventory: Inventory,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    inv = sample_inventory
+    service = build_service(inv, tmp_path)
+    service.refresh_seconds = 0.0
+    try:
+        assert service.warm() == 5  # six sample orders; WT-2026-000102 has no box bound yet
+        cached = dict(service._by_identity)
+        assert PHONE_MAC in cached and "00:80:f0:20:00:01" in cached
+        arm(inv, "WT-2026-000104", 5)  # a write to one order ...
+        assert service.fetch("0080f0200001.cfg", "127.0.0.9", "tftp").outcome == "served"
+        # ... reloads that order (now armed) and keeps the others' rendered files.
+        assert service._by_identity[PHONE_MAC] is cached[PHONE_MAC]
+        assert service._by_identity["00:80:f0:20:00:01"] is not cached["00:80:f0:20:00:01"]
+    finally:
+        service.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -127,6 +128,9 @@ def serve(
             )
         )
     servers = [uvicorn.Server(c) for c in configs]
+    # Render every active order in the background: after a power cut the whole customer
+    # base asks at once, and a warm cache answers from memory.
+    threading.Thread(target=service.warm, name="warm-cache", daemon=True).start()
     out.print(
         f"serving TFTP on {bind}:{port}, HTTP on {bind}:{configs[0].port}"
         + (f", HTTPS on {bind}:{s.https_port}" if len(configs) > 1 else "")
