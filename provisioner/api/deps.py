@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from provisioner.api.auth import Principal, require
-from provisioner.api.limits import ApiLimits
 from provisioner.inventory import Inventory
 
 
@@ -16,13 +15,7 @@ def get_inventory(request: Request) -> Inventory:
     return inventory
 
 
-def get_limits(request: Request) -> ApiLimits:
-    limits: ApiLimits = request.app.state.limits
-    return limits
-
-
 InventoryDep = Annotated[Inventory, Depends(get_inventory)]
-LimitsDep = Annotated[ApiLimits, Depends(get_limits)]
 
 OrdersRead = Annotated[Principal, Depends(require("orders:read"))]
 OrdersWrite = Annotated[Principal, Depends(require("orders:write"))]

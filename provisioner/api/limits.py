@@ -22,12 +22,14 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class ApiLimits:
-    """Rate (requests per second per token), burst, and the largest request body in bytes."""
+    """Rate (requests per second per token), burst, and the largest request body in bytes.
+
+    The page size cap (200) is part of the API schema, not a setting.
+    """
 
     rate: float = 20.0
     burst: int = 40
     max_body: int = MIB
-    max_page: int = 200
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ApiLimits:

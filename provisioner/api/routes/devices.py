@@ -1,4 +1,4 @@
-"""Devices: read by MAC, status, bind/unbind the box in hand, swap a box (RMA)."""
+"""Devices: read by MAC, status, files (masked preview), bind/unbind, swap (RMA), arm."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from provisioner import audit
 from provisioner.api import schemas, views
@@ -36,8 +37,8 @@ def _norm(mac: str) -> str:
         raise DeviceUnknown(f"MAC {mac}: no device with this MAC in the store") from None
 
 
-def _visible_device(inv: Inventory, session: object, principal: Principal, mac: str) -> Device:
-    dev = inv.find_device(session, _norm(mac))  # type: ignore[arg-type]
+def _visible_device(inv: Inventory, session: Session, principal: Principal, mac: str) -> Device:
+    dev = inv.find_device(session, _norm(mac))
     if not principal.sees(dev.order.order_id):
         raise DeviceUnknown(f"MAC {dev.mac}: no device with this MAC in the store")
     return dev
