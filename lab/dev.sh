@@ -9,8 +9,9 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 # Real protocol peers the tests use: curl (tftp://, http://), tftp-hpa, net-snmp, OpenSSH,
-# dnsmasq and Kea (config checks). Installed here, never assumed to be on the machine.
-DEBS=(curl tftp-hpa snmp openssh-client dnsmasq-base kea-dhcp4-server)
+# dnsmasq and Kea (config checks), Kamailio and baresip (SIP registration). Installed here,
+# never assumed to be on the machine.
+DEBS=(curl tftp-hpa snmp openssh-client dnsmasq-base kea-dhcp4-server kamailio baresip-core)
 
 apt_setup() {
   local missing=()
