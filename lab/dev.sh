@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for people and CI (see README.md):
-#   bash lab/dev.sh run    set up, apply the sample inventory into the default SQLite store, show it
+#   bash lab/dev.sh run    set up, apply the sample inventory into the default SQLite store, serve it
 #   bash lab/dev.sh test   set up (Debian tools the tests talk to, venv), then lint, types, tests
 #   bash lab/dev.sh check  lint + types + tests on an already set-up checkout
 set -euo pipefail
@@ -54,6 +54,11 @@ case "${1:-}" in
     "$VENV/bin/provisioner" validate inventory/orders/
     "$VENV/bin/provisioner" apply inventory/orders/
     "$VENV/bin/provisioner" orders
+    # The main job: serve the sample inventory. Standard ports need root; otherwise high ones.
+    if [ "$(id -u)" = 0 ]; then tftp=${TFTP_PORT:-69}; http=${HTTP_PORT:-80}
+    else tftp=${TFTP_PORT:-1069}; http=${HTTP_PORT:-8080}; fi
+    echo "devices fetch only inside an enrollment window: $VENV/bin/provisioner arm ORDER"
+    exec "$VENV/bin/provisioner" serve --tftp-port "$tftp" --http-port "$http"
     ;;
   test)
     apt_setup
