@@ -28,7 +28,7 @@ source after 20 misses a minute, so any failure is a real one).
 
     .venv/bin/python lab/bench_serve.py                     # 2,000 devices, 200 in flight
     .venv/bin/python lab/bench_serve.py --devices 500 --skip-reference
-    .venv/bin/python lab/bench_serve.py --profile /tmp/prof  # py-spy on our server (raw stacks)
+    .venv/bin/python lab/bench_serve.py --profile /tmp/prof  # py-spy: /tmp/prof/tftp-cold.txt...
 
 Reference servers: ``apt-get install nginx-light tftpd-hpa`` (tftpd-hpa needs root for
 ``-s``/``-u``); without them, or with ``--skip-reference``, only our rows are printed.
@@ -451,9 +451,7 @@ def wait_tftp(port: int, proc: subprocess.Popen[bytes], probe: str) -> None:
 
 
 @contextlib.contextmanager
-def our_server(
-    procs: Processes, home: Path, profile: Path | None, tag: str
-) -> Iterator[tuple[int, int]]:
+def our_server(procs: Processes, home: Path, tag: str) -> Iterator[tuple[int, int]]:
     """``provisioner serve`` in a subprocess; yields (tftp port, http port)."""
     tftp_port, http_port = free_ports()
     argv = [
@@ -472,15 +470,10 @@ def our_server(
     env = {**os.environ, "PROVISIONER_HOME": str(home)}
     log = (home / f"serve-{tag}.log").open("wb")
     proc = procs.start("provisioner serve", argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    spy = None
     try:
         wait_tcp(http_port, proc, "provisioner serve")
-        if profile is not None:
-            spy = start_py_spy(procs, proc.pid, profile / f"serve-{tag}.txt")
         yield tftp_port, http_port, proc.pid
     finally:
-        if spy is not None:
-            procs.stop(spy, signal.SIGINT)
         procs.stop(proc, signal.SIGINT)
         log.close()
 
@@ -692,11 +685,16 @@ def main(argv: list[str] | None = None) -> int:
 
         # Ours: one process for TFTP, a fresh one (empty cache) for HTTP.
         for protocol in ("tftp", "http"):
-            with our_server(procs, home, args.profile, protocol) as (tftp_port, http_port, pid):
+            with our_server(procs, home, protocol) as (tftp_port, http_port, pid):
                 port = tftp_port if protocol == "tftp" else http_port
                 for label in ("cold", "warm"):
+                    spy = None
+                    if args.profile is not None:
+                        spy = start_py_spy(procs, pid, args.profile / f"{protocol}-{label}.txt")
                     rows.append(asyncio.run(measure("ours", protocol, label, jobs, port, args)))
                     print(f"    (server busy {settle(pid):.1f} s more after the pass)")
+                    if spy is not None:
+                        procs.stop(spy, signal.SIGINT)
 
         if not args.skip_reference:
             ref.chmod(0o755)  # nginx workers and in.tftpd run as nobody
