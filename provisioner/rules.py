@@ -71,6 +71,7 @@ def device_ids(doc: OrderDocument) -> list[str]:
     """Every device's id: the given one, or a stable one made from what the device is for."""
     ids: list[str] = []
     used = {d.id for d in doc.devices if d.id}
+    ext_site = {e.short: e.site for e in doc.extensions}
     counters: Counter[str] = Counter()
     for dev in doc.devices:
         if dev.id:
@@ -79,8 +80,10 @@ def device_ids(doc: OrderDocument) -> list[str]:
         kind = MODELS[dev.model].kind
         if kind == "phone" and dev.extension is not None:
             base = f"phone-{dev.extension}"
-        elif kind == "dect_base" and dev.handsets:
-            base = f"dect-{dev.handsets[0].extension}"
+        elif kind == "dect_base" and (dev.site or dev.handsets):
+            # Named for its site, not a handset: swapping handsets must not make a new base.
+            site = dev.site or ext_site.get(dev.handsets[0].extension if dev.handsets else 0)
+            base = f"dect-{site}" if site else "dect"
         elif kind in ("iad", "ont", "switch") and dev.site:
             base = f"{kind}-{dev.site}"
         else:

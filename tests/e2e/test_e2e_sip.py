@@ -62,7 +62,7 @@ def test_every_phone_and_handset_registers_and_rotation_locks_out_the_stale_file
             seen[short] = (phone.device_id, acc.status)
     # Every terminal's extension registered, each from the device the order puts it on.
     assert {s: st for s, (_, st) in seen.items()} == {200: 200, 201: 200, 202: 200, 203: 200}
-    assert seen[202][0] == seen[203][0] == "dect-202"
+    assert seen[202][0] == seen[203][0] == "dect-catania"
 
     dect = phones[DECT_MAC]
     old_password = next(a.password for a in dect.file.accounts if a.slot == 1)  # type: ignore[union-attr]
