@@ -366,3 +366,24 @@ def test_terminal_limit_counts_binds_on_reapply(sample_inventory: Inventory) -> 
     with inv.db.read() as s:
         dev = inv.find_device(s, "00:80:f0:20:00:0a")
         assert dev.device_id == "phone-204"
+
+
+def test_swapping_dect_handsets_keeps_the_base(sample_inventory: Inventory) -> None:
+    """Slots follow the document; the base (its MAC, its credentials) stays the same device."""
+    inv = sample_inventory
+    with inv.db.read() as s:
+        order = inv.get(s, "WT-2026-000104")
+        before = inv.secret(s, order, "device:dect-catania", "provisioning_password")
+    data = yaml.safe_load((SAMPLES / "WT-2026-000104.yaml").read_text())
+    hs = data["devices"][4]["handsets"]
+    hs[0]["extension"], hs[1]["extension"] = hs[1]["extension"], hs[0]["extension"]
+    doc = check_text(yaml.safe_dump(data, sort_keys=False)).document
+    assert doc is not None
+    result = inv.apply(doc)
+    assert result.status == "updated"
+    assert "device dect-catania slot 1: extension 202 -> 203" in result.changes
+    with inv.db.read() as s:
+        order = inv.get(s, "WT-2026-000104")
+        base = next(d for d in order.devices if d.device_id == "dect-catania")
+        assert [(t.slot, t.extension.short) for t in base.terminals] == [(1, 203), (2, 202)]
+        assert inv.secret(s, order, "device:dect-catania", "provisioning_password") == before
