@@ -229,6 +229,9 @@ class DlinkCliDriver(napalm_base.NetworkDriver):
         self.candidate = None
 
     def rollback(self) -> None:
-        raise NotImplementedError(
-            "D-Link CLI rollback needs a config download over TFTP: not implemented"
+        # Undoing CLI lines on a /ME switch means downloading the saved config over TFTP;
+        # this driver is merge-only, so it says so instead of pretending.
+        raise CommitError(
+            f"{self._where}: rollback is not available over the /ME CLI (it needs a config "
+            "download over TFTP): restore the backup by hand"
         )

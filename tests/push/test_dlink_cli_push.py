@@ -82,7 +82,7 @@ def test_what_it_does_not_do(me: IadSim) -> None:
             dev.load_replace_candidate(config=RENDERED)
         with pytest.raises(MergeConfigException, match="not a D-Link config command"):
             dev.load_merge_candidate(config="reboot\n")
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(CommitError, match="restore the backup by hand"):
             dev.rollback()
     me.set_fault("new-host-key")
     with pytest.raises(ConnectionException, match="CHANGED"):

@@ -18,7 +18,7 @@ SAMPLES = GOLDEN.parents[2] / "inventory" / "orders"
 SAMPLE_ORDERS = [p.stem for p in sorted(SAMPLES.glob("*.yaml"))]
 
 
-def _compare(path: Path, data: bytes, update: bool) -> None:
+def _check_golden(path: Path, data: bytes, update: bool) -> None:
     if update:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -44,7 +44,7 @@ def test_sample_order_matches_golden(
 ) -> None:
     files = renderer.render_order(order_id)
     for name, f in _first_per_model(files).items():
-        _compare(GOLDEN / f.model / name, f.masked(), update_golden)
+        _check_golden(GOLDEN / f.model / name, f.masked(), update_golden)
 
 
 @pytest.mark.parametrize("fmt", ["dnsmasq", "kea"])
@@ -52,7 +52,9 @@ def test_dhcp_snippets_match_golden(renderer: Renderer, fmt: str, update_golden:
     for order_id, site in [("WT-2026-000123", "milano"), ("WT-2026-000104", "catania")]:
         text = renderer.dhcp(order_id, site, fmt)
         ext = "conf" if fmt == "dnsmasq" else "json"
-        _compare(GOLDEN / "dhcp" / f"{order_id}-{site}.{fmt}.{ext}", text.encode(), update_golden)
+        _check_golden(
+            GOLDEN / "dhcp" / f"{order_id}-{site}.{fmt}.{ext}", text.encode(), update_golden
+        )
 
 
 def test_every_catalog_model_with_files_has_golden_files(renderer: Renderer) -> None:
