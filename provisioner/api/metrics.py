@@ -11,6 +11,7 @@ Values live in this process only; with several ``serve`` instances Prometheus sc
 
 from __future__ import annotations
 
+import abc
 import bisect
 import threading
 from collections.abc import Iterable
@@ -38,7 +39,7 @@ def _fmt(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-class _Metric:
+class _Metric(abc.ABC):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labelnames: Iterable[str] = ()):
@@ -55,8 +56,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    @abc.abstractmethod
     def render(self) -> list[str]:
-        raise NotImplementedError
+        """The metric's lines in Prometheus text format."""
 
 
 class Counter(_Metric):
