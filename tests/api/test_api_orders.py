@@ -220,3 +220,13 @@ def test_unsupported_media_type_is_415(client: TestClient, store: Store) -> None
         headers={**store.headers("noc"), "content-type": "text/plain"},
     )
     assert r.status_code == 415
+
+
+def test_a_refused_document_cannot_bloat_the_audit_log(client: TestClient, store: Store) -> None:
+    doc = {"order": "X" * 100_000, "plan": "nope", "junk": ["y" * 1000] * 200}
+    r = client.post("/api/v1/orders", json=doc, headers=store.headers("noc"))
+    assert r.status_code == 422
+    event = client.get("/api/v1/audit", params={"limit": 1}, headers=store.headers("noc")).json()
+    refused = event["items"][0]
+    assert refused["action"] == "order.refused" and refused["order"] is None
+    assert len(str(refused["detail"])) < 50 * 320

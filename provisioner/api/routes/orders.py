@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -129,7 +130,13 @@ DocumentBody = Annotated[OrderBody, Depends(read_document)]
 def _valid_document(inv: Inventory, body: OrderBody, principal: Principal) -> OrderDocument:
     if body.checked.ok and body.checked.document is not None:
         return body.checked.document
-    inv.record_refusal(body.checked.order_id, SOURCE, body.checked.lines(), principal.actor)
+    # The refused body is untrusted: only a well-formed order id goes into the audit row,
+    # and the problem lines are bounded, so a refusal cannot bloat the log.
+    order_id = body.checked.order_id
+    if not re.fullmatch(ORDER_ID_PATTERN, order_id):
+        order_id = ""
+    lines = [line[:300] for line in body.checked.lines()[:50]]
+    inv.record_refusal(order_id, SOURCE, lines, principal.actor)
     raise DocumentRefused(body.violations())
 
 
