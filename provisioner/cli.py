@@ -351,5 +351,6 @@ def main() -> None:  # pragma: no cover - console entry point
 
 from provisioner.commands import api as _api  # noqa: E402,F401
 from provisioner.commands import pbx as _pbx  # noqa: E402,F401
+from provisioner.commands import push as _push  # noqa: E402,F401
 from provisioner.commands import render as _render  # noqa: E402,F401  (registers commands)
 from provisioner.commands import serve as _serve  # noqa: E402,F401
