@@ -690,6 +690,7 @@ def push_config(
         try:
             with _store_lock(inv, device_pk, job_id, actor):
                 res = job.run()
+                job.on_step(str(key), "done")
         except PushFailed as exc:  # the store lock is held by another process
             res = PushResult(str(key), "failed", exception=exc, error=str(exc), job_id=job_id)
     res.seconds = time.monotonic() - t0

@@ -1,0 +1,177 @@
+"""Every fault ends "failed" or "rolled back", never "ok"; the device ends with the old or the
+new config, never a mix; a backup was taken; the other device of the run is unaffected."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from provisioner.push.dlink_snmp import DlinkSnmpDriver
+from provisioner.push.iad_ssh import parse_config
+from provisioner.pushjob import (
+    Timeouts,
+    backup_text,
+    list_backups,
+    push_device,
+    push_many,
+    rollback_device,
+)
+from provisioner.store.models import AuditEvent
+
+
+def switch_state(lab: Any) -> str:
+    """The switch's managed objects, read from the agent itself (bypassing the fault proxy)."""
+    community = lab.secret("sw-catania", "snmp_community")
+    args = {"port": lab.switch.agent_port, "model": lab.sw_key.model}
+    with DlinkSnmpDriver("127.0.0.1", "", community, optional_args=args) as dev:
+        return dev.read_plan().to_yaml()
+
+
+def new_switch_state(lab: Any) -> str:
+    payload = lab.renderer.push_payload(lab.sw_key.order_id, lab.sw_key.device_id)
+    from provisioner.push import setplan as sp
+
+    return sp.parse_setplan(payload[1].data.decode()).to_yaml()
+
+
+def iad_new(lab: Any) -> dict[tuple[str, ...], str]:
+    payload = lab.renderer.push_payload(lab.iad_key.order_id, lab.iad_key.device_id)
+    return parse_config(payload[1].data.decode())
+
+
+def test_switch_dropped_mid_commit_is_rolled_back(push_lab: Any, fast: Timeouts) -> None:
+    lab = push_lab
+    before = switch_state(lab)
+
+    def on_step(device: str, step: str) -> None:
+        if step == "commit":  # 4 reads go through, then the first SET PDU, then darkness
+            lab.switch.set_fault("drop-mid", after=5)
+        elif step == "rollback":  # the line comes back while we roll back
+            lab.switch.set_fault(None)
+
+    res = push_device(lab.inv, lab.renderer, lab.sw_key, lab.sw_at, timeouts=fast, on_step=on_step)
+    assert res.result == "rolled back" and res.failed and not res.changed, res.error
+    assert "half-changed" in res.error or "failed after" in res.error
+    assert lab.switch.write_count() > 0  # it really was half-written before the rollback
+    assert switch_state(lab) == before
+    assert res.backup_version == 1 and backup_text(lab.inv, lab.sw_key)[1].strip() == before.strip()
+
+
+def test_switch_dark_for_good_fails_then_rollback_restores_the_backup(
+    push_lab: Any, fast: Timeouts
+) -> None:
+    lab = push_lab
+    before = switch_state(lab)
+    quick = Timeouts(snmp=0.4, snmp_retries=1, retries=1, backoff=0.1)
+
+    def on_step(device: str, step: str) -> None:
+        if step == "commit":
+            lab.switch.set_fault("drop-mid", after=5)
+
+    res = push_device(lab.inv, lab.renderer, lab.sw_key, lab.sw_at, timeouts=quick, on_step=on_step)
+    assert res.result == "failed" and "provisioner rollback" in res.error
+    assert switch_state(lab) not in (before, new_switch_state(lab))  # a mix, for now
+
+    lab.switch.set_fault(None)
+    back = rollback_device(lab.inv, lab.renderer, lab.sw_key, lab.sw_at, version=1, timeouts=fast)
+    assert back.result == "ok", back.error
+    assert switch_state(lab) == before
+    assert [b.reason for b in list_backups(lab.inv, lab.sw_key)] == ["pre-push", "manual"]
+
+
+def test_switch_no_reply_fails_in_bounded_time_and_the_iad_is_unaffected(
+    push_lab: Any,
+) -> None:
+    lab = push_lab
+    lab.switch.set_fault("no-reply")
+    t = Timeouts(connect=3, command=2, snmp=0.5, snmp_retries=2, retries=1, backoff=0.1)
+    started = time.monotonic()
+    _, (sw, iad) = push_many(
+        lab.inv, lab.renderer, [(lab.sw_key, lab.sw_at), (lab.iad_key, lab.iad_at)], timeouts=t
+    )
+    bound = (t.snmp * (t.snmp_retries + 1) + 1.0) * (t.retries + 1) + t.backoff + 2.0
+    assert sw.result == "failed" and sw.attempts == 2 and sw.seconds < bound, sw
+    assert "no answer" in sw.error or "timeout" in sw.error.lower() or "unreachable" in sw.error
+    assert iad.result == "ok" and iad.seconds < sw.seconds
+    assert time.monotonic() - started < bound + 2
+    assert lab.switch.write_count() == 0 and lab.iad.running == iad_new(lab)
+
+
+def test_switch_slower_than_the_timeout_fails_without_writing(
+    push_lab: Any, fast: Timeouts
+) -> None:
+    lab = push_lab
+    lab.switch.set_fault("slow", delay=2.5)
+    t = Timeouts(snmp=0.5, snmp_retries=1, retries=1, backoff=0.1)
+    res = push_device(lab.inv, lab.renderer, lab.sw_key, lab.sw_at, timeouts=t)
+    assert res.result == "failed" and res.backup_version is None
+    assert lab.switch.write_count() == 0
+
+
+def test_iad_dropped_mid_config_keeps_the_old_config(push_lab: Any, fast: Timeouts) -> None:
+    lab = push_lab
+    before = dict(lab.iad.running)
+    lab.iad.set_fault("drop-mid", lines=5)
+    res = push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast)
+    assert res.result == "rolled back", res.error
+    assert lab.iad.running == before and lab.iad.commits == 0
+    assert list_backups(lab.inv, lab.iad_key)
+
+
+def test_iad_hung_after_commit_is_rolled_back(push_lab: Any, fast: Timeouts) -> None:
+    lab = push_lab
+    before = dict(lab.iad.running)
+    lab.iad.set_fault("hang", command="commit")
+
+    def on_step(device: str, step: str) -> None:
+        if step == "rollback":
+            lab.iad.set_fault(None)
+
+    res = push_device(
+        lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast, on_step=on_step
+    )
+    assert res.result == "rolled back", res.error
+    assert lab.iad.commits == 2  # the hung commit went through, the rollback undid it
+    assert lab.iad.running == before and lab.iad.startup == before
+
+
+def test_iad_that_hangs_on_every_commit_ends_with_a_whole_config(push_lab: Any) -> None:
+    lab = push_lab
+    before = dict(lab.iad.running)
+    lab.iad.set_fault("hang", command="commit")
+    t = Timeouts(connect=3, command=1, retries=1, backoff=0.1)
+    res = push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=t)
+    # Every commit executes and then hangs: the rollback's commit restores the old config
+    # (and hangs), the next attempt finds the device equal to the backup: verified.
+    assert res.result in ("failed", "rolled back") and res.failed
+    assert lab.iad.running in (before, iad_new(lab))  # commit is atomic on the device
+    if res.result == "rolled back":
+        assert lab.iad.running == before
+    assert list_backups(lab.inv, lab.iad_key)
+
+
+def test_iad_refusing_the_login_is_not_retried(push_lab: Any, fast: Timeouts) -> None:
+    lab = push_lab
+    lab.iad.set_fault("auth-fail")
+    res = push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast)
+    assert res.result == "failed" and "authentication" in res.error and res.attempts == 1
+    assert lab.iad.sessions == 0 and lab.iad.commits == 0
+
+
+def test_iad_with_a_changed_host_key_is_refused_and_audited(push_lab: Any, fast: Timeouts) -> None:
+    lab = push_lab
+    lab.iad.set_fault("new-host-key")
+    res = push_device(
+        lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast, trust_on_first_use=True
+    )
+    assert res.result == "failed" and "CHANGED" in res.error and res.attempts == 1
+    assert lab.iad.commands == [] and lab.iad.commits == 0
+    with lab.inv.db.read() as session:
+        actions = list(
+            session.scalars(
+                select(AuditEvent.action).where(AuditEvent.device == lab.iad_key.device_id)
+            )
+        )
+    assert "push.host-key-changed" in actions
