@@ -68,13 +68,13 @@ class DeviceAddress:
     username: str | None = None  # SSH login / SNMPv3 user; None: the defaults
 
     def __post_init__(self) -> None:
-        if not _HOST.match(self.host) or self.host.startswith("-"):
+        if not _HOST.fullmatch(self.host) or self.host.startswith("-"):
             raise PushFailed(f"address {self.host!r}: not a host name or IP address")
         if not 0 < int(self.port) < 65536:
             raise PushFailed(f"address {self.host}: port {self.port} out of range")
         if self.snmp_version not in (None, "2c", "3"):
             raise PushFailed(f"address {self.host}: snmp_version {self.snmp_version!r}: 2c or 3")
-        if self.username is not None and not re.match(r"^[A-Za-z0-9._-]{1,64}$", self.username):
+        if self.username is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.username):
             raise PushFailed(f"address {self.host}: username {self.username!r} not allowed")
 
     def __str__(self) -> str:
@@ -85,7 +85,9 @@ class DeviceAddress:
     def parse(cls, text: str, **extra: Any) -> DeviceAddress:
         """``HOST:PORT`` or ``[V6]:PORT``."""
         text = text.strip()
-        m = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d+)$", text) or re.match(r"^([^:]+):(\d+)$", text)
+        m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", text) or re.fullmatch(
+            r"([^:]+):(\d+)", text
+        )
         if not m:
             raise PushFailed(f"address {text!r}: use HOST:PORT")
         return cls(m.group(1), int(m.group(2)), **extra)
