@@ -191,14 +191,20 @@ def count_diff_lines(diff: str) -> int:
 def mask_diff(diff: str, secrets: Iterable[str]) -> str:
     """A diff fit to show and store: every known secret masked, and the value of any line
     whose path names a secret (an *old* password the store no longer knows, too)."""
+    from provisioner.push.iad_ssh import ConfigSyntaxError, split_line
+
     text = mask(diff.encode(), secrets).decode()
     out = []
     for line in text.splitlines():
         sign, body = line[:1], line[1:]
-        if sign in "+- " and not line.startswith(("+++", "---")):
-            m = re.match(r"^(set\s+(?:\S+\s+)*?)(\S+)$", body) if "=" not in body else None
-            if m and _SECRET_WORD.search(m.group(1)):
-                line = f"{sign}{m.group(1)}********"
+        if sign in "+- " and line and not line.startswith(("+++", "---")):
+            if body.startswith("set "):
+                try:
+                    words = split_line(body)
+                except ConfigSyntaxError:
+                    words = ["set", "<malformed line>", ""]
+                if any(_SECRET_WORD.search(w) for w in words[1:-1]) or len(words) < 3:
+                    line = f"{sign}{' '.join(words[:-1])} ********"
             elif "=" in body and _SECRET_WORD.search(body.split("=", 1)[0]):
                 line = f"{sign}{body.split('=', 1)[0]}= ********"
         out.append(line)
@@ -583,8 +589,6 @@ class _Job:
             res.result = "failed"
             res.exception = exc
             res.error = _one_line(exc)
-            if isinstance(exc, _Refused):
-                res.exception = exc
         finally:
             if drv is not None:
                 _close(drv)
@@ -792,9 +796,12 @@ def _early_failure(
     res = PushResult(
         str(key), "failed", exception=exc, error=_one_line(exc), job_id=job_id or uuid.uuid4().hex
     )
-    with contextlib.suppress(DeviceUnknown), inv.db.read() as session:
-        device_pk = _device_row(session, key).id
-        _record(inv, key, device_pk, res, utcnow(), actor)
+    try:
+        with inv.db.read() as session:
+            device_pk = _device_row(session, key).id
+    except DeviceUnknown:
+        return res
+    _record(inv, key, device_pk, res, utcnow(), actor)
     return res
 
 
