@@ -64,6 +64,10 @@ class Settings:
     # Push.
     push_concurrency: int = 20
     snmp_require_v3: bool = False
+    # REST API limits: requests per second per token, burst, largest body in bytes.
+    api_rate: float = 20.0
+    api_burst: int = 40
+    api_max_body: int = 1024 * 1024
 
     @property
     def data_dir(self) -> Path:
@@ -93,6 +97,8 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
             raise ValueError(raw)
         if target is int:
             return int(raw)
+        if target is float:
+            return float(raw)
         if target is Path:
             return Path(str(raw)).expanduser()
         return str(raw)
@@ -106,7 +112,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings: defaults, then the settings file, then the environment."""
     env = dict(os.environ if environ is None else environ)
     types = {f.name: f.type for f in fields(Settings)}
-    type_map = {"Path": Path, "str": str, "int": int, "bool": bool}
+    type_map = {"Path": Path, "str": str, "int": int, "bool": bool, "float": float}
     values: dict[str, Any] = {}
 
     home_raw = env.get(f"{ENV_PREFIX}HOME")

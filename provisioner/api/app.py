@@ -102,7 +102,7 @@ def create_app(
 ) -> FastAPI:
     """The NOC REST API over ``inventory`` (made from ``settings`` when not given)."""
     inventory = inventory or Inventory(settings)
-    limits = limits or ApiLimits.from_env()
+    limits = limits or ApiLimits.from_settings(settings)
     app = FastAPI(
         title="Office Smart provisioner",
         version=__version__,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provisioner.errors import SettingsError
+from provisioner.settings import Settings
 
 MIB = 1024 * 1024
 
@@ -30,6 +31,12 @@ class ApiLimits:
     rate: float = 20.0
     burst: int = 40
     max_body: int = MIB
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiLimits:
+        if settings.api_rate <= 0 or settings.api_burst <= 0 or settings.api_max_body <= 0:
+            raise SettingsError("settings api_rate, api_burst, api_max_body: must be positive")
+        return cls(settings.api_rate, settings.api_burst, settings.api_max_body)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ApiLimits:
