@@ -175,3 +175,16 @@ def test_iad_with_a_changed_host_key_is_refused_and_audited(push_lab: Any, fast:
             )
         )
     assert "push.host-key-changed" in actions
+
+
+def test_iad_slower_than_the_timeout_or_silent_fails_without_a_change(push_lab: Any) -> None:
+    lab = push_lab
+    before = dict(lab.iad.running)
+    t = Timeouts(connect=1, command=0.5, retries=0)
+    lab.iad.set_fault("slow", delay=1.5)
+    slow = push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=t)
+    lab.iad.set_fault("no-banner")
+    silent = push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=t)
+    assert (slow.result, silent.result) == ("failed", "failed"), (slow.error, silent.error)
+    assert slow.seconds < 10 and silent.seconds < 10
+    assert lab.iad.running == before and lab.iad.commits == 0
