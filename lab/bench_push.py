@@ -12,6 +12,14 @@ Printed per concurrency: pushes, wall time, devices per second, and the ratio to
 ``per-device time x N / concurrency`` (per-device time measured alone, one at a time).
 
     .venv/bin/python -m lab.bench_push --sims 50 --rounds 4 --concurrency 20 50
+
+Measured (2 cores, 2026-11-22; 200 snmpsim processes were not tried: 50 took 82 s to
+start, so 50 sims x 4 rounds stand in for 200 switches): one push alone 0.73 s (median);
+concurrency 20: 200 pushes in 131 s = 1.5 devices/s, 17.9x the ideal 7.3 s; concurrency 50:
+118 s = 1.7 devices/s, 40.6x the ideal 2.9 s. No push failed. The runs are CPU-bound, not
+I/O-bound: a push costs ~0.34 s of CPU in this process (GIL-bound, one core at most) plus
+~0.11 s in the agent, and 0.19 s of the 0.34 s is the SNMP driver's ``open()`` building a
+new pysnmp engine per device; the ideal assumes waiting on the network only.
 """
 
 from __future__ import annotations
