@@ -215,3 +215,52 @@ def test_unknown_host_key_is_refused_unless_trusted_on_first_use(
             select(HostKey.public_key).where(HostKey.device_pk == lab.device_pk(lab.iad_key))
         )
     assert pinned == lab.iad.host_key
+
+
+def test_at_most_concurrency_pushes_run_at_once(push_lab: Any) -> None:
+    from sqlalchemy import delete
+
+    from provisioner.render import DeviceKey
+    from provisioner.store.models import Device, Order, SecretRow
+
+    lab = push_lab
+    ids = [f"bound-sw-{i:02d}" for i in range(12)]
+    with lab.inv.db.write() as session:
+        order = session.scalar(select(Order).where(Order.order_id == ORDER))
+        for i, device_id in enumerate(ids):
+            session.add(
+                Device(order_pk=order.id, device_id=device_id, position=900 + i,
+                       model="dlink-dgs-1100-08p", site_pk=order.sites[0].id)
+            )  # fmt: skip
+            for name in ("admin_password", "snmp_community", "snmp_auth_key", "snmp_priv_key"):
+                session.add(
+                    SecretRow(order_pk=order.id, owner=f"device:{device_id}", name=name,
+                              ciphertext=lab.inv.vault.encrypt(f"{name}-{i}-x"),
+                              source="generated")
+                )  # fmt: skip
+    active, peak = 0, 0
+    guard = threading.Lock()
+
+    def on_step(device: str, step: str) -> None:
+        nonlocal active, peak
+        with guard:
+            if step == "connect":
+                active += 1
+                peak = max(peak, active)
+            elif step == "done":
+                active -= 1
+
+    nowhere = DeviceAddress("127.0.0.1", 9)  # discard port: no SNMP agent answers
+    t = Timeouts(snmp=0.3, snmp_retries=0, retries=0)
+    jobs = [(DeviceKey(ORDER, d, "dlink-dgs-1100-08p"), nowhere) for d in ids]
+    try:
+        _, results = push_many(
+            lab.inv, lab.renderer, jobs, concurrency=4, timeouts=t, on_step=on_step
+        )
+    finally:
+        with lab.inv.db.write() as session:
+            owners = [f"device:{d}" for d in ids]
+            session.execute(delete(SecretRow).where(SecretRow.owner.in_(owners)))
+            session.execute(delete(Device).where(Device.device_id.in_(ids)))
+    assert [r.result for r in results] == ["failed"] * len(ids), results[0].error
+    assert 2 <= peak <= 4, results[0].error
