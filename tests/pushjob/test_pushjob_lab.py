@@ -54,7 +54,7 @@ def expected_value(vb: sp.VarBind) -> bytes | int:
     if vb.kind == "octets":
         assert isinstance(vb.value, bytes)
         return vb.value
-    return int(vb.value)  # type: ignore[arg-type]
+    return int(vb.value)
 
 
 def test_push_then_net_snmp_and_openssh_read_the_rendered_config(
