@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import queue
 import threading
@@ -29,16 +30,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
-from provisioner import audit
 from provisioner.document import normalize_mac
 from provisioner.enrollment import aware, window_open
 from provisioner.errors import ProvisionerError
 from provisioner.guard import SourceGuard
 from provisioner.inventory import Inventory
 from provisioner.staticfiles import resolve_static
-from provisioner.store.models import Device, DeviceState, Order, SecretRow, utcnow
+from provisioner.store.models import AuditEvent, Device, DeviceState, Order, SecretRow, utcnow
 
 log = logging.getLogger("provisioner.serving")
 
@@ -114,6 +114,7 @@ class ProvisioningService:
         self.on_event = on_event  # metrics hook: (protocol, outcome, source)
         self._drivers = list(renderer.engine.registry.drivers())
         self._lock = threading.RLock()
+        self._load_lock = threading.Lock()
         self._by_identity: dict[str, _DeviceEntry | None] = {}
         self._seen: dict[int, datetime] = {}  # order pk -> updated_at last seen
         self._since: datetime | None = None
@@ -138,16 +139,23 @@ class ProvisioningService:
             self._count(protocol, "blocked", source)
             return Answer("blocked")
         name = name.lstrip("/") if protocol == "http" else name
-        static = self._static_file(name)
-        if static is not None:
-            self._emit(
-                _Event(
-                    "served", source, protocol, name, sha256=static.sha256, user_agent=user_agent
-                )
-            )
-            self._count(protocol, "served", source)
-            return Answer("served", static.data, static.etag)
+        # Device-file names first (a regex each); only other names go to the disk.
         matched, entry, file = self._device_file(name.lstrip("/"))
+        if not matched:
+            static = self._static_file(name)
+            if static is not None:
+                self._emit(
+                    _Event(
+                        "served",
+                        source,
+                        protocol,
+                        name,
+                        sha256=static.sha256,
+                        user_agent=user_agent,
+                    )
+                )
+                self._count(protocol, "served", source)
+                return Answer("served", static.data, static.etag)
         if entry is None or file is None or not entry.active:
             return self._miss(name, source, protocol, entry, challenge=matched)
         if credentials is not None:
@@ -256,15 +264,16 @@ class ProvisioningService:
         so one indexed query tells what changed; the other orders stay warm.
         """
         now = time.monotonic()
-        if now - self._checked_at < self.refresh_seconds:
-            return
+        with self._lock:
+            if now - self._checked_at < self.refresh_seconds:
+                return
+            self._checked_at = now  # the other threads keep the cache meanwhile
         with self.inventory.db.read() as s:
             stmt = select(Order.id, Order.updated_at)
             if self._since is not None:
                 stmt = stmt.where(Order.updated_at >= self._since)
             rows = s.execute(stmt).all()
         with self._lock:
-            self._checked_at = now
             changed = {pk for pk, at in rows if self._seen.get(pk) != at}
             if not changed:
                 return
@@ -323,9 +332,16 @@ class ProvisioningService:
             cached = key in self._by_identity
             entry = self._by_identity.get(key)
         if not cached:
-            entry = self._load(ident.mac, ident.serial)
-            with self._lock:
-                self._by_identity[key] = entry
+            # One load at a time: the 32 phones of an office that boot together must not
+            # render their order 32 times. Whoever waited finds the order loaded.
+            with self._load_lock:
+                with self._lock:
+                    cached = key in self._by_identity
+                    entry = self._by_identity.get(key)
+                if not cached:
+                    entry = self._load(ident.mac, ident.serial)
+                    with self._lock:
+                        self._by_identity[key] = entry
         if entry is None:
             return True, None, None
         return True, entry, entry.files.get(name)
@@ -452,38 +468,61 @@ class ProvisioningService:
                 f.done.set()
 
     def _store(self, events: list[_Event]) -> None:
+        """One transaction per batch: one state row per device, audit rows in bulk."""
+        served: dict[int, tuple[_Event, int]] = {}
+        for e in events:
+            if e.kind == "served" and e.device_pk is not None:
+                _, count = served.get(e.device_pk, (e, 0))
+                served[e.device_pk] = (e, count + 1)
+        rows = [
+            {
+                "at": e.at,
+                "actor": f"device:{e.source}",
+                "action": _ACTIONS[e.kind],
+                "order_id": e.order_id or None,
+                "device": e.device_id or None,
+                # Names, addresses and hashes only: an event never carries file content.
+                "detail": json.dumps(
+                    {
+                        "file": _printable(e.name),
+                        "protocol": e.protocol,
+                        "sha256": e.sha256 or None,
+                        "source": e.source,
+                    },
+                    sort_keys=True,
+                ),
+            }
+            for e in events
+        ]
         with self.inventory.db.write() as s:
-            for e in events:
-                if e.kind == "served" and e.device_pk is not None:
-                    state = s.get(DeviceState, e.device_pk)
-                    if state is None:
-                        state = DeviceState(device_pk=e.device_pk, fetches=0)
-                        s.add(state)
-                    state.last_file = e.name[:255]
-                    state.last_hash = e.sha256
-                    state.last_at = e.at
-                    state.last_source = e.source
-                    state.last_protocol = e.protocol
-                    state.last_user_agent = e.user_agent[:200] or None
-                    state.fetches = (state.fetches or 0) + 1
-                    s.flush()
-                action = {
-                    "served": "file.served",
-                    "refused": "file.refused",
-                    "claim": "file.claim-refused",
-                    "blocked": "source.blocked",
-                }[e.kind]
-                audit.record(
-                    s,
-                    f"device:{e.source}",
-                    action,
-                    order_id=e.order_id or None,
-                    device=e.device_id or None,
-                    file=_printable(e.name),
-                    source=e.source,
-                    protocol=e.protocol,
-                    sha256=e.sha256 or None,
+            states = {
+                st.device_pk: st
+                for st in s.scalars(
+                    select(DeviceState).where(DeviceState.device_pk.in_(list(served)))
                 )
+            }
+            for pk, (e, count) in served.items():
+                state = states.get(pk)
+                if state is None:
+                    state = DeviceState(device_pk=pk, fetches=0)
+                    s.add(state)
+                state.last_file = e.name[:255]
+                state.last_hash = e.sha256
+                state.last_at = e.at
+                state.last_source = e.source
+                state.last_protocol = e.protocol
+                state.last_user_agent = e.user_agent[:200] or None
+                state.fetches = (state.fetches or 0) + count
+            s.flush()
+            s.execute(insert(AuditEvent), rows)
+
+
+_ACTIONS = {
+    "served": "file.served",
+    "refused": "file.refused",
+    "claim": "file.claim-refused",
+    "blocked": "source.blocked",
+}
 
 
 @dataclass
