@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from provisioner.cli import _inventory, app, handles_errors, out
+from provisioner.commands import import_lab
 from provisioner.errors import ProvisionerError
 
 pbx_app = typer.Typer(
@@ -35,20 +36,6 @@ def _lab_group() -> typer.Typer:
 
 
 lab_app = _lab_group()
-
-
-def _lab_phones() -> Any:
-    """``lab.phones`` from the checkout (the lab is not part of the installed package)."""
-    import importlib
-    import sys
-
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "lab" / "phones.py").is_file() and str(repo) not in sys.path:
-        sys.path.append(str(repo))
-    try:
-        return importlib.import_module("lab.phones")
-    except ImportError as exc:
-        raise ProvisionerError(f"lab phones: needs the repository checkout ({exc})") from None
 
 
 @pbx_app.command("export")
@@ -166,7 +153,7 @@ def lab_phones(
 
     if with_registrar and registrar:
         raise ProvisionerError("give --registrar or --with-registrar, not both")
-    phones = _lab_phones()
+    phones = import_lab("phones")
     inv = _inventory()
     s = inv.settings
     with contextlib.ExitStack() as stack:

@@ -12,7 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from provisioner.cli import _inventory, app, err, handles_errors, out
-from provisioner.errors import ProvisionerError, PushFailed
+from provisioner.commands import import_lab
+from provisioner.errors import PushFailed
 
 
 def _lab_group() -> typer.Typer:
@@ -248,20 +249,6 @@ def rollback(
         raise typer.Exit(1)
 
 
-def _lab_up() -> Any:
-    """``lab.up`` from the checkout (the lab is not part of the installed package)."""
-    import importlib
-    import sys
-
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "lab" / "up.py").is_file() and str(repo) not in sys.path:
-        sys.path.append(str(repo))
-    try:
-        return importlib.import_module("lab.up")
-    except ImportError as exc:
-        raise ProvisionerError(f"lab up: needs the repository checkout ({exc})") from None
-
-
 @lab_app.command("up")
 @handles_errors
 def lab_up(
@@ -280,7 +267,7 @@ def lab_up(
     Example: provisioner lab up --order WT-2026-000104 && provisioner push WT-2026-000104
     --targets lab-targets.yaml --trust-on-first-use
     """
-    up = _lab_up()
+    up = import_lab("up")
     inv = _inventory()
     renderer = _renderer(inv)
     if not order:
