@@ -30,6 +30,10 @@ class OrderUnknown(ProvisionerError):
     """No order with that id in the store."""
 
 
+class OrderConflict(ProvisionerError):
+    """The order's state forbids the change: it exists already, or it is cancelled."""
+
+
 class DeviceUnknown(ProvisionerError):
     """No device with that MAC, serial or id."""
 

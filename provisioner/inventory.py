@@ -11,7 +11,7 @@ import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,13 @@ from provisioner import audit, vault
 from provisioner.catalog import MODELS, PLANS, terminal_quota
 from provisioner.document import Device as DocDevice
 from provisioner.document import OrderDocument, normalize_mac
-from provisioner.errors import BindRefused, DeviceUnknown, OrderRejected, OrderUnknown
+from provisioner.errors import (
+    BindRefused,
+    DeviceUnknown,
+    OrderConflict,
+    OrderRejected,
+    OrderUnknown,
+)
 from provisioner.rules import device_ids, handset_model
 from provisioner.settings import Settings
 from provisioner.store.db import Database
@@ -74,21 +80,44 @@ class Inventory:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, doc: OrderDocument, *, source: str = "", actor: str = "") -> ApplyResult:
-        """Write one valid order in its own transaction. A refused order changes nothing."""
+    def apply(
+        self,
+        doc: OrderDocument,
+        *,
+        source: str = "",
+        actor: str = "",
+        expect: Literal["new", "active"] | None = None,
+    ) -> ApplyResult:
+        """Write one valid order in its own transaction. A refused order changes nothing.
+
+        ``expect="new"`` refuses an order that exists; ``expect="active"`` one that does not
+        exist (:class:`OrderUnknown`) or is cancelled. Both are checked inside the write
+        transaction, so of two concurrent creates of one order exactly one wins.
+        """
         actor = actor or audit.default_actor()
         try:
-            return self._apply(doc, source, actor)
+            return self._apply(doc, source, actor, expect)
         except IntegrityError:
+            if expect == "new":  # PostgreSQL: a concurrent create inserted the same order id
+                raise OrderConflict(f"order {doc.order}: exists") from None
             # A concurrent writer took a MAC or serial between our check and our write.
             raise OrderRejected(
                 [f"{doc.order}: devices: a MAC or serial was taken by a concurrent change; retry"]
             ) from None
 
-    def _apply(self, doc: OrderDocument, source: str, actor: str) -> ApplyResult:
+    def _apply(
+        self, doc: OrderDocument, source: str, actor: str, expect: str | None
+    ) -> ApplyResult:
         with self.db.write() as session:
             order = _lock_order(session, doc.order)
             created = order is None
+            if expect == "new" and order is not None:
+                raise OrderConflict(f"order {doc.order}: exists")
+            if expect == "active":
+                if order is None:
+                    raise OrderUnknown(f"order {doc.order}: not in the store")
+                if order.state != "active":
+                    raise OrderConflict(f"order {doc.order}: is {order.state}; kept for audit only")
             _check_identities(session, doc)
             sync = _Sync(session, self.vault, doc, order, source)
             sync.run()

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from provisioner.errors import (
     BindRefused,
     DeviceUnknown,
+    OrderConflict,
     OrderRejected,
     OrderUnknown,
     ProvisionerError,
@@ -161,6 +162,9 @@ def install(app: FastAPI) -> None:
     async def refused(request: Request, exc: Exception) -> ProblemResponse:
         return problem(409, str(exc), type_="urn:provisioner:problem:bind-refused")
 
+    async def conflict(request: Request, exc: Exception) -> ProblemResponse:
+        return problem(409, str(exc), type_="urn:provisioner:problem:order-conflict")
+
     async def provisioner_error(request: Request, exc: Exception) -> ProblemResponse:
         # Settings, key or store trouble: the operator's log has the line, the client a 503.
         log.error("%s %s: %s", request.method, request.url.path, exc)
@@ -177,5 +181,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OrderUnknown, unknown)
     app.add_exception_handler(DeviceUnknown, unknown)
     app.add_exception_handler(BindRefused, refused)
+    app.add_exception_handler(OrderConflict, conflict)
     app.add_exception_handler(ProvisionerError, provisioner_error)
     app.add_exception_handler(Exception, crash)

@@ -24,11 +24,12 @@ from apistore import (
     LiveServer,
     Store,
     copy_store,
+    race_document,
 )
 from sqlalchemy import func, select
 
 from provisioner.api.app import create_app
-from provisioner.store.models import Device, Order, Terminal
+from provisioner.store.models import AuditEvent, Device, Order, Terminal
 
 PHONE = "alcatel-temporis-ip150"
 
@@ -110,6 +111,37 @@ def test_parallel_binds_never_pass_the_terminal_limit(store: Store, same_extensi
             )
         )
         assert orphans == 0  # no half-made device from a refused bind
+
+
+def test_parallel_creates_of_one_order_make_it_once(store: Store) -> None:
+    """Ten clients POST the same new order at once: one 201, nine 409, one audit row."""
+    new_id = "WT-2026-800002"
+    text = race_document().replace(RACE, new_id).replace("+3902111", "+3902333")
+    app = create_app(store.settings, store.inventory, OPEN_LIMITS)
+    n = 10
+    barrier = threading.Barrier(n)
+    statuses: list[int] = []
+    headers = {**store.headers("noc"), "Content-Type": "application/yaml"}
+
+    def create(url: str) -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
+            barrier.wait()
+            statuses.append(c.post("/api/v1/orders", content=text).status_code)
+
+    with LiveServer(app) as server:
+        threads = [threading.Thread(target=create, args=(server.url,)) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert sorted(statuses) == [201] + [409] * (n - 1), statuses
+    with store.inventory.db.read() as session:
+        created = session.scalar(
+            select(func.count(AuditEvent.id)).where(
+                AuditEvent.order_id == new_id, AuditEvent.action == "order.created"
+            )
+        )
+    assert created == 1
 
 
 # ------------------------------------------------------------------ schemathesis

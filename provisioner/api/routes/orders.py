@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -32,7 +32,7 @@ from provisioner.api.problems import (
 )
 from provisioner.api.schemas import ORDER_EXAMPLE, ORDER_ID_PATTERN
 from provisioner.document import OrderDocument, parse_text
-from provisioner.errors import OrderRejected, OrderUnknown
+from provisioner.errors import OrderConflict, OrderRejected, OrderUnknown
 from provisioner.inventory import Inventory
 from provisioner.store.models import Customer, Order, SecretRow, Site
 from provisioner.validate import Checked, check_parsed
@@ -140,9 +140,11 @@ def _valid_document(inv: Inventory, body: OrderBody, principal: Principal) -> Or
     raise DocumentRefused(body.violations())
 
 
-def _apply(inv: Inventory, doc: OrderDocument, principal: Principal) -> schemas.OrderApplied:
+def _apply(
+    inv: Inventory, doc: OrderDocument, principal: Principal, expect: Literal["new", "active"]
+) -> schemas.OrderApplied:
     try:
-        result = inv.apply(doc, source=SOURCE, actor=principal.actor)
+        result = inv.apply(doc, source=SOURCE, actor=principal.actor, expect=expect)
     except OrderRejected as exc:
         inv.record_refusal(doc.order, SOURCE, exc.violations, principal.actor)
         raise
@@ -203,11 +205,10 @@ def create_order(
 ) -> schemas.OrderApplied:
     """Validate like ``provisioner validate``, then store. 422 lists every violation."""
     doc = _valid_document(inv, body, principal)
-    with inv.db.read() as session:
-        exists = session.scalar(select(Order.id).where(Order.order_id == doc.order))
-    if exists is not None:
-        raise HTTPException(409, f"order {doc.order}: exists; PUT /api/v1/orders/{doc.order}")
-    return _apply(inv, doc, principal)
+    try:
+        return _apply(inv, doc, principal, "new")
+    except OrderConflict:
+        raise OrderConflict(f"order {doc.order}: exists; PUT /api/v1/orders/{doc.order}") from None
 
 
 @router.post(
@@ -249,16 +250,13 @@ def replace_order(
 ) -> schemas.OrderApplied:
     """Re-apply (idempotent): status ``unchanged`` or ``updated``; binds are kept."""
     with inv.db.read() as session:
-        order = inv.get(session, order_id)
-        state = order.state
+        inv.get(session, order_id)  # 404 before judging the body
     doc = _valid_document(inv, body, principal)
     if doc.order != order_id:
         raise DocumentRefused(
             [Violation(path="order", message=f"is {doc.order}, the URL says {order_id}")]
         )
-    if state != schemas.OrderState.active:
-        raise HTTPException(409, f"order {order_id}: is {state}; it is kept for audit only")
-    return _apply(inv, doc, principal)
+    return _apply(inv, doc, principal, "active")  # 409 when cancelled, checked in the write
 
 
 @router.post(
