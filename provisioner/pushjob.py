@@ -818,12 +818,14 @@ def push_many(
     settings: Settings | None = None,
     on_step: Step | None = None,
     on_done: Callable[[PushResult], None] | None = None,
+    job_id: str = "",
 ) -> tuple[str, list[PushResult]]:
     """Push every (device, address) with at most ``concurrency`` at once (default: the
-    push_concurrency setting). One job id for the run; results in the order given."""
+    push_concurrency setting). One job id for the run (made when not given); results in
+    the order given."""
     settings = settings or inv.settings
     width = max(1, concurrency or settings.push_concurrency)
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     actor = actor or audit.default_actor()
 
     def one(item: tuple[DeviceKey, DeviceAddress | None]) -> PushResult:

@@ -7,6 +7,7 @@ Every setting is listed in the README.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -64,6 +65,13 @@ class Settings:
     # Push.
     push_concurrency: int = 20
     snmp_require_v3: bool = False
+    # Where the REST API may send a push (management networks, CIDRs, comma-separated). The
+    # store holds no device addresses, so an API caller names them; this keeps a token from
+    # turning the server into a scanner of anything else it can reach.
+    push_networks: str = (
+        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
+    )
+    push_jobs_running: int = 4  # API push jobs at once; more get 429
     # REST API limits: requests per second per token, burst, largest body in bytes.
     api_rate: float = 20.0
     api_burst: int = 40
@@ -78,6 +86,19 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'provisioner.db'}"
+
+    @property
+    def push_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        out = []
+        for item in self.push_networks.split(","):
+            if item.strip():
+                try:
+                    out.append(ipaddress.ip_network(item.strip(), strict=False))
+                except ValueError:
+                    raise SettingsError(
+                        f"setting {ENV_PREFIX}PUSH_NETWORKS: {item.strip()!r} is not a network"
+                    ) from None
+        return out
 
     @property
     def ntp_server_list(self) -> list[str]:
@@ -132,4 +153,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         if raw is not None:
             values[name] = _coerce(name, raw, type_map[str(type_name)])
     values.setdefault("home", home)
-    return Settings(**values)
+    settings = Settings(**values)
+    settings.push_network_list  # noqa: B018 - a bad network is an error at start, not at push
+    return settings

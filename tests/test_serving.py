@@ -14,8 +14,6 @@ import hashlib
 import shutil
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from livehttp import LiveServer
 from sqlalchemy import select
 
 from provisioner.commands.serve import build_service, tftp_resolver
@@ -55,30 +53,11 @@ class Served:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _http_server(service: Any) -> Iterator[int]:
     """The device-facing app under a real uvicorn on a free loopback port."""
-    port = _free_port()
-    config = uvicorn.Config(DeviceHttpApp(service), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False, lifespan="off")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with LiveServer(DeviceHttpApp(service)) as server:
+        yield server.port
 
 
 @pytest.fixture

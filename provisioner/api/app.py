@@ -19,7 +19,7 @@ from provisioner import __version__
 from provisioner.api import problems
 from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
 from provisioner.api.metrics import REGISTRY, Registry
-from provisioner.api.routes import audit, devices, health, orders
+from provisioner.api.routes import audit, devices, health, orders, push
 from provisioner.api.routing import iter_routes
 from provisioner.document import OrderDocument
 from provisioner.inventory import Inventory
@@ -106,7 +106,8 @@ def create_app(
     app = FastAPI(
         title="Office Smart provisioner",
         version=__version__,
-        description="NOC REST API: orders, devices, binds and audit. Bearer tokens from "
+        description="NOC REST API: orders, devices, binds, push jobs and audit. Bearer tokens "
+        "from "
         "`provisioner token create --role viewer|technician|noc|admin`.",
         openapi_url=f"{PREFIX}/openapi.json",
         docs_url=f"{PREFIX}/docs",
@@ -124,6 +125,7 @@ def create_app(
     api = APIRouter(prefix=PREFIX, responses=problems.COMMON_RESPONSES)
     api.include_router(orders.router)
     api.include_router(devices.router)
+    api.include_router(push.router)
     api.include_router(audit.router)
     app.include_router(api)
     app.include_router(health.router)

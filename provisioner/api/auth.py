@@ -5,9 +5,9 @@ the aliases in :mod:`provisioner.api.deps`); a test walks the routes and fails f
 without one. Roles:
 
 - ``viewer``: read every order, device and audit event; never a secret.
-- ``technician``: read, bind, unbind, swap and arm, only on the orders the token names. Any other
-  order answers 404, exactly like an order that does not exist, so a technician's token
-  cannot be used to learn which orders exist.
+- ``technician``: read, bind, unbind, swap, arm and push, only on the orders the token
+  names. Any other order answers 404, exactly like an order that does not exist, so a
+  technician's token cannot be used to learn which orders exist.
 - ``noc``: everything on every order except reading secrets and managing tokens.
 - ``admin``: everything, including the secrets endpoint.
 """
@@ -25,7 +25,7 @@ from provisioner.store import tokens
 from provisioner.store.tokens import TokenInfo
 
 READ = frozenset({"orders:read", "devices:read", "audit:read"})
-FIELD = frozenset({"devices:bind", "devices:arm"})  # the install appointment's work
+FIELD = frozenset({"devices:bind", "devices:arm", "devices:push"})  # the install's work
 PERMISSIONS = frozenset({*READ, *FIELD, "orders:write", "secrets:read"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Query, Request
 
 from provisioner.api.auth import Principal, require
 from provisioner.inventory import Inventory
+
+if TYPE_CHECKING:
+    from provisioner.render import Renderer
 
 
 def get_inventory(request: Request) -> Inventory:
@@ -17,11 +20,24 @@ def get_inventory(request: Request) -> Inventory:
 
 InventoryDep = Annotated[Inventory, Depends(get_inventory)]
 
+
+def renderer_of(request: Request) -> Renderer:
+    """The app's renderer, built on first use (the engine loads drivers and templates once)."""
+    renderer: Renderer | None = getattr(request.app.state, "renderer", None)
+    if renderer is None:
+        from provisioner.render import Renderer
+
+        renderer = Renderer(request.app.state.settings, request.app.state.inventory)
+        request.app.state.renderer = renderer
+    return renderer
+
+
 OrdersRead = Annotated[Principal, Depends(require("orders:read"))]
 OrdersWrite = Annotated[Principal, Depends(require("orders:write"))]
 DevicesRead = Annotated[Principal, Depends(require("devices:read"))]
 DevicesBind = Annotated[Principal, Depends(require("devices:bind"))]
 DevicesArm = Annotated[Principal, Depends(require("devices:arm"))]
+DevicesPush = Annotated[Principal, Depends(require("devices:push"))]
 AuditRead = Annotated[Principal, Depends(require("audit:read"))]
 SecretsRead = Annotated[Principal, Depends(require("secrets:read"))]
 

@@ -6,8 +6,9 @@ Only :class:`SecretPublic` carries a secret, and only the admin-only secrets rou
 from __future__ import annotations
 
 import enum
+import ipaddress
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -309,3 +310,90 @@ class Health(BaseModel):
 class CancelPublic(BaseModel):
     order: str
     state: OrderState
+
+
+# ---------------------------------------------------------------------- push jobs
+
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+DEVICE_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class PushOutcome(enum.StrEnum):
+    ok = "ok"
+    no_change = "no change"
+    failed = "failed"
+    rolled_back = "rolled back"
+    dry_run = "dry-run"
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("must be an IP address (the API does not resolve names)") from None
+
+
+class PushTarget(_In):
+    """Where the device answers. The store keeps no management addresses."""
+
+    host: Annotated[str, AfterValidator(_ip_address)] = Field(
+        max_length=45,
+        description="IP address, inside the push_networks setting.",
+        examples=["192.168.1.254"],
+        json_schema_extra={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+    )
+    port: int = Field(ge=1, le=65535, examples=[22])
+    snmp_version: Literal["2c", "3"] | SkipJsonSchema[None] = Field(
+        None, description="Switches: 2c or 3 (default: 3 when the policy asks for v3, else 2c)."
+    )
+    username: Annotated[str, Field(pattern="^[A-Za-z0-9._-]{1,64}$")] | SkipJsonSchema[None] = (
+        Field(None, description="SSH login or SNMPv3 user, when not the default.")
+    )
+
+
+class PushCreate(_In):
+    """Which devices to push (the keys of ``targets``: device ids of the order)."""
+
+    targets: dict[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)], PushTarget] = Field(
+        min_length=1,
+        max_length=64,
+        description="Device id -> address. Each must be a pushed device (switch or IAD).",
+        examples=[{"iad-milano": {"host": "192.168.1.254", "port": 22}}],
+    )
+    dry_run: bool = Field(False, description="Read, back up and diff; change nothing.")
+    trust_on_first_use: bool = Field(
+        False, description="Pin an SSH host key the store has not seen yet (audited)."
+    )
+    connect_timeout: float = Field(10.0, ge=0.5, le=120, description="Seconds per connect.")
+    command_timeout: float = Field(30.0, ge=1, le=600, description="Seconds per command.")
+    retries: int = Field(2, ge=0, le=5, description="Retries of a connect that times out.")
+
+
+class PushDeviceResult(BaseModel):
+    device: str = Field(description="Device id in the order.")
+    model: str
+    result: PushOutcome | None = Field(default=None, description="None while the push runs.")
+    step: str | None = Field(default=None, description="The step running now (connect, diff, ...).")
+    changed: bool = False
+    diff_lines: int = 0
+    diff: str = Field(default="", description="The change, every secret masked.")
+    seconds: float | None = None
+    backup: int | None = Field(default=None, description="Version of the backup taken first.")
+    error: str = ""
+
+
+class PushJobState(enum.StrEnum):
+    running = "running"
+    finished = "finished"
+
+
+class PushJobPublic(BaseModel):
+    id: str
+    order: str
+    state: PushJobState
+    dry_run: bool
+    actor: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    summary: dict[str, int] = Field(description="Devices per result so far.")
+    devices: list[PushDeviceResult]

@@ -7,9 +7,6 @@ a canary string; responses to viewer, technician and noc must never contain one.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,37 +125,3 @@ def copy_store(template: Path, dest: Path) -> Store:
     saved: dict[str, Any] = yaml.safe_load((dest / "tokens.yaml").read_text())
     settings = Settings(home=dest)
     return Store(settings, Inventory(settings), saved["tokens"], saved["macs"])
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread of this process."""
-
-    def __init__(self, app: Any):
-        import uvicorn
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()

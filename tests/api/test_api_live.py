@@ -21,11 +21,11 @@ from apistore import (
     OWN,
     RACE,
     RACE_QUOTA,
-    LiveServer,
     Store,
     copy_store,
     race_document,
 )
+from livehttp import LiveServer
 from sqlalchemy import func, select
 
 from provisioner.api.app import create_app

@@ -7,8 +7,11 @@ so a new route cannot ship without its row here.
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,13 @@ from apistore import (
     copy_store,
 )
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from provisioner.api.app import create_app
+from provisioner.store.push_models import PushResultRow
 
 READ = {"orders:read", "devices:read", "audit:read"}
-FIELD = {"devices:bind", "devices:arm"}
+FIELD = {"devices:bind", "devices:arm", "devices:push"}
 ALLOWED: dict[str | None, set[str]] = {
     None: set(),
     "viewer": READ,
@@ -70,6 +75,43 @@ def _new_document() -> str:
         dev.pop("mac", None)
         dev.pop("serial", None)
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _push(s: Store, order: str) -> Request:
+    """A dry-run push of the order's IAD to a closed loopback port (fails at once: no wait)."""
+    target = {"host": "127.0.0.1", "port": _closed_port()}
+    body = {"targets": {_iad(s, order): target}, "dry_run": True, "retries": 0}
+    return {"url": f"/api/v1/orders/{order}/push", "json": body}
+
+
+def _iad(s: Store, order: str) -> str:
+    with s.inventory.db.read() as session:
+        return next(
+            d.device_id for d in s.inventory.get(session, order).devices if d.model == "iad"
+        )
+
+
+def _job_path(suffix: str = "") -> Callable[[Store, str], Request]:
+    """A finished push job of the order, as the store keeps it (read back after a restart)."""
+
+    def build(s: Store, order: str) -> Request:
+        job = hashlib.md5(order.encode()).hexdigest()  # noqa: S324 - an id, not a digest
+        with s.inventory.db.write() as session:
+            if session.scalar(select(PushResultRow.id).where(PushResultRow.job_id == job)) is None:
+                o = s.inventory.get(session, order)
+                dev = next(d for d in o.devices if d.model == "iad")
+                now = datetime.now(UTC)
+                session.add(PushResultRow(job_id=job, device_pk=dev.id, started_at=now,
+                                          ended_at=now, result="dry-run"))  # fmt: skip
+        return {"url": f"/api/v1/push-jobs/{job}{suffix}"}
+
+    return build
 
 
 Request = dict[str, Any]
@@ -169,6 +211,11 @@ OPS: dict[tuple[str, str], Op] = {
     ("POST", "/api/v1/devices/{mac}/swap"): Op(
         "devices:bind", True, 200, True, _mac_path("/swap", new_mac="02:00:00:00:0a:01")
     ),
+    ("POST", "/api/v1/orders/{order_id}/push"): Op("devices:push", True, 202, True, _push),
+    ("GET", "/api/v1/push-jobs/{job_id}"): Op("devices:read", True, 200, False, _job_path()),
+    ("GET", "/api/v1/push-jobs/{job_id}/events"): Op(
+        "devices:read", True, 200, False, _job_path("/events")
+    ),
     ("GET", "/api/v1/audit"): Op(
         "audit:read", False, 200, False, lambda s, o: {"url": "/api/v1/audit"}
     ),
@@ -229,6 +276,8 @@ def test_access_matrix(
             headers = {**req.pop("headers", {}), **s.headers(role)}
             r = client.request(method, headers=headers, **req)
             want = expected(op, role, order)
+            if r.status_code == 202:  # a push job: let it end before its store goes away
+                assert client.app.state.push_jobs.wait(r.json()["id"], 60)
             if r.status_code != want:
                 wrong.append(
                     f"{role or 'anonymous'} on {order}: {r.status_code} != {want}: {r.text[:200]}"

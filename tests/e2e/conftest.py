@@ -7,9 +7,7 @@ the Debian packages are missing: ``apt-get install kamailio baresip-core``.
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from livehttp import LiveServer
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,29 +66,10 @@ class Served:
         time.sleep(self.service.refresh_seconds + 0.1)
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _http(service: Any) -> Iterator[int]:
-    port = _free_tcp_port()
-    config = uvicorn.Config(DeviceHttpApp(service), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False, lifespan="off")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with LiveServer(DeviceHttpApp(service)) as server:
+        yield server.port
 
 
 @pytest.fixture

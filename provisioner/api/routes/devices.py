@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 from provisioner import audit
 from provisioner.api import schemas, views
 from provisioner.api.auth import Principal
-from provisioner.api.deps import DevicesArm, DevicesBind, DevicesRead, InventoryDep
+from provisioner.api.deps import (
+    DevicesArm,
+    DevicesBind,
+    DevicesRead,
+    InventoryDep,
+    renderer_of,
+)
 from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_EXAMPLE, MAC_PATTERN
@@ -181,17 +187,6 @@ FileName = Annotated[
 ]
 
 
-def _renderer(request: Request) -> Any:
-    # Built on first use: the render engine loads every driver and template once.
-    renderer = getattr(request.app.state, "renderer", None)
-    if renderer is None:
-        from provisioner.render import Renderer
-
-        renderer = Renderer(request.app.state.settings, request.app.state.inventory)
-        request.app.state.renderer = renderer
-    return renderer
-
-
 def _rendered(
     request: Request, inv: Inventory, principal: Principal, mac: str
 ) -> tuple[Any, dict[str, Any]]:
@@ -200,7 +195,7 @@ def _rendered(
         dev = _visible_device(inv, session, principal, mac)
         mac = dev.mac or mac
     try:
-        key, files = _renderer(request).device_files(mac)
+        key, files = renderer_of(request).device_files(mac)
     except RenderError as exc:
         raise HTTPException(409, f"cannot render this device's files: {exc}") from None
     return key, files

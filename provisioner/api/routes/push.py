@@ -1,0 +1,193 @@
+"""Push jobs: start one on an order's switches and IAD, read its status, follow it (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Path, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from provisioner.api import schemas
+from provisioner.api.auth import Principal
+from provisioner.api.deps import DevicesPush, DevicesRead, InventoryDep, renderer_of
+from provisioner.api.problems import CONFLICT, NOT_FOUND, DocumentRefused, Violation
+from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_store
+from provisioner.api.routes.orders import OrderId
+from provisioner.errors import OrderConflict, OrderUnknown
+from provisioner.inventory import Inventory
+from provisioner.pushjob import DeviceAddress, Timeouts, device_keys
+
+router = APIRouter(tags=["push"])
+
+JobId = Annotated[
+    str,
+    Path(pattern=schemas.JOB_ID_PATTERN, description="Push job id (32 hex digits)."),
+]
+SSE_POLL = 0.2  # seconds between looks at a running job's events
+SSE_KEEPALIVE = 15.0  # a comment line this often, so proxies keep the stream open
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`text/event-stream`: `step`, `result` (a PushDeviceResult) and a last "
+        "`done` event with the summary. Reconnect with `Last-Event-ID` to resume.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def board_of(request: Request) -> JobBoard:
+    board: JobBoard | None = getattr(request.app.state, "push_jobs", None)
+    if board is None:
+        board = JobBoard(request.app.state.settings.push_jobs_running)
+        request.app.state.push_jobs = board
+    return board
+
+
+def _visible_job(request: Request, inv: Inventory, principal: Principal, job_id: str) -> JobRun:
+    run = board_of(request).get(job_id) or job_from_store(inv, job_id)
+    if run is None or not principal.sees(run.order):
+        raise HTTPException(404, f"push job {job_id}: not found")
+    return run
+
+
+def _addresses(
+    request: Request, body: schemas.PushCreate, known: dict[str, Any]
+) -> dict[str, DeviceAddress]:
+    """Every target checked: a pushed device of the order, an address inside push_networks."""
+    networks = request.app.state.settings.push_network_list
+    problems: list[Violation] = []
+    out = {}
+    for device_id, target in body.targets.items():
+        where = f"targets.{device_id}"
+        if device_id not in known:
+            problems.append(
+                Violation(path=where, message="not a pushed device (switch or IAD) of this order")
+            )
+            continue
+        ip = ipaddress.ip_address(target.host)
+        if not any(ip.version == net.version and ip in net for net in networks):
+            problems.append(
+                Violation(path=f"{where}.host", message=f"{ip} is outside push_networks")
+            )
+            continue
+        out[device_id] = DeviceAddress(
+            str(ip), target.port, snmp_version=target.snmp_version, username=target.username
+        )
+    if problems:
+        raise DocumentRefused(problems)
+    return out
+
+
+@router.post(
+    "/orders/{order_id}/push",
+    status_code=202,
+    response_model=schemas.PushJobPublic,
+    summary="Start a push job (backup, diff, commit, verify) on some of an order's devices",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def start_push(
+    principal: DevicesPush,
+    inv: InventoryDep,
+    request: Request,
+    order_id: OrderId,
+    body: schemas.PushCreate,
+) -> JSONResponse:
+    """202 at once; follow ``/push-jobs/{id}`` or its ``/events``. One push per device at a
+    time: a device already being pushed ends ``failed`` with the other job named."""
+    if not principal.sees(order_id):
+        raise OrderUnknown(f"order {order_id}: not in the store")
+    with inv.db.read() as session:
+        state = inv.get(session, order_id).state
+    if state != schemas.OrderState.active:
+        raise OrderConflict(f"order {order_id}: is {state}; nothing is pushed")
+    renderer = renderer_of(request)
+    keys = {k.device_id: k for k in device_keys(inv, renderer, order_id)}
+    addresses = _addresses(request, body, keys)
+    job_id = uuid.uuid4().hex
+    try:
+        run = board_of(request).start(
+            inv,
+            renderer,
+            order_id,
+            [(keys[d], a) for d, a in addresses.items()],
+            job_id=job_id,
+            actor=principal.actor,
+            dry_run=body.dry_run,
+            trust_on_first_use=body.trust_on_first_use,
+            timeouts=Timeouts(
+                connect=body.connect_timeout,
+                command=body.command_timeout,
+                retries=body.retries,
+            ),
+        )
+    except TooManyJobs as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from None
+    return JSONResponse(
+        run.public().model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/api/v1/push-jobs/{job_id}"},
+    )
+
+
+@router.get(
+    "/push-jobs/{job_id}",
+    response_model=schemas.PushJobPublic,
+    summary="A push job's state and per-device results",
+    responses=NOT_FOUND,
+)
+def get_push_job(
+    principal: DevicesRead, inv: InventoryDep, request: Request, job_id: JobId
+) -> schemas.PushJobPublic:
+    """Diffs are masked for every role. A technician sees the jobs of the token's orders."""
+    return _visible_job(request, inv, principal, job_id).public()
+
+
+def _sse(event_id: int, name: str, data: dict[str, Any]) -> str:
+    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _stream(run: JobRun, seen: int) -> AsyncIterator[str]:
+    quiet = 0.0
+    while True:
+        items, finished = run.events_after(seen)
+        for event_id, name, data in items:
+            yield _sse(event_id, name, data)
+            seen = event_id
+        if finished and not items:
+            return
+        if items:
+            quiet = 0.0
+        elif quiet >= SSE_KEEPALIVE:
+            yield ": keep-alive\n\n"
+            quiet = 0.0
+        await asyncio.sleep(SSE_POLL)
+        quiet += SSE_POLL
+
+
+@router.get(
+    "/push-jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    summary="Follow a push job as server-sent events",
+    responses={**NOT_FOUND, **_SSE_DOC},
+)
+def push_job_events(
+    principal: DevicesRead,
+    inv: InventoryDep,
+    request: Request,
+    job_id: JobId,
+    last_event_id: Annotated[
+        int | None,
+        Header(ge=0, le=1_000_000, description="Resume after this event (SSE reconnect)."),
+    ] = None,
+) -> StreamingResponse:
+    """Every event so far, then new ones as they come; the stream ends after ``done``."""
+    run = _visible_job(request, inv, principal, job_id)
+    return StreamingResponse(
+        _stream(run, last_event_id or 0),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
