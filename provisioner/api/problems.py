@@ -54,9 +54,26 @@ class Problem(BaseModel):
 class DocumentRefused(Exception):
     """An order document (body of POST/PUT) broke the schema or the offer's rules."""
 
+    type_ = "urn:provisioner:problem:order-rejected"
+
     def __init__(self, violations: list[Violation]):
         self.violations = violations
         super().__init__(f"{len(violations)} violations")
+
+    @property
+    def detail(self) -> str:
+        return f"the order document breaks {len(self.violations)} rule(s)"
+
+
+class TargetsRefused(DocumentRefused):
+    """A push request named targets that cannot be pushed (not a switch or IAD of the order,
+    or an address outside ``push_networks``): schema-valid, refused for what it names."""
+
+    type_ = "urn:provisioner:problem:push-refused"
+
+    @property
+    def detail(self) -> str:
+        return f"{len(self.violations)} push target(s) refused"
 
 
 class ProblemResponse(JSONResponse):
@@ -149,12 +166,7 @@ def install(app: FastAPI) -> None:
 
     async def refused_document(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, DocumentRefused)
-        return problem(
-            422,
-            f"the order document breaks {len(exc.violations)} rule(s)",
-            type_="urn:provisioner:problem:order-rejected",
-            violations=exc.violations,
-        )
+        return problem(422, exc.detail, type_=exc.type_, violations=exc.violations)
 
     async def unknown(request: Request, exc: Exception) -> ProblemResponse:
         return problem(404, str(exc), type_="urn:provisioner:problem:not-found")

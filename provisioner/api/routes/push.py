@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from provisioner.api import schemas
 from provisioner.api.auth import Principal
 from provisioner.api.deps import DevicesPush, DevicesRead, InventoryDep, renderer_of
-from provisioner.api.problems import CONFLICT, NOT_FOUND, DocumentRefused, Violation
+from provisioner.api.problems import CONFLICT, NOT_FOUND, TargetsRefused, Violation
 from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_store
 from provisioner.api.routes.orders import OrderId
 from provisioner.errors import OrderConflict, OrderUnknown
@@ -30,11 +30,71 @@ JobId = Annotated[
 ]
 SSE_POLL = 0.2  # seconds between looks at a running job's events
 SSE_KEEPALIVE = 15.0  # a comment line this often, so proxies keep the stream open
+
+
+def _event(name: str, data: dict[str, Any], about: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": about,
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+# One event of the stream (OpenAPI 3.1 has no itemSchema: ``schema`` describes each event,
+# as schemathesis and the SSE tooling read it). ``data`` is one line of JSON.
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`: `step`, `result` (a PushDeviceResult) and a last "
         "`done` event with the summary. Reconnect with `Last-Event-ID` to resume.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "oneOf": [
+                        _event(
+                            "step",
+                            {
+                                "type": "object",
+                                "required": ["device", "step"],
+                                "properties": {
+                                    "device": {"type": "string"},
+                                    "step": {"type": "string"},
+                                },
+                            },
+                            "A device moved to a step (connect, backup, diff, commit, ...).",
+                        ),
+                        _event(
+                            "result",
+                            {"$ref": "#/components/schemas/PushDeviceResult"},
+                            "A device's push ended.",
+                        ),
+                        _event(
+                            "done",
+                            {
+                                "type": "object",
+                                "required": ["summary", "finished_at"],
+                                "properties": {
+                                    "summary": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "integer"},
+                                    },
+                                    "finished_at": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                            "The job is over; the stream ends.",
+                        ),
+                    ]
+                }
+            }
+        },
     }
 }
 
@@ -78,7 +138,7 @@ def _addresses(
             str(ip), target.port, snmp_version=target.snmp_version, username=target.username
         )
     if problems:
-        raise DocumentRefused(problems)
+        raise TargetsRefused(problems)
     return out
 
 
@@ -179,15 +239,17 @@ def push_job_events(
     inv: InventoryDep,
     request: Request,
     job_id: JobId,
+    # Plain ``int`` with a default, not ``int | None``: the schema then says "integer" and a
+    # header of "null" is not schema-valid (a header has no null, only strings).
     last_event_id: Annotated[
-        int | None,
+        int,
         Header(ge=0, le=1_000_000, description="Resume after this event (SSE reconnect)."),
-    ] = None,
+    ] = 0,
 ) -> StreamingResponse:
     """Every event so far, then new ones as they come; the stream ends after ``done``."""
     run = _visible_job(request, inv, principal, job_id)
     return StreamingResponse(
-        _stream(run, last_event_id or 0),
+        _stream(run, last_event_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
