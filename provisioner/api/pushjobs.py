@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from provisioner.api import schemas
 from provisioner.api.metrics import REGISTRY
+from provisioner.api.views import utc
 from provisioner.pushjob import DeviceAddress, PushResult, Timeouts, push_many
 from provisioner.render import DeviceKey, Renderer
 from provisioner.store.models import Device, Order, utcnow
@@ -86,11 +87,10 @@ class JobRun:
 
     def finish(self, at: datetime | None = None) -> None:
         with self._lock:
-            self.finished_at = at or utcnow()
+            finished = utc(at) or utcnow()  # times read back from SQLite are naive
+            self.finished_at = finished
             summary = self._summary()
-            self.events.append(
-                ("done", {"summary": summary, "finished_at": self.finished_at.isoformat()})
-            )
+            self.events.append(("done", {"summary": summary, "finished_at": finished.isoformat()}))
 
     def _summary(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -232,7 +232,7 @@ def job_from_store(inv: Any, job_id: str) -> JobRun | None:
         actor=None,
         dry_run=any(r.result == "dry-run" for r, *_ in rows),
         models={device_id: model for _, device_id, model, _ in rows},
-        started_at=first.started_at,
+        started_at=utc(first.started_at),
     )
     for row, device_id, _, _ in rows:
         res = PushResult(

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from provisioner.api.problems import Violation
@@ -44,6 +52,27 @@ Mac = Annotated[
 ]
 # Optional in a body: absent, never null (the schema then says exactly which keys go together).
 Text40 = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+def _not_bool(value: Any) -> Any:
+    # JSON's true/false are not numbers; pydantic's lax mode would take them as 1/0 (and the
+    # schema says integer). Bodies' booleans are StrictBool for the same reason.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands datetimes back naive (they were written in UTC): every answer says UTC,
+    as the schema's date-time format requires an offset."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class _In(BaseModel):
@@ -136,7 +165,7 @@ class OrderSummary(BaseModel):
     extensions: int
     devices: int
     bound: int
-    updated_at: datetime | None = None
+    updated_at: Timestamp | None = None
 
 
 class OrderPage(BaseModel):
@@ -157,7 +186,7 @@ class OrderPublic(BaseModel):
     sites: list[SitePublic]
     extensions: list[ExtensionPublic]
     devices: list[DevicePublic]
-    updated_at: datetime | None = None
+    updated_at: Timestamp | None = None
 
 
 class OrderApplied(BaseModel):
@@ -181,7 +210,7 @@ class BindCreate(_In):
 
     mac: Mac | SkipJsonSchema[None] = None
     serial: Annotated[str, Field(min_length=1, max_length=12)] | SkipJsonSchema[None] = None
-    extension: Annotated[int, Field(ge=0, le=99_999_999)] | SkipJsonSchema[None] = None
+    extension: Annotated[Int, Field(ge=0, le=99_999_999)] | SkipJsonSchema[None] = None
     device: Text40 | SkipJsonSchema[None] = None
     model: Text40 | SkipJsonSchema[None] = Field(
         None, description="Phone model, when the extension has no terminal yet."
@@ -232,13 +261,13 @@ class SwapPublic(BaseModel):
 class ArmCreate(_In):
     """How long the enrollment window stays open (default: the enrollment_minutes setting)."""
 
-    minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | SkipJsonSchema[None] = None
+    minutes: Annotated[Int, Field(ge=1, le=7 * 24 * 60)] | SkipJsonSchema[None] = None
 
 
 class ArmedPublic(BaseModel):
     order: str
     devices: list[str] = Field(description="Device ids the window covers.")
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class DeviceDetail(DevicePublic):
@@ -252,12 +281,12 @@ class DeviceStatus(BaseModel):
     model: str
     mac: str | None
     state: DeviceState
-    last_fetch_at: datetime | None = None
+    last_fetch_at: Timestamp | None = None
     last_fetch_file: str | None = None
     last_fetch_source: str | None = Field(None, description="Address of the last fetch.")
     bound_source: str | None = Field(None, description="Address the device is bound to.")
     fetches: int = 0
-    last_push_at: datetime | None = None
+    last_push_at: Timestamp | None = None
     last_push_result: str | None = None
 
 
@@ -277,7 +306,7 @@ class DeviceFiles(BaseModel):
 
 class AuditEventPublic(BaseModel):
     id: int
-    at: datetime
+    at: Timestamp
     actor: str
     action: str
     order: str | None = None
@@ -342,7 +371,7 @@ class PushTarget(_In):
         examples=["192.168.1.254"],
         json_schema_extra={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
     )
-    port: int = Field(ge=1, le=65535, examples=[22])
+    port: Int = Field(ge=1, le=65535, examples=[22])
     snmp_version: Literal["2c", "3"] | SkipJsonSchema[None] = Field(
         None, description="Switches: 2c or 3 (default: 3 when the policy asks for v3, else 2c)."
     )
@@ -360,13 +389,13 @@ class PushCreate(_In):
         description="Device id -> address. Each must be a pushed device (switch or IAD).",
         examples=[{"iad-milano": {"host": "192.168.1.254", "port": 22}}],
     )
-    dry_run: bool = Field(False, description="Read, back up and diff; change nothing.")
-    trust_on_first_use: bool = Field(
+    dry_run: StrictBool = Field(False, description="Read, back up and diff; change nothing.")
+    trust_on_first_use: StrictBool = Field(
         False, description="Pin an SSH host key the store has not seen yet (audited)."
     )
-    connect_timeout: float = Field(10.0, ge=0.5, le=120, description="Seconds per connect.")
-    command_timeout: float = Field(30.0, ge=1, le=600, description="Seconds per command.")
-    retries: int = Field(2, ge=0, le=5, description="Retries of a connect that times out.")
+    connect_timeout: Float = Field(10.0, ge=0.5, le=120, description="Seconds per connect.")
+    command_timeout: Float = Field(30.0, ge=1, le=600, description="Seconds per command.")
+    retries: Int = Field(2, ge=0, le=5, description="Retries of a connect that times out.")
 
 
 class PushDeviceResult(BaseModel):
@@ -393,7 +422,7 @@ class PushJobPublic(BaseModel):
     state: PushJobState
     dry_run: bool
     actor: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
     summary: dict[str, int] = Field(description="Devices per result so far.")
     devices: list[PushDeviceResult]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -16,9 +16,7 @@ from provisioner.store.models import AuditEvent, Device, Order
 
 def utc(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; they were written in UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None if value is None else schemas.as_utc(value)
 
 
 def device_state(dev: Device) -> schemas.DeviceState:

@@ -67,6 +67,7 @@ def test_bind_body_needs_exactly_one_of_each(client: TestClient, store: Store) -
         {"mac": "01:00:5e:00:00:01", "extension": 300},  # multicast
         {"mac": "00:00:00:00:00:00", "extension": 300},
         {"mac": "02:00:00:00:04:01", "extension": 300, "extra": 1},
+        {"mac": "02:00:00:00:04:01", "extension": True},  # JSON true is not extension 1
     ):
         r = client.post(f"/api/v1/orders/{RACE}/bind", json=body, headers=store.headers("noc"))
         assert r.status_code == 422, body
@@ -222,6 +223,8 @@ def test_arm_order_and_device(client: TestClient, store: Store) -> None:
     assert client.post(f"/api/v1/devices/{store.macs[OTHER][0]}/arm", headers=h).status_code == 404
     too_long = client.post(f"/api/v1/orders/{OWN}/arm", json={"minutes": 20000}, headers=h)
     assert too_long.status_code == 422
+    not_a_number = client.post(f"/api/v1/orders/{OWN}/arm", json={"minutes": True}, headers=h)
+    assert not_a_number.status_code == 422 and "minutes" in not_a_number.text
     assert (
         client.post(f"/api/v1/orders/{OWN}/arm", headers=store.headers("viewer")).status_code == 403
     )

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -159,16 +160,23 @@ def test_job_outlives_the_process_and_resumes_after_last_event_id(
         full = _sse(c.get(f"/api/v1/push-jobs/{job}/events").text)
         tail = _sse(c.get(f"/api/v1/push-jobs/{job}/events", headers={"Last-Event-ID": "2"}).text)
         assert tail == full[2:]
+        bad = c.get(f"/api/v1/push-jobs/{job}/events", headers={"Last-Event-ID": "null"})
+        assert bad.status_code == 422 and "last-event-id" in bad.text
     # A new process (a restart) has no job board: the job is read back from the store.
     fresh = create_app(lab.inv.settings, lab.inv, OPEN)
     with LiveServer(fresh) as again, _client(again, api_tokens["viewer"]) as c:
         stored = c.get(f"/api/v1/push-jobs/{job}").json()
         assert stored["state"] == "finished" and stored["order"] == ORDER
+        # Read back from SQLite (naive datetimes there): still RFC 3339 with the UTC offset.
+        for key in ("started_at", "finished_at"):
+            assert datetime.fromisoformat(stored[key]).utcoffset() == timedelta(0), stored[key]
         assert [(d["device"], d["result"]) for d in stored["devices"]] == [
             (lab.iad_key.device_id, "dry-run")
         ]
         events = _sse(c.get(f"/api/v1/push-jobs/{job}/events").text)
         assert [n for _, n, _ in events] == ["result", "done"]
+        done_at = datetime.fromisoformat(events[-1][2]["finished_at"])
+        assert done_at.utcoffset() == timedelta(0)
     with _client(server, api_tokens["other-tech"]) as c:
         assert c.get(f"/api/v1/push-jobs/{job}").status_code == 404  # not their order
 
@@ -188,6 +196,7 @@ def test_refused_targets_start_nothing(
         ),
         "a phone (it fetches)": ({phone: {"host": "127.0.0.1", "port": 22}}, f"targets.{phone}"),
         "a host name": ({lab.iad_key.device_id: {"host": "iad.lan", "port": 22}}, "host"),
+        "port true": ({lab.iad_key.device_id: {"host": "127.0.0.1", "port": True}}, "port"),
     }
     with _client(server, api_tokens["noc"]) as c:
         for label, (targets, where) in cases.items():
@@ -195,6 +204,15 @@ def test_refused_targets_start_nothing(
             assert r.status_code == 422, (label, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
             assert any(where in v["path"] for v in r.json()["violations"]), (label, r.text)
+        for flag in ({"retries": False}, {"dry_run": 1}, {"connect_timeout": True}):
+            r = c.post(f"/api/v1/orders/{ORDER}/push", json={"targets": _targets(lab), **flag})
+            assert r.status_code == 422, (flag, r.text)
+        r = c.post(
+            f"/api/v1/orders/{ORDER}/push",
+            json={"targets": {phone: _targets(lab)[lab.iad_key.device_id]}},
+        )
+        assert r.json()["type"] == "urn:provisioner:problem:push-refused", r.text
+        assert r.json()["detail"] == "1 push target(s) refused"
         assert (
             c.post(
                 "/api/v1/orders/WT-2026-999999/push", json={"targets": _targets(lab)}
