@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import loopback
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,3 +117,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line("\n".join(lines), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if loopback.attempts:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---------------------------------------------------------------------- loopback only
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests talk to loopback only (DEVELOPERS.md): see ``tests/loopback.py``."""
+    loopback.install()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if loopback.attempts:
+        lines = ["traffic to an address off loopback was attempted:"]
+        lines += sorted(set(loopback.attempts))[:20]
+        terminalreporter.write_line("\n".join(lines), red=True)

@@ -9,15 +9,18 @@ from __future__ import annotations
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import select
 
 from provisioner.api.limits import ApiLimits
 from provisioner.inventory import Inventory
 from provisioner.settings import Settings
 from provisioner.store import tokens
+from provisioner.store.push_models import PushResultRow
 from provisioner.validate import check_paths, check_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +31,9 @@ ROLES = ("viewer", "technician", "noc", "admin")
 CANARY = f"CANARY-{uuid.uuid4().hex[:16]}"
 # Limits high enough that only the rate-limit tests ever see a 429.
 OPEN_LIMITS = ApiLimits(rate=1e6, burst=1_000_000)
+# Pushes started over the API go to loopback only: the default also allows the private
+# ranges, and the schema's own example target (192.168.1.254) is one of them.
+TEST_PUSH_NETWORKS = "127.0.0.0/8,::1/128"
 
 
 def canary_document() -> str:
@@ -87,6 +93,7 @@ class Store:
     inventory: Inventory
     tokens: dict[str, str]
     macs: dict[str, list[str]] = field(default_factory=dict)  # order -> bound MACs
+    jobs: list[str] = field(default_factory=list)  # stored push jobs (stored_push_job)
 
     def headers(self, role: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
@@ -94,7 +101,7 @@ class Store:
 
 def populate(home: Path) -> Store:
     """Samples (the OWN one with canaries) applied, and one token per role."""
-    settings = Settings(home=home)
+    settings = Settings(home=home, push_networks=TEST_PUSH_NETWORKS)
     inv = Inventory(settings)
     for checked in check_paths([SAMPLES]):
         if checked.order_id == OWN:
@@ -120,8 +127,34 @@ def populate(home: Path) -> Store:
     return store
 
 
-def copy_store(template: Path, dest: Path) -> Store:
+def copy_store(template: Path, dest: Path, push_networks: str = TEST_PUSH_NETWORKS) -> Store:
     shutil.copytree(template, dest)
     saved: dict[str, Any] = yaml.safe_load((dest / "tokens.yaml").read_text())
-    settings = Settings(home=dest)
+    settings = Settings(home=dest, push_networks=push_networks)
     return Store(settings, Inventory(settings), saved["tokens"], saved["macs"])
+
+
+def stored_push_job(inv: Inventory, order_id: str, job_id: str | None = None) -> str:
+    """A finished dry-run job on the order's switches and IADs, as a push job stores it (and
+    as the API reads it back after a restart). Made once per ``job_id``."""
+    job_id = job_id or uuid.uuid4().hex
+    now = datetime.now(UTC)
+    with inv.db.write() as session:
+        if session.scalar(select(PushResultRow.id).where(PushResultRow.job_id == job_id)):
+            return job_id
+        order = inv.get(session, order_id)
+        for dev in order.devices:
+            if dev.model == "iad" or dev.model.startswith("dlink-"):
+                session.add(
+                    PushResultRow(
+                        job_id=job_id,
+                        device_pk=dev.id,
+                        started_at=now - timedelta(seconds=2),
+                        ended_at=now,
+                        changed=True,
+                        diff_lines=1,
+                        result="dry-run",
+                        diff="+set sysName " + dev.device_id,
+                    )
+                )
+    return job_id

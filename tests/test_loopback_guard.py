@@ -1,0 +1,41 @@
+"""The suite's own guard (``tests/loopback.py``): nothing leaves loopback from the test process."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import loopback
+import pytest
+
+
+@pytest.mark.parametrize(
+    "family,kind,address",
+    [
+        (socket.AF_INET, socket.SOCK_STREAM, ("192.0.2.1", 22)),
+        (socket.AF_INET, socket.SOCK_DGRAM, ("192.168.1.254", 161)),
+        (socket.AF_INET6, socket.SOCK_DGRAM, ("2001:db8::1", 161)),
+    ],
+    ids=["tcp", "udp", "udp6"],
+)
+def test_a_destination_off_loopback_is_refused_and_recorded(
+    family: int, kind: int, address: tuple[str, int]
+) -> None:
+    before = len(loopback.attempts)
+    with socket.socket(family, kind) as s, pytest.raises(OSError) as raised:
+        if kind == socket.SOCK_STREAM:
+            s.connect(address)
+        else:
+            s.sendto(b"x", address)
+    assert raised.value.errno == errno.ENETUNREACH
+    assert len(loopback.attempts) == before + 1
+    del loopback.attempts[before:]  # this test's own attempt is not a leak
+
+
+def test_loopback_still_works() -> None:
+    with socket.socket() as server, socket.socket() as client:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client.connect(server.getsockname())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"x", ("127.0.0.1", server.getsockname()[1]))
