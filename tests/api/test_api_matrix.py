@@ -11,7 +11,6 @@ import hashlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,11 @@ from apistore import (
     Store,
     canary_document,
     copy_store,
+    stored_push_job,
 )
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from provisioner.api.app import create_app
-from provisioner.store.push_models import PushResultRow
 
 READ = {"orders:read", "devices:read", "audit:read"}
 FIELD = {"devices:bind", "devices:arm", "devices:push"}
@@ -102,14 +100,7 @@ def _job_path(suffix: str = "") -> Callable[[Store, str], Request]:
 
     def build(s: Store, order: str) -> Request:
         job = hashlib.md5(order.encode()).hexdigest()  # noqa: S324 - an id, not a digest
-        with s.inventory.db.write() as session:
-            if session.scalar(select(PushResultRow.id).where(PushResultRow.job_id == job)) is None:
-                o = s.inventory.get(session, order)
-                dev = next(d for d in o.devices if d.model == "iad")
-                now = datetime.now(UTC)
-                session.add(PushResultRow(job_id=job, device_pk=dev.id, started_at=now,
-                                          ended_at=now, result="dry-run"))  # fmt: skip
-        return {"url": f"/api/v1/push-jobs/{job}{suffix}"}
+        return {"url": f"/api/v1/push-jobs/{stored_push_job(s.inventory, order, job)}{suffix}"}
 
     return build
 
