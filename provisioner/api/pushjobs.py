@@ -90,7 +90,9 @@ class JobRun:
             finished = utc(at) or utcnow()  # times read back from SQLite are naive
             self.finished_at = finished
             summary = self._summary()
-            self.events.append(("done", {"summary": summary, "finished_at": finished.isoformat()}))
+            # Spelled as the JSON answers spell it (pydantic: "Z" for UTC).
+            at_text = finished.isoformat().replace("+00:00", "Z")
+            self.events.append(("done", {"summary": summary, "finished_at": at_text}))
 
     def _summary(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -175,6 +175,7 @@ def test_job_outlives_the_process_and_resumes_after_last_event_id(
         ]
         events = _sse(c.get(f"/api/v1/push-jobs/{job}/events").text)
         assert [n for _, n, _ in events] == ["result", "done"]
+        assert events[-1][2]["finished_at"] == stored["finished_at"]  # one spelling, with "Z"
         done_at = datetime.fromisoformat(events[-1][2]["finished_at"])
         assert done_at.utcoffset() == timedelta(0)
     with _client(server, api_tokens["other-tech"]) as c:
