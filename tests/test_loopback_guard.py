@@ -33,9 +33,22 @@ def test_a_destination_off_loopback_is_refused_and_recorded(
 
 
 def test_loopback_still_works() -> None:
+    """The guard lets loopback through untouched: bytes arrive, nothing is recorded."""
+    before = len(loopback.attempts)
     with socket.socket() as server, socket.socket() as client:
         server.bind(("127.0.0.1", 0))
         server.listen()
         client.connect(server.getsockname())
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.sendto(b"x", ("127.0.0.1", server.getsockname()[1]))
+        peer, _ = server.accept()
+        with peer:
+            client.sendall(b"tcp")
+            assert peer.recv(3) == b"tcp"
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        tx.sendto(b"udp", rx.getsockname())
+        assert rx.recv(3) == b"udp"
+    assert len(loopback.attempts) == before
