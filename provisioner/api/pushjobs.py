@@ -21,7 +21,6 @@ from sqlalchemy import select
 
 from provisioner.api import schemas
 from provisioner.api.metrics import REGISTRY
-from provisioner.api.views import utc
 from provisioner.pushjob import DeviceAddress, PushResult, Timeouts, push_many
 from provisioner.render import DeviceKey, Renderer
 from provisioner.store.models import Device, Order, utcnow
@@ -67,7 +66,8 @@ class JobRun:
             if row is None or row.result is not None:
                 return
             row.step = step
-            self.events.append(("step", {"device": device, "step": step}))
+            event = schemas.PushStepEvent(device=device, step=step)
+            self.events.append(("step", event.model_dump(mode="json")))
 
     def result(self, device: str, res: PushResult) -> None:
         with self._lock:
@@ -87,12 +87,9 @@ class JobRun:
 
     def finish(self, at: datetime | None = None) -> None:
         with self._lock:
-            finished = utc(at) or utcnow()  # times read back from SQLite are naive
-            self.finished_at = finished
-            summary = self._summary()
-            # Spelled as the JSON answers spell it (pydantic: "Z" for UTC).
-            at_text = finished.isoformat().replace("+00:00", "Z")
-            self.events.append(("done", {"summary": summary, "finished_at": at_text}))
+            done = schemas.PushDoneEvent(summary=self._summary(), finished_at=at or utcnow())
+            self.finished_at = done.finished_at  # in UTC (times read back from SQLite are naive)
+            self.events.append(("done", done.model_dump(mode="json")))
 
     def _summary(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -234,7 +231,7 @@ def job_from_store(inv: Any, job_id: str) -> JobRun | None:
         actor=None,
         dry_run=any(r.result == "dry-run" for r, *_ in rows),
         models={device_id: model for _, device_id, model, _ in rows},
-        started_at=utc(first.started_at),
+        started_at=schemas.as_utc(first.started_at),
     )
     for row, device_id, _, _ in rows:
         res = PushResult(

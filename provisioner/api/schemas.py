@@ -398,6 +398,20 @@ class PushCreate(_In):
     retries: Int = Field(2, ge=0, le=5, description="Retries of a connect that times out.")
 
 
+class PushStepEvent(BaseModel):
+    """The ``data`` of a ``step`` event: a device moved to a step (connect, diff, commit, ...)."""
+
+    device: str
+    step: str
+
+
+class PushDoneEvent(BaseModel):
+    """The ``data`` of the last event, ``done``: results per outcome, and when the job ended."""
+
+    summary: dict[str, int]
+    finished_at: Timestamp
+
+
 class PushDeviceResult(BaseModel):
     device: str = Field(description="Device id in the order.")
     model: str

@@ -61,14 +61,7 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
                     "oneOf": [
                         _event(
                             "step",
-                            {
-                                "type": "object",
-                                "required": ["device", "step"],
-                                "properties": {
-                                    "device": {"type": "string"},
-                                    "step": {"type": "string"},
-                                },
-                            },
+                            schemas.PushStepEvent.model_json_schema(),
                             "A device moved to a step (connect, backup, diff, commit, ...).",
                         ),
                         _event(
@@ -78,17 +71,7 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
                         ),
                         _event(
                             "done",
-                            {
-                                "type": "object",
-                                "required": ["summary", "finished_at"],
-                                "properties": {
-                                    "summary": {
-                                        "type": "object",
-                                        "additionalProperties": {"type": "integer"},
-                                    },
-                                    "finished_at": {"type": "string", "format": "date-time"},
-                                },
-                            },
+                            schemas.PushDoneEvent.model_json_schema(),
                             "The job is over; the stream ends.",
                         ),
                     ]
