@@ -57,7 +57,6 @@ def arm(inv: Inventory, target: str, minutes: int | None = None, actor: str = ""
             if state is not None and state.bound_source:
                 state.bound_source = None
                 state.bound_at = None
-        order.updated_at = now
         audit.record(
             session,
             actor,

@@ -234,7 +234,6 @@ class Inventory:
                 else:
                     dev.serial = identity
                 dev.identity_source = "bind"
-                order.updated_at = _now()  # serving caches follow order changes
                 session.flush()
                 audit.record(
                     session,
@@ -349,7 +348,6 @@ class Inventory:
                 dev.mac = None
                 dev.serial = None
                 dev.identity_source = "document"
-            order.updated_at = _now()
             audit.record(
                 session,
                 actor,
@@ -508,10 +506,8 @@ class _Sync:
         self._devices()
         self._terminals()
         self._secrets()
-        if self.changes and self.existing:
-            self.order.updated_at = _now()
-            if self.source:
-                self.order.source = self.source
+        if self.changes and self.existing and self.source:
+            self.order.source = self.source
         s.flush()
 
     def _numbers(self) -> None:

@@ -1,8 +1,9 @@
 """Rotate SIP passwords: new secret in the store, devices pick it up at their next fetch.
 
 One write transaction per call: every rotated ``SecretRow`` gets a new ciphertext,
-``source="rotated"`` and a new ``updated_at``, the order's ``updated_at`` moves (serving
-caches follow it), and each extension gets a ``secret.rotated`` audit event (never the value).
+``source="rotated"`` and a new ``updated_at`` (the order's generation moves with it, see
+:mod:`provisioner.store.changes`), and each extension gets a ``secret.rotated`` audit event
+(never the value).
 The registrar learns the new password from a fresh ``provisioner pbx export``.
 """
 
@@ -83,5 +84,4 @@ def rotate(
                 owner=row.owner,
                 secret=SECRET,
             )
-        order.updated_at = now
         return Rotated(order_id, wanted, from_document)

@@ -116,8 +116,7 @@ class ProvisioningService:
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()
         self._by_identity: dict[str, _DeviceEntry | None] = {}
-        self._seen: dict[int, datetime] = {}  # order pk -> updated_at last seen
-        self._since: datetime | None = None
+        self._generation = -1  # the store generation last seen (see store.changes)
         self._checked_at = 0.0
         self._static: dict[Path, tuple[float, _File]] = {}
         self._events: queue.Queue[_Event | None] = queue.Queue()
@@ -260,27 +259,24 @@ class ProvisioningService:
     def _refresh(self) -> None:
         """Drop the cached devices of every order written since the last look.
 
-        Every write to an order (apply, bind, arm, rotate, swap) moves ``orders.updated_at``,
-        so one indexed query tells what changed; the other orders stay warm.
+        Every write to an order moves its generation (:mod:`provisioner.store.changes`), so
+        one indexed query tells what changed; the other orders stay warm.
         """
         now = time.monotonic()
         with self._lock:
             if now - self._checked_at < self.refresh_seconds:
                 return
             self._checked_at = now  # the other threads keep the cache meanwhile
+            since = self._generation
         with self.inventory.db.read() as s:
-            stmt = select(Order.id, Order.updated_at)
-            if self._since is not None:
-                stmt = stmt.where(Order.updated_at >= self._since)
-            rows = s.execute(stmt).all()
+            rows = s.execute(
+                select(Order.id, Order.generation).where(Order.generation > since)
+            ).all()
+        if not rows:
+            return
         with self._lock:
-            changed = {pk for pk, at in rows if self._seen.get(pk) != at}
-            if not changed:
-                return
-            for pk, at in rows:
-                self._seen[pk] = at
-                if self._since is None or at > self._since:
-                    self._since = at
+            changed = {pk for pk, _ in rows}
+            self._generation = max(self._generation, *(g for _, g in rows))
             # A change may also make a name known that was not (a new order, a bind).
             self._by_identity = {
                 k: e
@@ -290,8 +286,7 @@ class ProvisioningService:
 
     def invalidate(self) -> None:
         with self._lock:
-            self._seen.clear()
-            self._since = None
+            self._generation = -1
             self._checked_at = 0.0
             self._by_identity.clear()
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.errors import SettingsError
 from provisioner.settings import Settings
+from provisioner.store import changes as _changes  # noqa: F401  (registers the write hooks)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "provisioner_write"

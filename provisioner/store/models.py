@@ -43,6 +43,9 @@ class Order(Base):
     state: Mapped[str] = mapped_column(String(16), default="active")  # active | cancelled
     source: Mapped[str] = mapped_column(String(500), default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The store generation of the order's last change (see store.changes): serving reloads
+    # every order whose generation passed the last one it saw.
+    generation: Mapped[int] = mapped_column(Integer, default=0, index=True)
 
     customer: Mapped[Customer] = relationship()
     sites: Mapped[list[Site]] = relationship(
@@ -233,3 +236,30 @@ class DeviceState(Base):
     last_protocol: Mapped[str | None] = mapped_column(String(8), nullable=True)
     last_user_agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
     fetches: Mapped[int] = mapped_column(Integer, default=0)
+    # Fetches of this device's files that were refused (window closed, another source).
+    refusals: Mapped[int] = mapped_column(Integer, default=0)
+    last_refused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_refused_source: Mapped[str | None] = mapped_column(String(45), nullable=True)
+
+
+class Counter(Base):
+    """A named counter of the store; ``generation`` orders every change to an order."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SourceBlock(Base):
+    """A source address blocked for sweeping device names (DESIGN.md §5), or lifted."""
+
+    __tablename__ = "source_blocks"
+    __table_args__ = (Index("ix_source_blocks_source", "source"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(45))
+    blocked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    protocol: Mapped[str] = mapped_column(String(8), default="")
+    names: Mapped[int] = mapped_column(Integer, default=0)  # distinct unknown identities seen
+    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lifted_by: Mapped[str | None] = mapped_column(String(100), nullable=True)

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from lab.phones import Phone, order_phones
 from lab.sip import Kamailio, SipAccount, register_accounts
 from provisioner.enrollment import arm
 from provisioner.render import Renderer
-from provisioner.store.models import AuditEvent, Enrollment, Order, SecretRow, utcnow
+from provisioner.store.models import AuditEvent, Enrollment, SecretRow, utcnow
 from provisioner.validate import check_text
 
 ORDER = "WT-2026-000104"  # two desk phones (200, 201) and a DECT kit (slots 1, 2: 202, 203)
@@ -93,8 +93,8 @@ def test_a_device_outside_its_enrollment_window_gets_no_file_and_cannot_register
     inv = served.inventory
     arm(inv, ORDER, 5, actor="test")
     with inv.db.write() as s:  # the window closed: the technician armed it too long ago
-        s.execute(update(Enrollment).values(expires_at=utcnow()))
-        s.execute(update(Order).where(Order.order_id == ORDER).values(updated_at=utcnow()))
+        for window in s.scalars(select(Enrollment)):
+            window.expires_at = utcnow()
     phone = _phones(served)[DESK_MAC]
     for protocol in ("tftp", "http"):
         report = phone.boot(protocol)

@@ -218,7 +218,6 @@ def test_unknown_host_key_is_refused_unless_trusted_on_first_use(
 
 
 def test_at_most_concurrency_pushes_run_at_once(push_lab: Any) -> None:
-    from sqlalchemy import delete
 
     from provisioner.render import DeviceKey
     from provisioner.store.models import Device, Order, SecretRow
@@ -260,7 +259,9 @@ def test_at_most_concurrency_pushes_run_at_once(push_lab: Any) -> None:
     finally:
         with lab.inv.db.write() as session:
             owners = [f"device:{d}" for d in ids]
-            session.execute(delete(SecretRow).where(SecretRow.owner.in_(owners)))
-            session.execute(delete(Device).where(Device.device_id.in_(ids)))
+            for row in session.scalars(select(SecretRow).where(SecretRow.owner.in_(owners))):
+                session.delete(row)
+            for dev in session.scalars(select(Device).where(Device.device_id.in_(ids))):
+                session.delete(dev)
     assert [r.result for r in results] == ["failed"] * len(ids), results[0].error
     assert 2 <= peak <= 4, results[0].error

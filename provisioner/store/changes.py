@@ -1,0 +1,149 @@
+"""What follows every write to an order, kept in one place (DESIGN.md §4, "one write path").
+
+Every flush that adds, changes or deletes a row that an order's files or its fetch decisions
+derive from (the order, its customer, sites, extensions, numbers, devices, terminals, secrets,
+enrollment windows) gives each order it touched the store's next *generation* and a new
+``updated_at``. Serving reloads every order whose generation passed the last one it saw, so
+no writer can forget to tell it: a cancelled order, a swapped-out box or a rotated password is
+never served stale because some code path did not bump a timestamp by hand.
+
+The generation comes from one counter row, incremented inside the writing transaction: the
+row lock (PostgreSQL) or the database lock (SQLite, ``BEGIN IMMEDIATE``) is held until commit,
+so generations are handed out in commit order and a reader that saw generation *g* can never
+later find a newly committed change below *g*.
+
+Two more rules hold for every writer because they live here too:
+
+- a device whose MAC or serial changes (bind, unbind, swap, a document naming another box)
+  loses its serving state (source binding, last fetch) and its pinned SSH host key: those
+  belonged to the old box;
+- bulk ``UPDATE``/``DELETE``/``INSERT`` statements on these tables are refused, since they
+  would bypass the hook; write through ORM objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from sqlalchemy import event, insert, inspect, select, update
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from provisioner.store.models import (
+    Counter,
+    Customer,
+    Device,
+    DeviceState,
+    Enrollment,
+    Extension,
+    Number,
+    Order,
+    SecretRow,
+    Site,
+    Terminal,
+    utcnow,
+)
+from provisioner.store.push_models import HostKey
+
+GENERATION = "generation"
+
+# Rows an order's published files or its fetch decisions are made from.
+CONTENT: tuple[type[Any], ...] = (
+    Order,
+    Customer,
+    Site,
+    Extension,
+    Number,
+    Device,
+    Terminal,
+    SecretRow,
+    Enrollment,
+)
+_CONTENT_TABLES = frozenset(cls.__table__.name for cls in CONTENT)
+
+
+class BulkWriteRefused(RuntimeError):
+    """A bulk statement on an order's rows would bypass :func:`_touch_orders`."""
+
+
+def next_generation(session: Session) -> int:
+    """Take the store's next generation inside the current write transaction."""
+    conn = session.connection()
+    done = conn.execute(
+        update(Counter).where(Counter.name == GENERATION).values(value=Counter.value + 1)
+    )
+    if not done.rowcount:
+        conn.execute(insert(Counter).values(name=GENERATION, value=1))
+    return int(conn.execute(select(Counter.value).where(Counter.name == GENERATION)).scalar_one())
+
+
+def _changed(session: Session, obj: Any) -> bool:
+    if obj in session.new or obj in session.deleted:
+        return True
+    return session.is_modified(obj, include_collections=isinstance(obj, Order))
+
+
+def _identity_changed(obj: Device) -> bool:
+    state = inspect(obj)
+    return any(state.attrs[name].history.has_changes() for name in ("mac", "serial"))
+
+
+def _order_of(session: Session, obj: Any) -> list[Order]:
+    if isinstance(obj, Order):
+        return [obj]
+    if isinstance(obj, Customer):
+        if obj.id is None:
+            return []  # a new customer comes with its new order
+        return list(session.scalars(select(Order).where(Order.customer_id == obj.id)))
+    order = getattr(obj, "order", None)
+    if isinstance(order, Order):
+        return [order]
+    pk = getattr(obj, "order_pk", None)
+    if pk is None:
+        return []
+    found = session.get(Order, pk)
+    return [found] if found is not None else []
+
+
+@event.listens_for(Session, "before_flush")
+def _touch_orders(session: Session, _context: Any, _instances: Any) -> None:
+    touched: dict[int, Order] = {}
+    for obj in itertools.chain(list(session.new), list(session.dirty), list(session.deleted)):
+        if not isinstance(obj, CONTENT) or not _changed(session, obj):
+            continue
+        if (
+            isinstance(obj, Device)
+            and obj.id is not None
+            and obj not in session.deleted
+            and _identity_changed(obj)
+        ):
+            _forget_box(session, obj.id)
+        for order in _order_of(session, obj):
+            touched[id(order)] = order
+    if not touched:
+        return
+    generation = next_generation(session)
+    now = utcnow()
+    for order in touched.values():
+        order.generation = generation
+        order.updated_at = now
+
+
+def _forget_box(session: Session, device_pk: int) -> None:
+    """The device now names another box (or none): the old box's traces go."""
+    for cls in (DeviceState, HostKey):
+        row = session.get(cls, device_pk)
+        if row is not None:
+            session.delete(row)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_bulk_writes(state: ORMExecuteState) -> None:
+    if not (state.is_update or state.is_delete or state.is_insert):
+        return
+    table = getattr(state.statement, "table", None)
+    if table is not None and getattr(table, "name", None) in _CONTENT_TABLES:
+        raise BulkWriteRefused(
+            f"bulk {type(state.statement).__name__.lower()} on {table.name}: write order rows "
+            "through ORM objects so every change moves the order's generation"
+        )
