@@ -345,6 +345,42 @@ def unbind(
     out.print(f"{order}: {device_id} unbound", markup=False)
 
 
+@app.command()
+@handles_errors
+def swap(
+    order: Annotated[str, typer.Argument(help="Order id.")],
+    old: Annotated[str, typer.Option("--old", help="MAC of the box being replaced.")],
+    new: Annotated[str, typer.Option("--new", help="MAC of the replacement box.")],
+    actor: Annotated[str, typer.Option(help="Who swaps (for the audit log).")] = "",
+) -> None:
+    """Replace a bound box with a new one (RMA): the device keeps its extension, port,
+    secrets and enrollment window; the old box can fetch nothing more, the new one fetches
+    inside the same window without a re-arm.
+
+    Example:
+      provisioner swap WT-2026-000123 --old 00:80:f0:00:00:01 --new 00:80:f0:00:00:99
+    """
+    inv = _inventory()
+    device_id = inv.swap(order, old, new, actor=actor)
+    out.print(f"{order}: {device_id} swapped to {new}", markup=False)
+
+
+@app.command()
+@handles_errors
+def cancel(
+    order: Annotated[str, typer.Argument(help="Order id.")],
+    actor: Annotated[str, typer.Option(help="Who cancels (for the audit log).")] = "",
+) -> None:
+    """Cancel an order: its devices get no file from then on; the rows stay for audit.
+
+    Example:
+      provisioner cancel WT-2026-000123
+    """
+    inv = _inventory()
+    done = inv.cancel(order, actor=actor)
+    out.print(f"{order}: cancelled" if done else f"{order}: was already cancelled", markup=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -1,71 +1,92 @@
-"""Sweep protection: misses counted per source address, a sweeping source blocked for a while.
+"""Sweep protection: unknown device identities counted per source, a sweeping source blocked.
 
-The counters live in this process (a boot storm must not wait on the database for them);
-:class:`SourceGuard` is the interface a shared backend (the store or Redis) can implement
-when several ``serve`` instances stand behind one load balancer.
+What counts is the number of *distinct unknown device identities* (MACs, serials) one source
+asked for in the last ``window_seconds``, not its requests: a phone that retries its own file,
+an office of 30 phones behind one NAT address asking for their files and for model-wide
+names at boot, none of that is a sweep. A source that names ``max_misses`` unknown devices in
+a window is blocked for ``block_seconds`` on TFTP and HTTP alike.
+
+The counters live in this process (a boot storm must not wait on a database for them).
+Blocks are also written to the store by the serving layer, so ``provisioner blocks`` lists
+them, ``provisioner unblock`` lifts them and other servers on the same store honour them:
+:meth:`SourceGuard.sync` takes the store's view.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+
+from provisioner.store.models import utcnow
+
+# A block made here is kept this long even if the store does not list it yet (the audit
+# writer persists it within a fraction of a second).
+_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
 class GuardPolicy:
-    max_misses: int = 20  # misses tolerated per window before a block
+    max_misses: int = 20  # distinct unknown device identities per window before a block
     window_seconds: float = 60.0
     block_seconds: float = 900.0
     max_sources: int = 100_000  # memory bound: the oldest tracked sources are forgotten
+    max_names: int = 256  # identities remembered per source (well past max_misses)
+
+
+@dataclass
+class _Block:
+    until: float  # on the guard's clock
+    made: float  # when this process made it (or learnt it)
 
 
 class SourceGuard:
-    """Counts misses per source and blocks sources that sweep. Thread-safe."""
+    """Counts unknown identities per source and blocks sources that sweep. Thread-safe."""
 
     def __init__(
         self, policy: GuardPolicy | None = None, clock: Callable[[], float] = time.monotonic
     ):
         self.policy = policy or GuardPolicy()
         self._clock = clock
-        self._misses: OrderedDict[str, deque[float]] = OrderedDict()
-        self._blocked: dict[str, float] = {}
+        self._misses: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
+        self._blocked: dict[str, _Block] = {}
         self._lock = threading.Lock()
 
     def blocked(self, source: str) -> bool:
-        until = self._blocked.get(source)
-        if until is None:
+        block = self._blocked.get(source)
+        if block is None:
             return False
-        if self._clock() >= until:
+        if self._clock() >= block.until:
             with self._lock:
                 self._blocked.pop(source, None)
             return False
         return True
 
-    def blocked_until(self, source: str) -> float | None:
-        return self._blocked.get(source)
-
-    def miss(self, source: str) -> bool:
-        """Count one miss; True when this miss is the one that blocks the source."""
+    def miss(self, source: str, identity: str) -> bool:
+        """Count an unknown device ``identity`` asked for by ``source``; True if that blocks it."""
         now = self._clock()
         p = self.policy
         with self._lock:
-            q = self._misses.get(source)
-            if q is None:
-                q = deque()
-                self._misses[source] = q
+            names = self._misses.get(source)
+            if names is None:
+                names = OrderedDict()
+                self._misses[source] = names
                 if len(self._misses) > p.max_sources:
                     self._misses.popitem(last=False)
             else:
                 self._misses.move_to_end(source)
-            q.append(now)
-            while q and q[0] <= now - p.window_seconds:
-                q.popleft()
-            if len(q) > p.max_misses and source not in self._blocked:
-                self._blocked[source] = now + p.block_seconds
-                q.clear()
+            names[identity] = now
+            names.move_to_end(identity)
+            while names and next(iter(names.values())) <= now - p.window_seconds:
+                names.popitem(last=False)
+            while len(names) > p.max_names:
+                names.popitem(last=False)
+            if len(names) >= p.max_misses and source not in self._blocked:
+                self._blocked[source] = _Block(now + p.block_seconds, now)
+                names.clear()
                 return True
         return False
 
@@ -74,6 +95,23 @@ class SourceGuard:
             self._blocked.pop(source, None)
             self._misses.pop(source, None)
 
+    def sync(self, store_blocks: Mapping[str, datetime]) -> None:
+        """Take the store's active blocks (source -> until): add the ones another server or
+        process made, drop the ones lifted there (``provisioner unblock``)."""
+        now, wall = self._clock(), utcnow()
+        with self._lock:
+            for source, until in store_blocks.items():
+                left = (until - wall).total_seconds()
+                block = self._blocked.get(source)
+                if block is None:
+                    self._blocked[source] = _Block(now + left, now)
+                else:
+                    block.until = max(block.until, now + left)
+            for source in [s for s in self._blocked if s not in store_blocks]:
+                if now - self._blocked[source].made > _GRACE_SECONDS:
+                    del self._blocked[source]
+                    self._misses.pop(source, None)
+
     def blocked_sources(self) -> list[str]:
         now = self._clock()
-        return [s for s, until in self._blocked.items() if until > now]
+        return [s for s, b in self._blocked.items() if b.until > now]

@@ -358,6 +358,67 @@ class Inventory:
             )
             return dev.device_id
 
+    def swap(self, order_id: str, old: str, new: str, *, actor: str = "") -> str:
+        """Put a new box in place of the bound one (RMA); returns the device id.
+
+        The device keeps its place in the order: extension, switch port, secrets and the
+        enrollment window. The old box loses everything it had (its source binding, its last
+        fetch, its pinned host key: see :mod:`provisioner.store.changes`), so it can fetch
+        nothing more, and the new box fetches inside the same window without a re-arm.
+        """
+        actor = actor or audit.default_actor()
+        old_mac, new_mac = normalize_mac(old), normalize_mac(new)
+        try:
+            with self.db.write() as session:
+                order = _lock_order(session, order_id)
+                if order is None:
+                    raise OrderUnknown(f"order {order_id}: not in the store")
+                if order.state != "active":
+                    raise BindRefused(f"order {order_id}: is {order.state}")
+                dev = next((d for d in order.devices if d.mac == old_mac), None)
+                if dev is None:
+                    raise DeviceUnknown(f"order {order_id}: no device with MAC {old_mac}")
+                if new_mac == old_mac:
+                    raise BindRefused(f"MAC {new_mac}: is already this device's MAC")
+                other = session.scalar(select(Device).where(Device.mac == new_mac))
+                if other is not None:
+                    raise BindRefused(
+                        f"MAC {new_mac}: is already device {other.device_id} of order "
+                        f"{other.order.order_id}"
+                    )
+                dev.mac = new_mac
+                dev.identity_source = "bind"
+                session.flush()
+                audit.record(
+                    session,
+                    actor,
+                    "device.swapped",
+                    order_id=order_id,
+                    device=dev.device_id,
+                    old_mac=old_mac,
+                    new_mac=new_mac,
+                )
+                return dev.device_id
+        except IntegrityError:
+            raise BindRefused(f"MAC {new_mac}: taken by a concurrent change; retry") from None
+
+    def cancel(self, order_id: str, *, actor: str = "") -> bool:
+        """Cancel an order (rows are kept for audit); False when it already was cancelled.
+
+        From the commit on, no server answers for its devices.
+        """
+        actor = actor or audit.default_actor()
+        with self.db.write() as session:
+            order = _lock_order(session, order_id)
+            if order is None:
+                raise OrderUnknown(f"order {order_id}: not in the store")
+            if order.state == "cancelled":
+                return False
+            was = order.state
+            order.state = "cancelled"
+            audit.record(session, actor, "order.cancelled", order_id=order_id, was=was)
+            return True
+
     # ------------------------------------------------------------------ export
 
     def export(self, session: Session, order_id: str) -> dict[str, Any]:

@@ -63,13 +63,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from tftpy import TftpContexts, TftpException, TftpPacketTypes, TftpStates, TftpTimeoutExpectACK
 
 log = logging.getLogger(__name__)
 
-Resolver = Callable[[str, str], bytes | None]
-"""``(filename, source_ip) -> bytes`` to serve, or ``None`` for not found / refused."""
+Resolver = Callable[[str, str], Any]
+"""``(filename, source_ip) -> bytes`` to serve, or ``None`` for not found / refused.
+
+The resolver may also return any object with a ``data`` attribute (bytes) and an optional
+``sha256``: it comes back as the ``reply`` of the transfer's :class:`TftpEvent`, so the caller
+learns how the transfer it decided ended (acknowledged to the last block, or abandoned)."""
 
 _RRQ, _WRQ, _ACK, _ERROR = 1, 2, 4, 5
 # Largest UDP payload is 65,507 bytes; a bigger buffer means nothing is ever truncated.
@@ -107,6 +112,7 @@ class TftpEvent:
     outcome: str
     size: int = 0
     sha256: str = ""
+    reply: Any = None  # what the resolver returned, when it was not plain bytes
 
 
 @dataclass(frozen=True)
@@ -416,9 +422,12 @@ class TftpService:
             self._decided(addr, shown, "refused")
             return
         try:
-            data = self._resolve(name, addr[0])
-            if data is not None and not isinstance(data, bytes | bytearray | memoryview):
-                raise TypeError(f"resolver returned {type(data).__name__}, not bytes")
+            reply = self._resolve(name, addr[0])
+            data = reply if isinstance(reply, bytes | bytearray | memoryview) else None
+            if reply is not None and data is None:
+                data = getattr(reply, "data", None)
+                if not isinstance(data, bytes):
+                    raise TypeError(f"resolver returned {type(reply).__name__}, not bytes")
         except Exception as exc:
             log.warning("TFTP resolver failed for %s %s: %s", addr[0], shown, type(exc).__name__)
             self._reply(ERR_NOT_FOUND, addr)
@@ -428,12 +437,13 @@ class TftpService:
             self._reply(ERR_NOT_FOUND, addr)
             self._decided(addr, shown, "refused")
             return
-        self._begin(addr, shown, bytes(data), req)
+        self._begin(addr, shown, bytes(data), req, None if reply is data else reply)
 
-    def _begin(self, addr: tuple[str, int], shown: str, data: bytes, req: _Request) -> None:
-        event = TftpEvent(
-            addr[0], addr[1], shown, "served", len(data), hashlib.sha256(data).hexdigest()
-        )
+    def _begin(
+        self, addr: tuple[str, int], shown: str, data: bytes, req: _Request, reply: Any
+    ) -> None:
+        digest = getattr(reply, "sha256", "") or hashlib.sha256(data).hexdigest()
+        event = TftpEvent(addr[0], addr[1], shown, "served", len(data), digest, reply)
         wire = _to_netascii(data) if req.mode == b"netascii" else data
         options, blksize, timeout = _negotiate(req.options, len(wire), self._timeout)
         try:
@@ -521,7 +531,9 @@ class TftpService:
         except Exception as exc:
             log.debug("TFTP session cleanup: %s", exc)
         ev = session.event
-        self._emit(TftpEvent(ev.source, ev.port, ev.filename, outcome, ev.size, ev.sha256))
+        self._emit(
+            TftpEvent(ev.source, ev.port, ev.filename, outcome, ev.size, ev.sha256, ev.reply)
+        )
 
     def _shutdown(self) -> None:
         for session in list(self._sessions.values()):

@@ -24,13 +24,12 @@ import pytest
 from livehttp import LiveServer
 from sqlalchemy import select
 
-from provisioner.commands.serve import build_service, tftp_resolver
+from provisioner.commands.serve import build_service, tftp_service
 from provisioner.enrollment import arm, status
 from provisioner.http import DeviceHttpApp
 from provisioner.inventory import Inventory
 from provisioner.render import Renderer
 from provisioner.store.models import AuditEvent
-from provisioner.tftp import TftpService
 
 PHONE_MAC = "00:80:f0:00:00:01"  # phone-200 of WT-2026-000123
 PHONE_FILE = "0080f0000001.cfg"
@@ -66,7 +65,7 @@ def served(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Served]:
     root.mkdir()
     (root / "IP701G.img").write_bytes(b"\x7fFIRMWARE" * 1000)
     service = build_service(sample_inventory, root)
-    tftp = TftpService(tftp_resolver(service), host="127.0.0.1", port=0)
+    tftp = tftp_service(service, "127.0.0.1", 0)
     tftp_port = tftp.start()
     try:
         with _http_server(service) as http_port:
@@ -160,15 +159,15 @@ def test_credentials_from_the_first_file_allow_later_fetches(served: Served) -> 
 def test_second_claimant_is_refused_and_audited(served: Served) -> None:
     inv = served.inventory
     arm(inv, PHONE_MAC, 30, actor="test")
-    first = served.service.fetch(PHONE_FILE, "127.0.0.10", "tftp")
+    first = served.service.fetch(PHONE_FILE, "127.0.0.10", "http")
     assert first.outcome == "served"
-    second = served.service.fetch(PHONE_FILE, "127.0.0.11", "tftp")
+    second = served.service.fetch(PHONE_FILE, "127.0.0.11", "http")
     assert second.outcome == "not_found"
     # The first box keeps working; after a re-arm a replacement box may claim it.
-    assert served.service.fetch(PHONE_FILE, "127.0.0.10", "tftp").outcome == "served"
+    assert served.service.fetch(PHONE_FILE, "127.0.0.10", "http").outcome == "served"
     arm(inv, PHONE_MAC, 30, actor="test")
     served.service.invalidate()
-    assert served.service.fetch(PHONE_FILE, "127.0.0.11", "tftp").outcome == "served"
+    assert served.service.fetch(PHONE_FILE, "127.0.0.11", "http").outcome == "served"
     served.service.flush()
     with inv.db.read() as s:
         actions = [e.action for e in s.scalars(select(AuditEvent).where(
@@ -257,7 +256,7 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
         rendered.update(renderer.render_order(f"WT-LOAD-{o:04d}"))
     expected = {m: rendered[m.replace(":", "") + ".cfg"].data for m in macs}
     service = build_service(inv, tmp_path)
-    tftp = TftpService(tftp_resolver(service), host="127.0.0.1", port=0)
+    tftp = tftp_service(service, "127.0.0.1", 0)
     port = tftp.start()
     try:
         # Each device from its own source address (127.0.1.x): the first fetch binds it.
@@ -362,19 +361,22 @@ def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: Inventory,
     assert canary not in details
 
 
-def test_warm_cache_and_only_changed_orders_are_dropped(sample_inventory: Inventory,
-                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_warm_cache_and_only_changed_orders_are_reloaded(sample_inventory: Inventory,
+                                                        tmp_path: Path) -> None:  # fmt: skip
     inv = sample_inventory
     service = build_service(inv, tmp_path)
-    service.refresh_seconds = 0.0
+
+    def entry(mac: str) -> object:
+        return service._loaded[service._identities[mac]][mac]
+
     try:
         assert service.warm() == 5  # six sample orders; WT-2026-000102 has no box bound yet
-        cached = dict(service._by_identity)
-        assert PHONE_MAC in cached and "00:80:f0:20:00:01" in cached
+        before = {mac: entry(mac) for mac in (PHONE_MAC, "00:80:f0:20:00:01")}
         arm(inv, "WT-2026-000104", 5)  # a write to one order ...
+        service.refresh()  # (the follower thread may have been first)
         assert service.fetch("0080f0200001.cfg", "127.0.0.9", "tftp").outcome == "served"
         # ... reloads that order (now armed) and keeps the others' rendered files.
-        assert service._by_identity[PHONE_MAC] is cached[PHONE_MAC]
-        assert service._by_identity["00:80:f0:20:00:01"] is not cached["00:80:f0:20:00:01"]
+        assert entry(PHONE_MAC) is before[PHONE_MAC]
+        assert entry("00:80:f0:20:00:01") is not before["00:80:f0:20:00:01"]
     finally:
         service.close()

@@ -59,11 +59,31 @@ def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
 
 
 def tftp_resolver(service: Any) -> Any:
-    def resolve(name: str, source: str) -> bytes | None:
+    """The TFTP server's resolver: the service's answer, or None for anything not served."""
+
+    def resolve(name: str, source: str) -> Any:
         answer = service.fetch(name, source, "tftp")
-        return answer.data if answer.outcome == "served" else None
+        return answer if answer.outcome == "served" else None
 
     return resolve
+
+
+def tftp_events(service: Any) -> Any:
+    """The TFTP server's event hook: tell the service how each transfer it served ended."""
+
+    def on_event(event: Any) -> None:
+        if event.reply is not None and event.outcome in ("served", "error"):
+            service.transfer_done(event.reply, completed=event.outcome == "served")
+
+    return on_event
+
+
+def tftp_service(service: Any, host: str, port: int) -> Any:
+    """The TFTP server for ``service`` (not started)."""
+    from provisioner.tftp import TftpService
+
+    return TftpService(tftp_resolver(service), host=host, port=port,
+                       on_event=tftp_events(service))  # fmt: skip
 
 
 @app.command()
@@ -85,7 +105,6 @@ def serve(
     import uvicorn
 
     from provisioner.http import DeviceHttpApp
-    from provisioner.tftp import TftpService
 
     inv = _inventory()
     s = inv.settings
@@ -97,9 +116,7 @@ def serve(
 
         api = create_app(s, inv)
     asgi = DeviceHttpApp(service, api)
-    tftp = TftpService(
-        tftp_resolver(service), host=bind, port=s.tftp_port if tftp_port is None else tftp_port
-    )
+    tftp = tftp_service(service, bind, s.tftp_port if tftp_port is None else tftp_port)
     try:
         port = tftp.start()
     except OSError as exc:

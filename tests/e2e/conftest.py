@@ -24,9 +24,8 @@ if str(ROOT) not in sys.path:
 
 from lab.sip import PACKAGES, Kamailio, free_udp_port, missing_tools  # noqa: E402
 from provisioner.cli import app  # noqa: E402
-from provisioner.commands.serve import build_service, tftp_resolver  # noqa: E402
+from provisioner.commands.serve import build_service, tftp_service  # noqa: E402
 from provisioner.http import DeviceHttpApp  # noqa: E402
-from provisioner.tftp import TftpService  # noqa: E402
 
 _MISSING = missing_tools()
 
@@ -78,7 +77,7 @@ def served(sip_port: int, sample_inventory: Any, tmp_path: Path) -> Iterator[Ser
     root = tmp_path / "tftp_root"
     root.mkdir()
     service = build_service(sample_inventory, root)
-    tftp = TftpService(tftp_resolver(service), host="127.0.0.1", port=0)
+    tftp = tftp_service(service, "127.0.0.1", 0)
     tftp_port = tftp.start()
     try:
         with _http(service) as http_port:

@@ -6,8 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisioner import audit
@@ -24,7 +22,7 @@ from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_EXAMPLE, MAC_PATTERN
 from provisioner.document import normalize_mac
-from provisioner.errors import BindRefused, DeviceUnknown, OrderUnknown, RenderError
+from provisioner.errors import DeviceUnknown, OrderUnknown, RenderError
 from provisioner.inventory import Inventory
 from provisioner.store.models import Device
 
@@ -141,39 +139,11 @@ def swap_device(
 ) -> schemas.SwapPublic:
     """One write transaction: config, extension and secrets stay with the device; the old
     MAC stops matching anything, so the returned box can no longer fetch files."""
-    old = _norm(mac)
+    with inv.db.read() as session:
+        dev = _visible_device(inv, session, principal, mac)
+        order_id, old = dev.order.order_id, dev.mac or _norm(mac)
     new = body.new_mac
-    try:
-        with inv.db.write() as session:
-            dev = session.scalar(select(Device).where(Device.mac == old).with_for_update())
-            if dev is None or not principal.sees(dev.order.order_id):
-                raise DeviceUnknown(f"MAC {old}: no device with this MAC in the store")
-            order_id = dev.order.order_id
-            if dev.order.state != schemas.OrderState.active:
-                raise BindRefused(f"order {order_id}: is {dev.order.state}")
-            if new == old:
-                raise HTTPException(409, f"MAC {new}: is already this device's MAC")
-            other = session.scalar(select(Device).where(Device.mac == new))
-            if other is not None:
-                raise BindRefused(
-                    f"MAC {new}: is already device {other.device_id} of order "
-                    f"{other.order.order_id}"
-                )
-            dev.mac = new
-            dev.identity_source = "bind"
-            session.flush()
-            audit.record(
-                session,
-                principal.actor,
-                "device.swapped",
-                order_id=order_id,
-                device=dev.device_id,
-                old_mac=old,
-                new_mac=new,
-            )
-            device_id = dev.device_id
-    except IntegrityError:
-        raise BindRefused(f"MAC {new}: taken by a concurrent change; retry") from None
+    device_id = inv.swap(order_id, old, new, actor=principal.actor)
     return schemas.SwapPublic(order=order_id, device=device_id, old_mac=old, new_mac=new)
 
 

@@ -269,14 +269,7 @@ def cancel_order(
     principal: OrdersWrite, inv: InventoryDep, order_id: OrderId
 ) -> schemas.CancelPublic:
     """State becomes ``cancelled``; rows stay. Cancelling twice changes nothing."""
-    with inv.db.write() as session:
-        order = session.scalar(select(Order).where(Order.order_id == order_id).with_for_update())
-        if order is None:
-            raise OrderUnknown(f"order {order_id}: not in the store")
-        if order.state != schemas.OrderState.cancelled:
-            was = order.state
-            order.state = schemas.OrderState.cancelled.value
-            audit.record(session, principal.actor, "order.cancelled", order_id=order_id, was=was)
+    inv.cancel(order_id, actor=principal.actor)
     return schemas.CancelPublic(order=order_id, state=schemas.OrderState.cancelled)
 
 
