@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +21,10 @@ from provisioner.inventory import Inventory
 from provisioner.store.models import Device, DeviceState, Enrollment, Order, utcnow
 
 
+@overload
+def aware(dt: datetime) -> datetime: ...
+@overload
+def aware(dt: None) -> None: ...
 def aware(dt: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; they were written in UTC."""
     if dt is None or dt.tzinfo is not None:
@@ -137,6 +142,9 @@ class DeviceStatus:
     last_at: datetime | None
     last_source: str | None
     last_user_agent: str | None
+    refusals: int = 0  # fetches refused (window closed, another source, wrong credentials)
+    last_refused_at: datetime | None = None
+    last_refused_source: str | None = None
 
 
 def status(inv: Inventory, order_id: str) -> list[DeviceStatus]:
@@ -170,6 +178,9 @@ def status(inv: Inventory, order_id: str) -> list[DeviceStatus]:
                     aware(st.last_at) if st else None,
                     st.last_source if st else None,
                     st.last_user_agent if st else None,
+                    st.refusals if st else 0,
+                    aware(st.last_refused_at) if st else None,
+                    st.last_refused_source if st else None,
                 )
             )
     return out

@@ -38,6 +38,10 @@ class DeviceUnknown(ProvisionerError):
     """No device with that MAC, serial or id."""
 
 
+class BlockUnknown(ProvisionerError):
+    """No block in force for that source address."""
+
+
 class BindRefused(ProvisionerError):
     """A bind would break the offer's rules (terminal limit, extension taken, MAC in use)."""
 

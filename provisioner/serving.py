@@ -454,7 +454,7 @@ class ProvisioningService:
                     SourceBlock.lifted_at.is_(None), SourceBlock.until > utcnow()
                 )
             ).all()
-        self.guard.sync({src: aware(until) for src, until in blocks})  # type: ignore[misc]
+        self.guard.sync({src: aware(until) for src, until in blocks})
         for pk, _ in rows:
             self._reload(pk)
         if rows:

@@ -9,24 +9,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import contextlib
 import hashlib
 import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from livehttp import LiveServer
+from liveserve import Stack, serve_stack
 from sqlalchemy import select
 
-from provisioner.commands.serve import build_service, tftp_service
+from provisioner.commands.serve import build_service
 from provisioner.enrollment import arm, status
-from provisioner.http import DeviceHttpApp
 from provisioner.inventory import Inventory
 from provisioner.render import Renderer
 from provisioner.store.models import AuditEvent
@@ -39,40 +35,13 @@ CURL = shutil.which("curl")
 TFTP = shutil.which("tftp")
 
 
-@dataclass
-class Served:
-    inventory: Inventory
-    service: Any
-    tftp_port: int
-    http_port: int
-    tftp_root: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-
-@contextlib.contextmanager
-def _http_server(service: Any) -> Iterator[int]:
-    """The device-facing app under a real uvicorn on a free loopback port."""
-    with LiveServer(DeviceHttpApp(service)) as server:
-        yield server.port
-
-
 @pytest.fixture
-def served(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Served]:
+def served(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Stack]:
     root = tmp_path / "tftp_root"
     root.mkdir()
     (root / "IP701G.img").write_bytes(b"\x7fFIRMWARE" * 1000)
-    service = build_service(sample_inventory, root)
-    tftp = tftp_service(service, "127.0.0.1", 0)
-    tftp_port = tftp.start()
-    try:
-        with _http_server(service) as http_port:
-            yield Served(sample_inventory, service, tftp_port, http_port, root)
-    finally:
-        tftp.stop()
-        service.close()
+    with serve_stack(sample_inventory, root) as stack:
+        yield stack
 
 
 def _render(inv: Inventory, mac: str, name: str) -> bytes:
@@ -86,7 +55,7 @@ def _curl(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 @pytest.mark.skipif(not CURL or not TFTP, reason="needs curl and tftp-hpa (apt-get install)")
-def test_armed_device_gets_exactly_the_rendered_bytes(served: Served, tmp_path: Path) -> None:
+def test_armed_device_gets_exactly_the_rendered_bytes(served: Stack, tmp_path: Path) -> None:
     inv = served.inventory
     expected = _render(inv, PHONE_MAC, PHONE_FILE)
     assert b"[ account ]" in expected or b"account" in expected
@@ -117,7 +86,7 @@ def test_armed_device_gets_exactly_the_rendered_bytes(served: Served, tmp_path: 
     assert rows["phone-201"].state == "armed"
 
 
-def test_unknown_and_unarmed_known_get_the_same_answer(served: Served) -> None:
+def test_unknown_and_unarmed_known_get_the_same_answer(served: Stack) -> None:
     with httpx.Client(base_url=served.http) as c:
         unknown = c.get("/0080f0abcdef.cfg")
         known = c.get(f"/{PHONE_FILE}")  # known MAC, no window, no credentials
@@ -138,7 +107,7 @@ def _tftp_error(port: int, name: str) -> bytes:
         return data
 
 
-def test_credentials_from_the_first_file_allow_later_fetches(served: Served) -> None:
+def test_credentials_from_the_first_file_allow_later_fetches(served: Stack) -> None:
     inv = served.inventory
     with inv.db.read() as s:
         order = inv.get(s, "WT-2026-000123")
@@ -156,7 +125,7 @@ def test_credentials_from_the_first_file_allow_later_fetches(served: Served) -> 
         assert wrong.status_code == 401
 
 
-def test_second_claimant_is_refused_and_audited(served: Served) -> None:
+def test_second_claimant_is_refused_and_audited(served: Stack) -> None:
     inv = served.inventory
     arm(inv, PHONE_MAC, 30, actor="test")
     first = served.service.fetch(PHONE_FILE, "127.0.0.10", "http")
@@ -176,7 +145,7 @@ def test_second_claimant_is_refused_and_audited(served: Served) -> None:
     assert actions.count("file.served") == 3
 
 
-def test_sweep_is_blocked_while_a_real_device_is_served(served: Served) -> None:
+def test_sweep_is_blocked_while_a_real_device_is_served(served: Stack) -> None:
     inv = served.inventory
     arm(inv, "WT-2026-000123", 30, actor="test")
     answers: list[int] = []
@@ -206,7 +175,7 @@ def test_sweep_is_blocked_while_a_real_device_is_served(served: Served) -> None:
     assert '"source": "127.0.0.1"' in blocked[0].detail
 
 
-def test_static_firmware_served_and_traversal_refused(served: Served, tmp_path: Path) -> None:
+def test_static_firmware_served_and_traversal_refused(served: Stack, tmp_path: Path) -> None:
     canary = tmp_path / "canary.txt"
     canary.write_bytes(b"CANARY-outside-root")
     (served.tftp_root / "link").symlink_to(canary)
@@ -255,10 +224,9 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
     for o in range(7):
         rendered.update(renderer.render_order(f"WT-LOAD-{o:04d}"))
     expected = {m: rendered[m.replace(":", "") + ".cfg"].data for m in macs}
-    service = build_service(inv, tmp_path)
-    tftp = tftp_service(service, "127.0.0.1", 0)
-    port = tftp.start()
-    try:
+    with serve_stack(inv, tmp_path) as stack:
+        port = stack.tftp_port
+
         # Each device from its own source address (127.0.1.x): the first fetch binds it.
         def get(i_mac: tuple[int, str]) -> bool:
             i, mac = i_mac
@@ -318,11 +286,7 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
 
                 return list(await asyncio.gather(*(one(m) for m in macs)))
 
-        with _http_server(service) as http_port:
-            assert all(asyncio.run(http_all(http_port)))
-    finally:
-        tftp.stop()
-        service.close()
+        assert all(asyncio.run(http_all(stack.http_port)))
 
 
 def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: Inventory,

@@ -19,7 +19,7 @@ from provisioner import __version__
 from provisioner.api import problems
 from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
 from provisioner.api.metrics import REGISTRY, Registry
-from provisioner.api.routes import audit, devices, health, orders, push
+from provisioner.api.routes import audit, blocks, devices, health, orders, push
 from provisioner.api.routing import iter_routes
 from provisioner.document import OrderDocument
 from provisioner.inventory import Inventory
@@ -127,6 +127,7 @@ def create_app(
     api.include_router(devices.router)
     api.include_router(push.router)
     api.include_router(audit.router)
+    api.include_router(blocks.router)
     app.include_router(api)
     app.include_router(health.router)
 

@@ -8,7 +8,8 @@ without one. Roles:
 - ``technician``: read, bind, unbind, swap, arm and push, only on the orders the token
   names. Any other order answers 404, exactly like an order that does not exist, so a
   technician's token cannot be used to learn which orders exist.
-- ``noc``: everything on every order except reading secrets and managing tokens.
+- ``noc``: everything on every order except reading secrets and managing tokens; lifting
+  the block of a source the sweep guard blocked.
 - ``admin``: everything, including the secrets endpoint.
 """
 
@@ -26,11 +27,11 @@ from provisioner.store.tokens import TokenInfo
 
 READ = frozenset({"orders:read", "devices:read", "audit:read"})
 FIELD = frozenset({"devices:bind", "devices:arm", "devices:push"})  # the install's work
-PERMISSIONS = frozenset({*READ, *FIELD, "orders:write", "secrets:read"})
+PERMISSIONS = frozenset({*READ, *FIELD, "orders:write", "secrets:read", "blocks:lift"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ,
     "technician": READ | FIELD,
-    "noc": READ | FIELD | {"orders:write"},
+    "noc": READ | FIELD | {"orders:write", "blocks:lift"},
     "admin": PERMISSIONS,
 }
 # Roles limited to the orders named on their token.

@@ -40,6 +40,7 @@ DevicesArm = Annotated[Principal, Depends(require("devices:arm"))]
 DevicesPush = Annotated[Principal, Depends(require("devices:push"))]
 AuditRead = Annotated[Principal, Depends(require("audit:read"))]
 SecretsRead = Annotated[Principal, Depends(require("secrets:read"))]
+BlocksLift = Annotated[Principal, Depends(require("blocks:lift"))]
 
 # Page size is capped in the schema (a larger limit is refused with 422, not clamped).
 PageLimit = Annotated[int, Query(ge=1, le=200, description="Items per page (at most 200).")]

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from provisioner.errors import (
     BindRefused,
+    BlockUnknown,
     DeviceUnknown,
     OrderConflict,
     OrderRejected,
@@ -192,6 +193,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DocumentRefused, refused_document)
     app.add_exception_handler(OrderUnknown, unknown)
     app.add_exception_handler(DeviceUnknown, unknown)
+    app.add_exception_handler(BlockUnknown, unknown)
     app.add_exception_handler(BindRefused, refused)
     app.add_exception_handler(OrderConflict, conflict)
     app.add_exception_handler(ProvisionerError, provisioner_error)

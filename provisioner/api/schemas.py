@@ -314,6 +314,22 @@ class AuditEventPublic(BaseModel):
     detail: dict[str, Any] = {}
 
 
+class BlockPublic(BaseModel):
+    source: str
+    blocked_at: Timestamp
+    until: Timestamp
+    protocol: str
+    unknown_names: int = Field(description="Distinct unknown device names that triggered it.")
+
+
+class BlockList(BaseModel):
+    items: list[BlockPublic]
+
+
+class Unblocked(BaseModel):
+    source: str
+
+
 class AuditPage(BaseModel):
     items: list[AuditEventPublic]
     limit: int

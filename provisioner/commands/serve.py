@@ -206,10 +206,12 @@ def status(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
 
     Example: provisioner status WT-2026-000123
     """
+    from provisioner.blocks import active
     from provisioner.enrollment import status as get_status
 
     inv = _inventory()
     rows = get_status(inv, order)
+    blocks = {b.source: b for b in active(inv)}
     table = Table(
         "device",
         "model",
@@ -222,6 +224,7 @@ def status(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
         "when",
         "from",
         "user agent",
+        "refused",
         title=order,
     )
     for r in rows:
@@ -237,5 +240,62 @@ def status(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
             r.last_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.last_at else "-",
             r.last_source or "-",
             r.last_user_agent or "-",
+            f"{r.refusals} (last from {r.last_refused_source} at "
+            f"{r.last_refused_at.astimezone().strftime('%H:%M:%S')})"
+            if r.refusals and r.last_refused_at
+            else "-",
         )
     out.print(table)
+    # A blocked source gets no file at all: say so next to the devices it concerns.
+    seen = {s for r in rows for s in (r.bound_source, r.last_source, r.last_refused_source) if s}
+    for source in sorted(seen & set(blocks)):
+        until = blocks[source].until.astimezone().strftime("%H:%M")
+        out.print(
+            f"source {source} is blocked until {until} (sweep guard): provisioner unblock {source}",
+            markup=False,
+        )
+
+
+@app.command()
+@handles_errors
+def blocks() -> None:
+    """Sources blocked for asking for too many unknown device names (a MAC sweep).
+
+    A blocked source gets no file over TFTP or HTTP, except with a device's own credentials.
+
+    Example:
+      provisioner blocks
+    """
+    from provisioner.blocks import active
+
+    rows = active(_inventory())
+    if not rows:
+        out.print("no source is blocked")
+        return
+    table = Table("source", "blocked at", "until", "protocol", "unknown names")
+    for b in rows:
+        table.add_row(
+            b.source,
+            b.blocked_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            b.until.astimezone().strftime("%H:%M:%S"),
+            b.protocol,
+            str(b.names),
+        )
+    out.print(table)
+
+
+@app.command()
+@handles_errors
+def unblock(
+    source: Annotated[str, typer.Argument(help="The blocked IP address.")],
+    actor: Annotated[str, typer.Option(help="Who lifts the block (for the audit log).")] = "",
+) -> None:
+    """Lift a block: every server answers the source again within a second.
+
+    Example:
+      provisioner unblock 203.0.113.7
+    """
+    from provisioner.blocks import lift
+
+    lift(_inventory(), source, actor)
+    out.print(f"{source}: unblocked", markup=False)

@@ -36,8 +36,8 @@ ALLOWED: dict[str | None, set[str]] = {
     None: set(),
     "viewer": READ,
     "technician": READ | FIELD,
-    "noc": READ | FIELD | {"orders:write"},
-    "admin": READ | FIELD | {"orders:write", "secrets:read"},
+    "noc": READ | FIELD | {"orders:write", "blocks:lift"},
+    "admin": READ | FIELD | {"orders:write", "secrets:read", "blocks:lift"},
 }
 ROLES = (None, "viewer", "technician", "noc", "admin")
 TECH_ORDERS = {OWN}
@@ -86,6 +86,20 @@ def _push(s: Store, order: str) -> Request:
     target = {"host": "127.0.0.1", "port": _closed_port()}
     body = {"targets": {_iad(s, order): target}, "dry_run": True, "retries": 0}
     return {"url": f"/api/v1/orders/{order}/push", "json": body}
+
+
+def _block(s: Store) -> str:
+    """A source blocked in the store (as the sweep guard leaves it), for lifting."""
+    from datetime import timedelta
+
+    from provisioner.store.models import SourceBlock, utcnow
+
+    source = "203.0.113.7"
+    with s.inventory.db.write() as session:
+        now = utcnow()
+        session.add(SourceBlock(source=source, blocked_at=now, until=now + timedelta(minutes=15),
+                                protocol="http", names=20))  # fmt: skip
+    return source
 
 
 def _iad(s: Store, order: str) -> str:
@@ -209,6 +223,12 @@ OPS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/api/v1/audit"): Op(
         "audit:read", False, 200, False, lambda s, o: {"url": "/api/v1/audit"}
+    ),
+    ("GET", "/api/v1/blocks"): Op(
+        "devices:read", False, 200, False, lambda s, o: {"url": "/api/v1/blocks"}
+    ),
+    ("DELETE", "/api/v1/blocks/{source}"): Op(
+        "blocks:lift", False, 200, True, lambda s, o: {"url": f"/api/v1/blocks/{_block(s)}"}
     ),
     ("GET", "/healthz"): Op(None, False, 200, False, lambda s, o: {"url": "/healthz"}),
     ("GET", "/readyz"): Op(None, False, 200, False, lambda s, o: {"url": "/readyz"}),

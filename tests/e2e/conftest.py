@@ -6,26 +6,22 @@ the Debian packages are missing: ``apt-get install kamailio baresip-core``.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from livehttp import LiveServer
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from liveserve import Stack, serve_stack  # noqa: E402
+
 from lab.sip import PACKAGES, Kamailio, free_udp_port, missing_tools  # noqa: E402
 from provisioner.cli import app  # noqa: E402
-from provisioner.commands.serve import build_service, tftp_service  # noqa: E402
-from provisioner.http import DeviceHttpApp  # noqa: E402
 
 _MISSING = missing_tools()
 
@@ -53,38 +49,13 @@ def settings(sip_port: int) -> Any:
     return load_settings()
 
 
-@dataclass
-class Served:
-    inventory: Any
-    service: Any
-    tftp_port: int
-    http_port: int
-
-    def settle(self) -> None:
-        """Wait until the server has seen the last store change (it polls every 0.5 s)."""
-        time.sleep(self.service.refresh_seconds + 0.1)
-
-
-@contextlib.contextmanager
-def _http(service: Any) -> Iterator[int]:
-    with LiveServer(DeviceHttpApp(service)) as server:
-        yield server.port
-
-
 @pytest.fixture
-def served(sip_port: int, sample_inventory: Any, tmp_path: Path) -> Iterator[Served]:
+def served(sip_port: int, sample_inventory: Any, tmp_path: Path) -> Iterator[Stack]:
     """The sample orders in the store, served over TFTP and HTTP on loopback."""
     root = tmp_path / "tftp_root"
     root.mkdir()
-    service = build_service(sample_inventory, root)
-    tftp = tftp_service(service, "127.0.0.1", 0)
-    tftp_port = tftp.start()
-    try:
-        with _http(service) as http_port:
-            yield Served(sample_inventory, service, tftp_port, http_port)
-    finally:
-        tftp.stop()
-        service.close()
+    with serve_stack(sample_inventory, root) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -103,7 +74,7 @@ def cli() -> Callable[..., Any]:
 
 @pytest.fixture
 def registrar(
-    served: Served, sip_port: int, tmp_path: Path, cli: Callable[..., Any]
+    served: Stack, sip_port: int, tmp_path: Path, cli: Callable[..., Any]
 ) -> Iterator[Kamailio]:
     """Kamailio on the phones' registrar port with the store's subscribers (pbx export)."""
     db = tmp_path / "kamailio-db"

@@ -1,0 +1,52 @@
+"""Sources the sweep guard blocked: list them, lift a block (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+
+from provisioner import blocks
+from provisioner.api import schemas
+from provisioner.api.deps import BlocksLift, DevicesRead, InventoryDep
+from provisioner.api.problems import NOT_FOUND
+
+router = APIRouter(prefix="/blocks", tags=["blocks"])
+
+Source = Annotated[
+    str, Path(max_length=45, description="The blocked IP address.", examples=["203.0.113.7"])
+]
+
+
+@router.get("", response_model=schemas.BlockList, summary="Sources blocked for sweeping")
+def list_blocks(principal: DevicesRead, inv: InventoryDep) -> schemas.BlockList:
+    """Every block in force: such a source gets no file, except with a device's credentials."""
+    return schemas.BlockList(
+        items=[
+            schemas.BlockPublic(
+                source=b.source,
+                blocked_at=b.blocked_at,
+                until=b.until,
+                protocol=b.protocol,
+                unknown_names=b.names,
+            )
+            for b in blocks.active(inv)
+        ]
+    )
+
+
+@router.delete(
+    "/{source}",
+    response_model=schemas.Unblocked,
+    summary="Lift the block of a source",
+    responses=NOT_FOUND,
+)
+def unblock(principal: BlocksLift, inv: InventoryDep, source: Source) -> schemas.Unblocked:
+    """Every server answers the source again within a second. Audited."""
+    try:
+        address = str(ipaddress.ip_address(source))
+    except ValueError:
+        raise HTTPException(422, f"{source}: not an IP address") from None
+    blocks.lift(inv, address, principal.actor)
+    return schemas.Unblocked(source=address)
