@@ -3,9 +3,12 @@
 A :class:`Phone` knows only its MAC and where the provisioning server is (DHCP option 66 in
 real life). Booting it:
 
-1. fetches ``<mac12>.cfg``: the first time over TFTP (a minimal RRQ/ACK client) or plain
-   HTTP, later over HTTP with the credentials its previous file installed
-   (``[ autoprovision ] user`` / ``password``), as the firmware does;
+1. asks, like Yealink-derived firmware, for the names every unit of its model asks for
+   (the model-wide ``y000000000000.cfg``, its firmware image, ``<mac12>-local.cfg``: none of
+   them exists here, and none may count against the office's address), then fetches
+   ``<mac12>.cfg``: the first time over TFTP (a minimal RRQ/ACK client) or plain HTTP, later
+   over HTTP with the credentials its previous file installed (``[ autoprovision ] user`` /
+   ``password``), as the firmware does;
 2. parses the file in the device's own format (the Yealink-legacy INI of the Temporis
    phones and the IP2215 base: ``[ account ]`` sections with ``path=``), with a parser of
    its own, not the server's;
@@ -22,6 +25,7 @@ registers as its own extension.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import re
 import socket
@@ -228,6 +232,30 @@ class Phone:
     def filename(self) -> str:
         return f"{self.mac12}.cfg"
 
+    def boot_names(self) -> list[str]:
+        """What the firmware asks for at boot before its own file [I: Yealink-legacy habit]."""
+        names = ["y000000000000.cfg"]
+        facts = _facts(self.model)
+        firmware = getattr(facts, "firmware", "")
+        if firmware:
+            names.append(firmware)
+        names.append(f"{self.mac12}-local.cfg")
+        return names
+
+    def ask_generic(self, protocol: str = "tftp") -> list[str]:
+        """Ask for :meth:`boot_names`; returns the ones the server had (usually none)."""
+        got = []
+        for name in self.boot_names():
+            try:
+                if protocol == "tftp":
+                    tftp_get(self.server, self.tftp_port, name, timeout=1.0, retries=1)
+                else:
+                    http_get(f"http://{self.server}:{self.http_port}/{name}")
+                got.append(name)
+            except FetchFailed:
+                continue
+        return got
+
     def fetch(self, protocol: str = "tftp") -> str:
         """Fetch and install the file; returns how (tftp | http | http+auth).
 
@@ -278,6 +306,7 @@ class Phone:
         report = PhoneReport(self.device_id, self.model, self.mac)
         t0 = time.monotonic()
         try:
+            self.ask_generic("http" if self.file is not None else protocol)
             report.fetched_via = self.fetch(protocol)
         except (FetchFailed, ValueError, UnicodeDecodeError) as exc:
             report.error = str(exc)
@@ -288,6 +317,21 @@ class Phone:
         report.accounts = self.register(registrar, timeout)
         report.seconds = time.monotonic() - t0
         return report
+
+
+@functools.cache
+def _registry() -> Any:
+    from provisioner.drivers import default_registry
+
+    return default_registry()
+
+
+def _facts(model: str) -> Any:
+    """The product's per-model facts (firmware name, ...), or None for a model it lacks."""
+    registry = _registry()
+    if not model or not registry.has_model(model):
+        return None
+    return registry.for_model(model).models.get(model)
 
 
 # ---------------------------------------------------------------------- an order's phones

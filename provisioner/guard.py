@@ -23,8 +23,8 @@ from datetime import datetime
 
 from provisioner.store.models import utcnow
 
-# A block made here is kept this long even if the store does not list it yet (the audit
-# writer persists it within a fraction of a second).
+# A block made here and not yet written is kept this long even if the store does not list it
+# (the audit writer persists it within a fraction of a second, then calls ``stored``).
 _GRACE_SECONDS = 5.0
 
 
@@ -41,6 +41,7 @@ class GuardPolicy:
 class _Block:
     until: float  # on the guard's clock
     made: float  # when this process made it (or learnt it)
+    stored: float | None = None  # when it was known to be in the store (guard's clock)
 
 
 class SourceGuard:
@@ -54,6 +55,10 @@ class SourceGuard:
         self._misses: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
         self._blocked: dict[str, _Block] = {}
         self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """This guard's clock (for :meth:`sync`'s ``as_of``)."""
+        return self._clock()
 
     def blocked(self, source: str) -> bool:
         block = self._blocked.get(source)
@@ -90,25 +95,36 @@ class SourceGuard:
                 return True
         return False
 
+    def stored(self, source: str) -> None:
+        """The block of ``source`` is written to the store (see :meth:`sync`)."""
+        with self._lock:
+            block = self._blocked.get(source)
+            if block is not None:
+                block.stored = self._clock()
+
     def unblock(self, source: str) -> None:
         with self._lock:
             self._blocked.pop(source, None)
             self._misses.pop(source, None)
 
-    def sync(self, store_blocks: Mapping[str, datetime]) -> None:
-        """Take the store's active blocks (source -> until): add the ones another server or
-        process made, drop the ones lifted there (``provisioner unblock``)."""
+    def sync(self, store_blocks: Mapping[str, datetime], as_of: float) -> None:
+        """Take the store's active blocks (source -> until), read at ``as_of`` (this guard's
+        clock, taken before the query): add the ones another server or process made, drop
+        the ones lifted there (``provisioner unblock``)."""
         now, wall = self._clock(), utcnow()
         with self._lock:
             for source, until in store_blocks.items():
                 left = (until - wall).total_seconds()
                 block = self._blocked.get(source)
                 if block is None:
-                    self._blocked[source] = _Block(now + left, now)
+                    self._blocked[source] = _Block(now + left, now, stored=as_of)
                 else:
                     block.until = max(block.until, now + left)
+                    block.stored = block.stored or as_of
             for source in [s for s in self._blocked if s not in store_blocks]:
-                if now - self._blocked[source].made > _GRACE_SECONDS:
+                block = self._blocked[source]
+                lifted = block.stored is not None and block.stored <= as_of
+                if lifted or now - block.made > _GRACE_SECONDS:
                     del self._blocked[source]
                     self._misses.pop(source, None)
 

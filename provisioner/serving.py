@@ -106,7 +106,7 @@ class _DeviceEntry:
     password: str  # per-device HTTP password ("" when the model has none)
     window_until: datetime | None
     bound_source: str | None
-    generation: int  # the order's generation this entry was loaded at
+    armed_at: datetime | None  # when its window was last (re-)armed: a re-arm frees it
     files: dict[str, _File] = field(default_factory=dict)
 
 
@@ -123,7 +123,8 @@ class _Event:
     sha256: str = ""
     user_agent: str = ""
     at: datetime = field(default_factory=utcnow)
-    generation: int = 0  # claims: the order's generation the decision was made at
+    armed_at: datetime | None = None  # claims: the window the decision was made in
+    identity: str = ""  # claims: the box (MAC or serial) that claimed
 
 
 @dataclass
@@ -159,11 +160,12 @@ class ProvisioningService:
         self._identities: dict[str, int] = {}  # MAC or serial -> order pk (active orders)
         self._loaded: dict[int, dict[str, _DeviceEntry]] = {}  # order pk -> its devices
         self._order_locks: dict[int, threading.Lock] = {}
-        self._pending_claims: dict[int, str] = {}  # device pk -> source, not yet written
+        # device pk -> (source, armed_at of its window, the box), claimed but not yet written
+        self._pending_claims: dict[int, tuple[str, datetime | None, str]] = {}
         self._generation = -1
         self._static: dict[Path, tuple[float, _File]] = {}
         self._events: queue.Queue[_Event | _Flush | None] = queue.Queue()
-        self._coalesced: dict[tuple[str, str, str], tuple[int, dict[str, int]]] = {}
+        self._coalesced: dict[tuple[str, str, str, str], tuple[int, dict[str, int]]] = {}
         self._stop = threading.Event()
         self._index()
         self._writer = threading.Thread(target=self._write_events, name="audit-writer", daemon=True)
@@ -193,8 +195,7 @@ class ProvisioningService:
                 return self._refuse(name, source, protocol, key, entry, blocked)
             return self._serve(name, source, protocol, entry, file, user_agent)
         if blocked:
-            self._count(protocol, "blocked", source)
-            return Answer("blocked")
+            return self._refuse(name, source, protocol, key, entry, blocked)
         if entry is None or file is None:
             return self._refuse(name, source, protocol, key, entry, blocked)
         if entry.window_until is None or entry.window_until <= utcnow():
@@ -203,10 +204,10 @@ class ProvisioningService:
             holder = entry.bound_source
             if holder is None:
                 entry.bound_source = holder = source
-                self._pending_claims[entry.pk] = source
-                self._emit(
-                    _Event("claim", source, protocol, name, entry.pk, generation=entry.generation)
-                )
+                self._pending_claims[entry.pk] = (source, entry.armed_at, key)
+                self._emit(_Event("claim", source, protocol, name, entry.pk, entry.device_id,
+                                  entry.order_id, armed_at=entry.armed_at,
+                                  identity=key))  # fmt: skip
         if holder != source:
             return self._refuse(name, source, protocol, key, entry, blocked, kind="claim-refused")
         return self._serve(name, source, protocol, entry, file, user_agent)
@@ -239,6 +240,9 @@ class ProvisioningService:
         kind: str = "refused",
     ) -> Answer:
         if blocked:
+            if entry is not None:  # the technician sees it in status: an office locked out
+                self._emit(_Event("blocked-fetch", source, protocol, name, entry.pk,
+                                  entry.device_id, entry.order_id))  # fmt: skip
             self._count(protocol, "blocked", source)
             return Answer("blocked")
         if entry is not None:
@@ -357,6 +361,10 @@ class ProvisioningService:
 
     def _reload(self, order_pk: int) -> dict[str, _DeviceEntry]:
         """Load one order from the store, render it, and swap its devices in atomically."""
+        with self._lock:
+            # Claims pending now may be committed while we read (and then no longer pending
+            # when we swap in): the read must not lose them.
+            claims = dict(self._pending_claims)
         entries = self._read_order(order_pk)
         with self._lock:
             old = [k for k, pk in self._identities.items() if pk == order_pk]
@@ -365,9 +373,13 @@ class ProvisioningService:
                     del self._identities[k]
             for k, e in entries.items():
                 self._identities[k] = order_pk
-                # A claim decided before this change is void (a re-arm releases bindings);
-                # the device's next fetch decides again.
-                self._pending_claims.pop(e.pk, None)
+                pending = self._pending_claims.get(e.pk) or claims.get(e.pk)
+                if pending is None or e.bound_source is not None:
+                    continue
+                if pending[1:] == (e.armed_at, k):
+                    e.bound_source = pending[0]  # a claim not written yet still holds ...
+                elif e.pk in self._pending_claims:
+                    del self._pending_claims[e.pk]  # ... unless a re-arm released it since
             if entries:
                 self._loaded[order_pk] = entries
             else:
@@ -413,7 +425,7 @@ class ProvisioningService:
                     password=passwords.get(f"device:{d.device_id}", ""),
                     window_until=_window(windows, d.id, now),
                     bound_source=state.bound_source if state else None,
-                    generation=order.generation,
+                    armed_at=_armed_at(windows, d.id),
                 )
             order_id = order.order_id
         by_device = {e.device_id: e for e in entries.values()}
@@ -445,6 +457,7 @@ class ProvisioningService:
         """One look at the store: reload the orders that changed; returns how many."""
         with self._lock:
             since = self._generation
+        as_of = self.guard.now()
         with self.inventory.db.read() as s:
             rows = s.execute(
                 select(Order.id, Order.generation).where(Order.generation > since)
@@ -454,7 +467,7 @@ class ProvisioningService:
                     SourceBlock.lifted_at.is_(None), SourceBlock.until > utcnow()
                 )
             ).all()
-        self.guard.sync({src: aware(until) for src, until in blocks})
+        self.guard.sync({src: aware(until) for src, until in blocks}, as_of)
         for pk, _ in rows:
             self._reload(pk)
         if rows:
@@ -545,15 +558,14 @@ class ProvisioningService:
             if e.kind == "served":
                 _, n = served.get(e.device_pk, (e, 0))
                 served[e.device_pk] = (e, n + 1)
-            elif e.kind in ("refused", "claim-refused"):
+            elif e.kind in ("refused", "claim-refused", "blocked-fetch"):
                 _, n = refused.get(e.device_pk, (e, 0))
                 refused[e.device_pk] = (e, n + 1)
         rows = [_audit_row(e) for e in events if e.kind in _ACTIONS]
-        statics = [e for e in events if e.kind in _COALESCED]
+        coalesced = [e for e in events if e.kind in _COALESCED]
         blocks = [e for e in events if e.kind == "blocked"]
         with self.inventory.db.write() as s:
-            for e in claims:
-                self._write_claim(s, e)
+            outcomes = [(e, self._write_claim(s, e)) for e in claims]
             pks = list(served) + list(refused)
             states = {
                 st.device_pk: st
@@ -587,59 +599,79 @@ class ProvisioningService:
             s.flush()
             if rows:
                 s.execute(insert(AuditEvent), rows)
-            self._coalesce(s, statics)
+            self._coalesce(s, coalesced)
+        self._claims_written(outcomes)
+        for e in blocks:
+            self.guard.stored(e.source)
 
-    def _write_claim(self, s: Any, e: _Event) -> None:
-        """Persist an in-memory claim; if another server bound the device first, yield to it.
+    def _write_claim(self, s: Any, e: _Event) -> str | None:
+        """Persist an in-memory claim; returns who holds the device now (another server may
+        have bound it first), or None for a claim dropped.
 
-        A claim made before the order changed (a re-arm, a swap) is dropped: the change may
-        have released the binding, and the device's next fetch decides again.
+        A claim made in a window that was re-armed since (which released the binding), or
+        for a device that names another box now, is dropped: the next fetch decides again.
         """
         assert e.device_pk is not None
         device = s.get(Device, e.device_pk)
-        if device is None or device.order.generation != e.generation:
-            with self._lock:
-                if self._pending_claims.get(e.device_pk) == e.source:
-                    del self._pending_claims[e.device_pk]
-            return
+        windows = s.scalars(
+            select(Enrollment).where(Enrollment.order_pk == device.order_pk)
+        ).all() if device is not None else []  # fmt: skip
+        if (
+            device is None
+            or (device.mac or device.serial) != e.identity
+            or _armed_at(windows, device.id) != e.armed_at
+        ):
+            return None
         state = s.get(DeviceState, e.device_pk)
         if state is None:
             s.add(DeviceState(device_pk=e.device_pk, bound_source=e.source, bound_at=e.at,
                               fetches=0, refusals=0))  # fmt: skip
             s.flush()
-            holder = e.source
-        else:
-            done = s.execute(
-                update(DeviceState)
-                .where(DeviceState.device_pk == e.device_pk, DeviceState.bound_source.is_(None))
-                .values(bound_source=e.source, bound_at=e.at)
-            )
-            s.refresh(state)
-            holder = e.source if done.rowcount else state.bound_source
+            return e.source
+        done = s.execute(
+            update(DeviceState)
+            .where(DeviceState.device_pk == e.device_pk, DeviceState.bound_source.is_(None))
+            .values(bound_source=e.source, bound_at=e.at)
+        )
+        s.refresh(state)
+        return e.source if done.rowcount else state.bound_source
+
+    def _claims_written(self, outcomes: list[tuple[_Event, str | None]]) -> None:
+        """After the commit (not before: a reload meanwhile must still see them), the claims
+        stop being pending; a device another server bound first follows that server."""
         with self._lock:
-            if self._pending_claims.get(e.device_pk) == e.source:
-                del self._pending_claims[e.device_pk]
-            if holder != e.source:
-                log.warning("device %s: bound to %s by another server", e.device_pk, holder)
-                for devices in self._loaded.values():
-                    for entry in devices.values():
-                        if entry.pk == e.device_pk:
-                            entry.bound_source = holder
+            for e, holder in outcomes:
+                assert e.device_pk is not None
+                if self._pending_claims.get(e.device_pk, ("",))[0] == e.source:
+                    del self._pending_claims[e.device_pk]
+                if holder is None or holder == e.source:
+                    continue
+                log.warning("device %s: bound to %s by another server", e.device_id, holder)
+                devices = self._loaded.get(self._identities.get(e.identity, -1), {})
+                entry = devices.get(e.identity)
+                if entry is not None and entry.pk == e.device_pk:
+                    entry.bound_source = holder
 
     def _coalesce(self, s: Any, events: list[_Event]) -> None:
-        """Static files: one audit row per source, action and minute, however many requests."""
+        """Static files and refusals: one audit row per source, action, device and minute,
+        however many requests (a flood cannot grow the audit log faster than that)."""
         if not events:
             return
-        groups: dict[tuple[str, str, str], dict[str, int]] = {}
+        groups: dict[tuple[str, str, str, str], dict[str, int]] = {}
+        first: dict[tuple[str, str, str, str], _Event] = {}
         for e in events:
             minute = e.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-            names = groups.setdefault((e.source, _COALESCED[e.kind], minute), {})
+            key = (e.source, _COALESCED[e.kind], minute, e.device_id)
+            names = groups.setdefault(key, {})
+            first.setdefault(key, e)
             shown = _printable(e.name)
             names[shown] = names.get(shown, 0) + 1
         for key, names in groups.items():
             known = self._coalesced.get(key)
             if known is None:
-                row = AuditEvent(at=events[0].at, actor=f"device:{key[0]}", action=key[1],
+                e = first[key]
+                row = AuditEvent(at=e.at, actor=f"device:{key[0]}", action=key[1],
+                                 order_id=e.order_id or None, device=e.device_id or None,
                                  detail="")  # fmt: skip
                 s.add(row)
                 s.flush()
@@ -661,6 +693,7 @@ class ProvisioningService:
                     "minute": key[2],
                     "requests": sum(total.values()),
                     "files": total,
+                    "protocol": first[key].protocol,
                 },
                 sort_keys=True,
             )
@@ -670,14 +703,20 @@ class ProvisioningService:
             del self._coalesced[key]
 
 
+# One audit row per event: fetches a device made, and blocks.
 _ACTIONS = {
     "served": "file.served",
     "abandoned": "file.abandoned",
-    "refused": "file.refused",
-    "claim-refused": "file.claim-refused",
     "blocked": "source.blocked",
 }
-_COALESCED = {"static": "static.served", "static-abandoned": "static.abandoned"}
+# One row per source, action, device and minute (see _coalesce): what a flood could repeat.
+_COALESCED = {
+    "static": "static.served",
+    "static-abandoned": "static.abandoned",
+    "refused": "file.refused",
+    "claim-refused": "file.claim-refused",
+    "blocked-fetch": "file.blocked",
+}
 
 
 def _served(t: _Ticket, sha256: str) -> _Event:
@@ -717,6 +756,12 @@ def _window(windows: Iterable[Enrollment], device_pk: int, now: datetime) -> dat
     ends = [aware(w.expires_at) for w in windows if w.device_pk is None or w.device_pk == device_pk]
     open_ends = [e for e in ends if e is not None and e > now]
     return max(open_ends) if open_ends else None
+
+
+def _armed_at(windows: Iterable[Enrollment], device_pk: int) -> datetime | None:
+    """When the device's window (its own or its order's) was last armed."""
+    stamps = [aware(w.armed_at) for w in windows if w.device_pk is None or w.device_pk == device_pk]
+    return max(stamps) if stamps else None
 
 
 def _credentials_ok(entry: _DeviceEntry, credentials: tuple[str, str]) -> bool:

@@ -19,6 +19,8 @@ class LiveServer:
         import uvicorn
 
         self.sock = socket.socket()
+        # Accepted connections inherit it: answers go out at once, not after a delayed ACK.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
