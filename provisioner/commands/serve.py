@@ -78,12 +78,12 @@ def tftp_events(service: Any) -> Any:
     return on_event
 
 
-def tftp_service(service: Any, host: str, port: int) -> Any:
-    """The TFTP server for ``service`` (not started)."""
+def tftp_service(service: Any, host: str, port: int, **options: Any) -> Any:
+    """The TFTP server for ``service`` (not started); ``options`` go to ``TftpService``."""
     from provisioner.tftp import TftpService
 
     return TftpService(tftp_resolver(service), host=host, port=port,
-                       on_event=tftp_events(service))  # fmt: skip
+                       on_event=tftp_events(service), **options)  # fmt: skip
 
 
 @app.command()
