@@ -15,12 +15,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from provisioner.errors import (
     BindRefused,
     DeviceUnknown,
+    InvalidMac,
     OrderConflict,
     OrderRejected,
     OrderUnknown,
@@ -49,20 +50,27 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     violations: list[Violation] | None = None
+    violations_total: int | None = Field(
+        None, description="How many violations there are: `violations` lists the first 100."
+    )
 
 
 class DocumentRefused(Exception):
-    """An order document (body of POST/PUT) broke the schema or the offer's rules."""
+    """An order document (body of POST/PUT) broke the schema or the offer's rules.
+
+    ``total``: how many violations the document has, when ``violations`` holds only the first.
+    """
 
     type_ = "urn:provisioner:problem:order-rejected"
 
-    def __init__(self, violations: list[Violation]):
+    def __init__(self, violations: list[Violation], total: int | None = None):
         self.violations = violations
-        super().__init__(f"{len(violations)} violations")
+        self.total = len(violations) if total is None else total
+        super().__init__(f"{self.total} violations")
 
     @property
     def detail(self) -> str:
-        return f"the order document breaks {len(self.violations)} rule(s)"
+        return f"the order document breaks {self.total} rule(s)"
 
 
 class TargetsRefused(DocumentRefused):
@@ -88,6 +96,7 @@ def problem(
     violations: list[Violation] | None = None,
     headers: dict[str, str] | None = None,
     instance: str | None = None,
+    violations_total: int | None = None,
 ) -> ProblemResponse:
     body = Problem(
         type=type_,
@@ -96,6 +105,9 @@ def problem(
         detail=detail,
         instance=instance,
         violations=violations,
+        violations_total=violations_total
+        if violations_total is not None or violations is None
+        else len(violations),
     )
     return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -128,7 +140,8 @@ def _validation_violations(exc: RequestValidationError) -> list[Violation]:
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
-        out.append(Violation(path=".".join(loc), message=str(err.get("msg", "invalid"))))
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append(Violation(path=".".join(loc), message=message))
     return out
 
 
@@ -166,7 +179,22 @@ def install(app: FastAPI) -> None:
 
     async def refused_document(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, DocumentRefused)
-        return problem(422, exc.detail, type_=exc.type_, violations=exc.violations)
+        return problem(
+            422,
+            exc.detail,
+            type_=exc.type_,
+            violations=exc.violations,
+            violations_total=exc.total,
+        )
+
+    async def invalid_mac(request: Request, exc: Exception) -> ProblemResponse:
+        # A MAC that reached the code unchecked (the schemas check the API's own): say why.
+        return problem(
+            422,
+            "the request does not match the API schema",
+            type_="urn:provisioner:problem:invalid-request",
+            violations=[Violation(path="mac", message=str(exc))],
+        )
 
     async def unknown(request: Request, exc: Exception) -> ProblemResponse:
         return problem(404, str(exc), type_="urn:provisioner:problem:not-found")
@@ -190,6 +218,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(OrderRejected, rejected)
     app.add_exception_handler(DocumentRefused, refused_document)
+    app.add_exception_handler(InvalidMac, invalid_mac)
     app.add_exception_handler(OrderUnknown, unknown)
     app.add_exception_handler(DeviceUnknown, unknown)
     app.add_exception_handler(BindRefused, refused)
