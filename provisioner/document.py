@@ -61,6 +61,11 @@ def shown(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _q(value: object) -> str:
+    """A user's value quoted in an error: ``'...'``, escaped and cut short like :func:`shown`."""
+    return f"'{shown(value)}'"
+
+
 def normalize_mac(value: str) -> str:
     """Return a MAC address in the stored spelling (``00:80:f0:00:00:01``).
 
@@ -92,7 +97,7 @@ def mac_filename(mac: str) -> str:
 
 def _e164(value: str) -> str:
     if not _E164_RE.match(value):
-        raise ValueError(f"{value!r} is not an E.164 number with '+' (like +390212345601)")
+        raise ValueError(f"{_q(value)} is not an E.164 number with '+' (like +390212345601)")
     return value
 
 
@@ -100,19 +105,19 @@ def _vat(value: str) -> str:
     """Italian VAT number: ``IT`` + 11 digits with the partita IVA check digit."""
     m = re.fullmatch(r"IT(\d{11})", value)
     if not m:
-        raise ValueError(f"{value!r} is not an Italian VAT number (IT + 11 digits)")
+        raise ValueError(f"{_q(value)} is not an Italian VAT number (IT + 11 digits)")
     digits = [int(c) for c in m.group(1)]
     odd = sum(digits[0:10:2])
     even = sum(d * 2 - 9 if d * 2 > 9 else d * 2 for d in digits[1:10:2])
     if (10 - (odd + even) % 10) % 10 != digits[10]:
-        raise ValueError(f"{value!r} has a wrong check digit")
+        raise ValueError(f"{_q(value)} has a wrong check digit")
     return value
 
 
 def _regex(pattern: re.Pattern[str], what: str) -> AfterValidator:
     def check(value: str) -> str:
         if not pattern.match(value):
-            raise ValueError(f"{value!r} is not {what}")
+            raise ValueError(f"{_q(value)} is not {what}")
         return value
 
     return AfterValidator(check)
@@ -127,7 +132,7 @@ def _not_blank(value: str) -> str:
 def _no_int_for_str(value: Any) -> Any:
     # YAML reads an unquoted +390612340000 as an integer: say how to fix it.
     if isinstance(value, int) and not isinstance(value, bool):
-        raise ValueError(f"{value} must be a quoted string (write it in quotes)")
+        raise ValueError(f"{shown(value)} must be a quoted string (write it in quotes)")
     return value
 
 
@@ -339,14 +344,22 @@ class Problem:
         return f"{text} ({self.limit})" if self.limit else text
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def format_path(loc: Loc) -> str:
-    """``("extensions", 2, "type")`` -> ``extensions[2].type``."""
+    """``("extensions", 2, "type")`` -> ``extensions[2].type``.
+
+    A key that is not a name (an unknown key of a hostile document) is shown escaped and cut
+    short in quotes, so that a problem stays one line.
+    """
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+            continue
+        text = str(part) if _NAME.fullmatch(str(part)) else f'"{shown(part)}"'
+        out += f".{text}" if out else text
     return out
 
 
@@ -384,6 +397,7 @@ _SafeLoader: Any = yaml.CSafeLoader if _LIBYAML else yaml.SafeLoader
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _INT_TAG = "tag:yaml.org,2002:int"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _LineLoader(_SafeLoader):
@@ -544,9 +558,14 @@ def _compose(
                     line=lines[path],
                 )
             )
+        # Keys a merge (``<<: *defaults``) brings come first and may be overridden by the
+        # mapping's own keys; only its own keys must not repeat.
+        own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
         loader.flatten_mapping(node)
+        first_own = len(node.value) - own
         out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        own_keys: set[Any] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
             key = _scalar(loader, key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str | int) or isinstance(key, bool):
                 raise DocumentProblem(
@@ -557,7 +576,7 @@ def _compose(
                         line=key_node.start_mark.line + 1,
                     )
                 )
-            if key in out:
+            if key in out and index >= first_own and key in own_keys:
                 raise DocumentProblem(
                     Problem(
                         format_path((*path, key)),
@@ -565,6 +584,8 @@ def _compose(
                         line=key_node.start_mark.line + 1,
                     )
                 )
+            if index >= first_own:
+                own_keys.add(key)
             out[key] = _compose(loader, value_node, (*path, key), lines)
             lines.setdefault((*path, key), key_node.start_mark.line + 1)
         return out
@@ -764,7 +785,7 @@ def parse_text(text: str, file: str = "<text>") -> ParsedDocument:
         data, lines = load_yaml(text)
     except DocumentProblem as exc:
         # Name the order even when the YAML doesn't parse, if its id line is readable.
-        m = re.search(r"^order:\s*['\"]?([A-Za-z0-9][A-Za-z0-9._-]*)", text, re.MULTILINE)
+        m = re.search(r"^order:\s*['\"]?([A-Za-z0-9][A-Za-z0-9._-]{0,63})\b", text, re.MULTILINE)
         return ParsedDocument(file, m.group(1) if m else "", None, {}, None, [exc.problem])
     return parse_data(data, lines, file)
 
