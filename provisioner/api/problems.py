@@ -136,13 +136,23 @@ UNSUPPORTED: Responses = {415: _problem_doc("Body is neither YAML nor JSON.")}
 CONFLICT: Responses = {409: _problem_doc("Refused by the offer's rules or the order's state.")}
 
 
+# The member names pydantic adds to the location of an error in one member of a union (an
+# optional field is a union with None): not part of the path a client sent.
+_MEMBER_TAGS = frozenset(
+    {"str", "int", "float", "bool", "none", "constrained-str", "constrained-int"}
+)
+
+
 def _validation_violations(exc: RequestValidationError) -> list[Violation]:
     out = []
     for err in exc.errors():
+        if err.get("type") == "none_required":
+            continue  # "Input should be None": the optional field's other member says why
         loc = [str(p) for p in err.get("loc", ())]
+        loc = [p for p in loc if p not in _MEMBER_TAGS and "[" not in p]
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         out.append(Violation(path=".".join(loc), message=message))
-    return out
+    return out or [Violation(path="", message="does not match the API schema")]
 
 
 def install(app: FastAPI) -> None:
