@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import queue
+import resource
 import signal
 import socket
 import subprocess
@@ -41,6 +42,10 @@ class JobFailed(Exception):
     """The job raised, or its worker died; the message says which (never a traceback)."""
 
 
+class JobOutOfMemory(JobFailed):
+    """The job needed more memory than a worker may use; its worker was replaced."""
+
+
 def _serve(conn: Connection) -> None:
     """A worker's loop: run each (function, args) it is sent, answer ("ok"|"error", value)."""
     while True:
@@ -50,6 +55,8 @@ def _serve(conn: Connection) -> None:
             return
         try:
             answer: tuple[str, Any] = ("ok", fn(*args))
+        except MemoryError:
+            answer = ("memory", "")
         except BaseException as exc:  # the job's failure, reported to the caller
             answer = ("error", f"{type(exc).__name__}: {str(exc)[:200]}")
         try:
@@ -59,8 +66,12 @@ def _serve(conn: Connection) -> None:
 
 
 def _main(argv: list[str]) -> None:
-    """``python -m provisioner.workers FD MODULE...``: serve jobs on the socket FD."""
+    """``python -m provisioner.workers FD MEMORY MODULE...``: serve jobs on the socket FD,
+    using at most MEMORY bytes of address space (0: no limit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops us
+    if int(argv[1]):
+        resource.setrlimit(resource.RLIMIT_AS, (int(argv[1]), int(argv[1])))
+    argv = [argv[0], *argv[2:]]
     conn = Connection(int(argv[0]))
     sys.path[:] = conn.recv()
     for module in argv[1:]:
@@ -69,11 +80,12 @@ def _main(argv: list[str]) -> None:
 
 
 class _Worker:
-    def __init__(self, preload: tuple[str, ...]):
+    def __init__(self, preload: tuple[str, ...], memory: int):
         ours, theirs = socket.socketpair()
         try:
+            argv = [str(theirs.fileno()), str(memory), *preload]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "provisioner.workers", str(theirs.fileno()), *preload],
+                [sys.executable, "-m", "provisioner.workers", *argv],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
@@ -88,6 +100,8 @@ class _Worker:
         if not self.conn.poll(seconds):
             raise JobTimeout(f"more than {seconds:g} s")
         status, value = self.conn.recv()
+        if status == "memory":
+            raise JobOutOfMemory("out of memory")
         if status == "error":
             raise JobFailed(value)
         return value
@@ -101,20 +115,28 @@ class _Worker:
 
 
 class WorkerPool:
-    """``size`` worker processes, started on first use; at most ``queue`` jobs wait.
+    """``size`` worker processes, started on first use; at most ``queue_size`` jobs wait;
+    each worker may use ``memory`` bytes of address space (0: no limit).
 
     ``run(fn, *args)`` blocks the calling thread until the job is done (call it from a
     thread, e.g. FastAPI's threadpool); ``fn`` and its arguments must pickle (a module-level
     function). Raises :class:`JobTimeout` past ``seconds`` (the worker is replaced),
-    :class:`WorkersBusy` when the queue is full, :class:`JobFailed` when the job raised.
+    :class:`WorkersBusy` when the queue is full, :class:`JobFailed` when the job raised,
+    :class:`JobOutOfMemory` past ``memory`` (the worker is replaced).
     """
 
     def __init__(
-        self, size: int, seconds: float, queue_size: int, preload: tuple[str, ...] = ()
+        self,
+        size: int,
+        seconds: float,
+        queue_size: int,
+        preload: tuple[str, ...] = (),
+        memory: int = 0,
     ) -> None:
         self.size = size
         self.seconds = seconds
         self.queue_size = queue_size
+        self.memory = memory
         self._preload = preload
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
@@ -130,6 +152,9 @@ class WorkerPool:
             worker = self._take()
             try:
                 result = worker.call(fn, args, self.seconds)
+            except JobOutOfMemory:
+                self._retire(worker)  # its heap may stay large: start afresh
+                raise
             except JobFailed:
                 self._idle.put(worker)  # the job failed, the worker is fine
                 raise
@@ -154,7 +179,7 @@ class WorkerPool:
                     self._started += 1
             if start:
                 try:
-                    return _Worker(self._preload)
+                    return _Worker(self._preload, self.memory)
                 except BaseException:
                     with self._lock:
                         self._started -= 1

@@ -5,6 +5,8 @@ Shared by the document tests of the security corpus (``test_documents*.py``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,3 +148,18 @@ def largest_document() -> dict[str, Any]:
         "extensions": extensions,
         "devices": devices,
     }
+
+
+def run_capped(
+    code: str, *args: str, memory: int = 2 << 30, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code args`` with at most ``memory`` bytes of address space: a document
+    bomb that a regression lets through fails this process, not the machine."""
+    cap = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n"
+    return subprocess.run(
+        [sys.executable, "-c", cap + code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -31,6 +31,7 @@ from orderstore import (
     alias_bomb,
     largest_document,
     make_store,
+    run_capped,
     sample,
 )
 from typer.testing import CliRunner
@@ -83,25 +84,49 @@ def _no_traceback(caplog: pytest.LogCaptureFixture) -> None:
 # ---------------------------------------------------------------------- item 2: alias bombs
 
 
+# The API's answer to a viewer posting the bomb, in a process of its own with capped memory
+# (before the fix this bomb filled 24 GB on a test machine and was killed).
+_POST_BOMB = """
+import json, sys, time
+from fastapi.testclient import TestClient
+from provisioner.api.app import create_app
+from provisioner.api.limits import ApiLimits
+from provisioner.inventory import Inventory
+from provisioner.settings import Settings
+home, token, bomb = sys.argv[1:4]
+settings = Settings(home=home)
+app = create_app(settings, Inventory(settings), ApiLimits(rate=1e6, burst=1_000_000))
+headers = {"Authorization": "Bearer " + token, "Content-Type": "application/yaml"}
+with open(bomb, "rb") as f:
+    body = f.read()
+started = time.monotonic()
+r = TestClient(app).post("/api/v1/orders/validate", content=body, headers=headers)
+print(json.dumps({"seconds": time.monotonic() - started, "status": r.status_code,
+                  "body": r.json()}))
+"""
+
+
 def test_the_issues_alias_bomb_is_refused_at_once_naming_the_line_of_its_alias(
-    client: TestClient, store: DocStore, tmp_path: Path
+    store: DocStore, tmp_path: Path
 ) -> None:
     bomb = alias_bomb(9, 9)
     assert len(bomb) < 400  # the issue's 340-byte document
-    started = time.monotonic()
-    r = _send(client, store, "POST", "/api/v1/orders/validate", "viewer", bomb)
-    assert time.monotonic() - started < 5  # was 16.6 s and 1.2 GB
-    assert r.status_code == 422
-    [v] = _violations(r)
-    # Line 3: the aliases of line 2 add 81 nodes, line 3's 9 x 81 ... the budget is passed
-    # on the line whose alias crosses it.
-    assert v["message"] == "YAML aliases expand to more than 10000 nodes"
-    assert v["line"] == 5
     f = tmp_path / "bomb.yaml"
     f.write_text(bomb)
-    result = _cli(store, "validate", str(f))
-    assert result.exit_code == 1
-    assert f"{f}:5: ?: (document): YAML aliases expand to more than 10000 nodes" in result.output
+    api = run_capped(_POST_BOMB, str(store.home), store.tokens["viewer"], str(f))
+    assert api.returncode == 0, api.stderr[-2000:]
+    answer = json.loads(api.stdout.splitlines()[-1])
+    assert answer["seconds"] < 5  # was 16.6 s and 1.2 GB
+    assert answer["status"] == 422
+    # Line 5: the aliases of lines 2 to 4 add 8,289 nodes, line 5's first adds 7,381 more.
+    assert answer["body"]["violations"] == [
+        {"path": "", "message": "YAML aliases expand to more than 10000 nodes", "limit": "",
+         "line": 5}
+    ]  # fmt: skip
+    cli_code = "import sys; from provisioner.cli import app; sys.argv[0] = 'provisioner'; app()"
+    result = run_capped(cli_code, "validate", str(f))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"{f}:5: ?: (document): YAML aliases expand to more than 10000 nodes" in (result.stderr)
 
 
 def test_a_small_alias_bomb_is_refused_on_every_document_path(
@@ -244,6 +269,26 @@ def test_a_document_over_its_time_budget_is_422_and_its_worker_replaced(
         assert v["message"] == "reading and checking this document took more than 0.05 s"
         assert v["limit"] == "0.05 s per document"
         pool.seconds = 30.0
+        ok = _send(client, store, "POST", "/api/v1/orders/validate", "viewer", "order: X\n")
+        assert ok.status_code == 200  # a new worker took the job
+    finally:
+        pool.close()
+
+
+def test_a_document_past_the_memory_of_a_worker_is_422_and_its_worker_replaced(
+    client: TestClient, store: DocStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner.api.routes import orders
+    from provisioner.workers import WorkerPool
+
+    pool = WorkerPool(1, 30.0, 2, preload=("provisioner.validate",), memory=100 << 20)
+    monkeypatch.setattr(orders, "DOCUMENTS", pool)
+    try:
+        junk = "order: X\nextensions:\n" + "- {}\n" * 200_000  # about 200 MB of objects
+        r = _send(client, store, "POST", "/api/v1/orders/validate", "viewer", junk)
+        assert r.status_code == 422
+        [v] = _violations(r)
+        assert v["message"] == "reading and checking this document needs more than 100 MiB"
         ok = _send(client, store, "POST", "/api/v1/orders/validate", "viewer", "order: X\n")
         assert ok.status_code == 200  # a new worker took the job
     finally:
