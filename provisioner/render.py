@@ -503,7 +503,7 @@ class Renderer:
             candidates.append((Device.mac, normalize_mac(mac), "MAC"))
         except ValueError as exc:
             if not candidates:
-                raise DeviceUnknown(f"MAC {mac}: {exc}") from None
+                raise DeviceUnknown(str(exc)) from None  # says what is wrong with it
         with self.inventory.db.read() as session:
             row = None
             for column, value, _what in candidates:
