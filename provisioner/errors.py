@@ -18,6 +18,11 @@ class DocumentError(ProvisionerError):
     """An order document could not be read (YAML syntax, wrong type, unknown key)."""
 
 
+class InvalidMac(ProvisionerError, ValueError):
+    """A value is not a device's MAC address. Also a ``ValueError``, so a pydantic validator
+    that raises it gives a validation error (a 422 problem, a document violation)."""
+
+
 class OrderRejected(ProvisionerError):
     """An order breaks the offer's rules. ``violations`` holds every broken rule, one per line."""
 

@@ -20,12 +20,13 @@ import json
 import re
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import markupsafe
 import yaml
 from jinja2 import (
     BaseLoader,
@@ -38,7 +39,9 @@ from jinja2 import (
     TemplateNotFound,
     TemplateSyntaxError,
 )
+from jinja2.filters import do_urlencode
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import htmlsafe_json_dumps
 from sqlalchemy import select
 
 from provisioner.context import (
@@ -95,35 +98,43 @@ class RenderedFile:
         return mask(self.data, self.secrets)
 
 
-# ---------------------------------------------------------------------- secrets
+# ---------------------------------------------------------------------- value filters
 
 
-@lru_cache(maxsize=4096)
-def secret_forms(value: str) -> tuple[str, ...]:
-    """The spellings a secret may take in a file: raw, XML-, CLI- and JSON-escaped."""
-    forms = {
-        value,
-        html.escape(value, quote=True),
-        html.escape(value, quote=False),
-        value.replace("\\", "\\\\").replace('"', '\\"'),
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
-    # Longest first, so a form is never cut in half by a shorter one.
-    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
+@dataclass(frozen=True)
+class ValueFilter:
+    """A Jinja filter that writes one value (a name, a password) into a file format.
+
+    Masking finds a secret by its spelling in each format, and the spelling is derived from
+    the filter itself: its output for the secret, without the quotes it put around it (so a
+    masked file keeps them). A filter registered with :func:`value_filter` is both given to
+    the templates and known to :func:`secret_forms`: none can be forgotten.
+    """
+
+    name: str
+    fn: Callable[[Any], str]
+
+    def spelling(self, secret: str) -> str:
+        out = self.fn(secret)
+        if len(out) >= 2 and out[0] == out[-1] == '"' and not secret.startswith('"'):
+            return out[1:-1]
+        return out
 
 
-def mask(data: bytes, secrets: Iterable[str]) -> bytes:
-    """``data`` with every secret (in any spelling a template gives it) replaced by ********."""
-    text = data.decode("utf-8")
-    forms = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
-    for form in forms:
-        text = text.replace(form, MASK)
-    return text.encode("utf-8")
+VALUE_FILTERS: dict[str, ValueFilter] = {}
 
 
-# ---------------------------------------------------------------------- filters
+def value_filter(name: str) -> Callable[[Callable[[Any], str]], Callable[[Any], str]]:
+    """Register ``fn`` as the template filter ``name`` (see :class:`ValueFilter`)."""
+
+    def register(fn: Callable[[Any], str]) -> Callable[[Any], str]:
+        VALUE_FILTERS[name] = ValueFilter(name, fn)
+        return fn
+
+    return register
 
 
+@value_filter("ini")
 def _ini(value: Any) -> str:
     # A line break in a name would start a new INI key: no value may hold one.
     return re.sub(r"[\r\n]+", " ", "" if value is None else str(value))
@@ -132,6 +143,7 @@ def _ini(value: Any) -> str:
 _CLI_PLAIN = re.compile(r'^[^\s"\\]+$')
 
 
+@value_filter("cli")
 def cli_quote(value: Any) -> str:
     """A value in the IAD CLI dialect: bare, or double-quoted with ``\\"`` and ``\\\\``."""
     text = re.sub(r"[\r\n]+", " ", "" if value is None else str(value))
@@ -140,11 +152,13 @@ def cli_quote(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@value_filter("jstr")
 def _jstr(value: Any) -> str:
     """A JSON string literal; also a valid YAML double-quoted scalar and dnsmasq string."""
     return json.dumps("" if value is None else str(value), ensure_ascii=False)
 
 
+@value_filter("dlink")
 def dlink_quote(value: Any) -> str:
     """A D-Link CLI argument: quoted when it holds a space (the CLI knows no escapes)."""
     text = re.sub(r"\s+", " ", "" if value is None else str(value)).replace('"', "'")
@@ -168,6 +182,45 @@ def portlist(ports: Iterable[int]) -> str:
         out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
         i = j + 1
     return ",".join(out)
+
+
+# Filters that never take a secret: port numbers, a device's MAC.
+OTHER_FILTERS: dict[str, Callable[..., str]] = {"portlist": portlist, "kea_mac": kea_mac}
+
+
+# ---------------------------------------------------------------------- secrets
+
+
+def _unquoted(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+@lru_cache(maxsize=4096)
+def secret_forms(value: str) -> tuple[str, ...]:
+    """The spellings a secret may take in a file: raw, through each value filter, XML-escaped
+    (autoescape, Jinja's ``|e``), and as Jinja's ``|tojson`` and ``|urlencode`` write it."""
+    forms = {
+        value,
+        *(f.spelling(value) for f in VALUE_FILTERS.values()),
+        str(markupsafe.escape(value)),
+        html.escape(value, quote=True),
+        html.escape(value, quote=False),
+        value.replace("\\", "\\\\").replace('"', '\\"'),
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        _unquoted(str(htmlsafe_json_dumps(value))),
+        do_urlencode(value),
+    }
+    # Longest first, so a form is never cut in half by a shorter one.
+    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
+
+
+def mask(data: bytes, secrets: Iterable[str]) -> bytes:
+    """``data`` with every secret (in any spelling a template gives it) replaced by ********."""
+    text = data.decode("utf-8")
+    forms = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
+    for form in forms:
+        text = text.replace(form, MASK)
+    return text.encode("utf-8")
 
 
 # ---------------------------------------------------------------------- checks
@@ -277,14 +330,8 @@ class RenderEngine:
             autoescape=lambda name: bool(name) and (name.endswith((".xml.j2", ".xml"))),
             auto_reload=False,
         )
-        self.env.filters.update(
-            ini=_ini,
-            cli=cli_quote,
-            jstr=_jstr,
-            portlist=portlist,
-            dlink=dlink_quote,
-            kea_mac=kea_mac,
-        )
+        self.env.filters.update({name: f.fn for name, f in VALUE_FILTERS.items()})
+        self.env.filters.update(OTHER_FILTERS)
         self._templates: dict[tuple[str, str, str], Template] = {}
         self._lock = threading.Lock()
 
@@ -456,7 +503,7 @@ class Renderer:
             candidates.append((Device.mac, normalize_mac(mac), "MAC"))
         except ValueError as exc:
             if not candidates:
-                raise DeviceUnknown(f"MAC {mac}: {exc}") from None
+                raise DeviceUnknown(str(exc)) from None  # says what is wrong with it
         with self.inventory.db.read() as session:
             row = None
             for column, value, _what in candidates:

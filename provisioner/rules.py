@@ -7,7 +7,7 @@ every violation at once, not only the first.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -98,8 +98,11 @@ def device_ids(doc: OrderDocument) -> list[str]:
     return ids
 
 
-def _p(path: Path, message: str, limit: str = "") -> Problem:
-    return Problem(format_path(path), message, limit)
+def _p(path: Path, message: str, limit: str = "", needs: tuple[str, ...] = ()) -> Problem:
+    """A violation at ``path``. ``needs``: the top-level lists it judges as a whole (a count,
+    or a reference into the list), so that it is not reported when the document had items of
+    one of them left out for their shape (see document.WellShaped)."""
+    return Problem(format_path(path), message, limit, needs=frozenset(needs))
 
 
 def _plan_limit(plan: Plan) -> str:
@@ -125,7 +128,7 @@ def check_plan(doc: OrderDocument) -> Iterator[Problem]:
             break
     if not lo <= doc.lines <= hi:
         span = str(lo) if lo == hi else f"{lo} to {hi}"
-        yield _p(("lines",), f"{doc.lines} simultaneous calls", f"{plan.key}: {span}")
+        yield _p(("lines",), f"{doc.lines} simultaneous calls", f"{plan.key}: {span}", ("sites",))
     n = len(doc.extensions)
     if not plan.extensions_min <= n <= plan.extensions_max:
         span = (
@@ -133,7 +136,7 @@ def check_plan(doc: OrderDocument) -> Iterator[Problem]:
             if plan.extensions_min == plan.extensions_max
             else f"{plan.extensions_min} to {plan.extensions_max}"
         )
-        yield _p(("extensions",), f"{n} extensions", f"{plan.key}: {span}")
+        yield _p(("extensions",), f"{n} extensions", f"{plan.key}: {span}", ("extensions",))
     for i, ext in enumerate(doc.extensions):
         if ext.type not in plan.extension_types:
             yield _p(
@@ -240,14 +243,7 @@ def check_numbers(doc: OrderDocument) -> Iterator[Problem]:
                 yield _p(path, f"overlaps numbers.gnr[{r2}]", "a GNR range is held whole, once")
         ranges.append((r, gnr.first, gnr.last))
     for g, group in enumerate(nums.isdn_groups):
-        if not group:
-            yield _p(("numbers", "isdn_groups", g), "empty ISDN group", "1 to 8 numbers")
-        elif len(group) > ISDN_GROUP_MAX:
-            yield _p(
-                ("numbers", "isdn_groups", g),
-                f"{len(group)} numbers in an ISDN multi-number group",
-                f"at most {ISDN_GROUP_MAX}",
-            )
+        yield from _check_isdn_group(g, group)
     seen: dict[str, Path] = {}
     for path, num in _held_numbers(doc):
         if num in seen:
@@ -260,6 +256,37 @@ def check_numbers(doc: OrderDocument) -> Iterator[Problem]:
                     f"{num} is inside GNR range numbers.gnr[{r}]",
                     "a GNR range moves whole: list it once",
                 )
+
+
+def isdn_block(number: str) -> str:
+    """The number block an ISDN multi-number group lies in (interp): every digit but the last
+    two, so a group is at most 100 numbers apart, the same length, on one exchange."""
+    return number[:-2]
+
+
+def _check_isdn_group(g: int, group: list[str]) -> Iterator[Problem]:
+    """An ISDN multi-number group: its progenitor (the number that names the group) and up to
+    seven secondary numbers. The order lists the progenitor first, so a group always comes
+    with it; what is left to check is the group's structure. The customer chooses which of
+    its numbers serve extensions: the progenitor need not serve one (the seeds)."""
+    path: Path = ("numbers", "isdn_groups", g)
+    if not group:
+        yield _p(path, "empty ISDN group", f"1 to {ISDN_GROUP_MAX} numbers, the progenitor first")
+        return
+    if len(group) > ISDN_GROUP_MAX:  # the document's cap says it first; kept for plain data
+        yield _p(
+            path,
+            f"{len(group)} numbers in an ISDN multi-number group",
+            f"at most {ISDN_GROUP_MAX}",
+        )
+    progenitor = group[0]
+    for j, number in enumerate(group[1:], 1):
+        if len(number) != len(progenitor) or isdn_block(number) != isdn_block(progenitor):
+            yield _p(
+                (*path, j),
+                f"{number} is not in the block of progenitor {progenitor}",
+                f"one group, one block: {isdn_block(progenitor)}xx",
+            )
 
 
 def number_source(doc: OrderDocument, number: str) -> tuple[str, int] | None:
@@ -279,10 +306,11 @@ def check_extensions(doc: OrderDocument) -> Iterator[Problem]:
     site_ids = {s.id for s in doc.sites}
     shorts: dict[int, int] = {}
     numbers: dict[str, int] = {}
-    used_isdn: dict[int, set[str]] = defaultdict(set)
     for i, ext in enumerate(doc.extensions):
         if ext.site not in site_ids:
-            yield _p(("extensions", i, "site"), f"no site {ext.site} in this order", "sites")
+            yield _p(
+                ("extensions", i, "site"), f"no site {ext.site} in this order", "sites", ("sites",)
+            )
         if ext.short in shorts:
             yield _p(
                 ("extensions", i, "short"),
@@ -303,17 +331,7 @@ def check_extensions(doc: OrderDocument) -> Iterator[Problem]:
                 ("extensions", i, "number"),
                 f"{ext.number} is not a number this order holds",
                 "numbers.single, numbers.gnr or numbers.isdn_groups",
-            )
-        elif source[0] == "isdn":
-            used_isdn[source[1]].add(ext.number)
-    for g, used in used_isdn.items():
-        progenitor = doc.numbers.isdn_groups[g][0]
-        if progenitor not in used:
-            # interp: a multi-number group comes over only with its leading number active.
-            yield _p(
-                ("numbers", "isdn_groups", g),
-                f"numbers of this ISDN group are used but its progenitor {progenitor} is not",
-                "the progenitor (first number) must serve an extension",
+                ("numbers",),
             )
 
 
@@ -361,7 +379,12 @@ def check_devices(doc: OrderDocument) -> Iterator[Problem]:
         for key in sorted(_REQUIRED_BY_KIND[model.kind] - given):
             yield _p(("devices", i, key), f"{dev.model} needs {key}", "required for this model")
         if ids[i] in id_index:
-            yield _p(("devices", i, "id"), f"device id {ids[i]} is used twice", "ids are unique")
+            yield _p(
+                ("devices", i, "id"),
+                f"device id {ids[i]} is used twice",
+                "ids are unique",
+                ("devices", "extensions"),
+            )
         id_index.setdefault(ids[i], i)
         if dev.mac:
             if dev.mac in macs:
@@ -376,7 +399,9 @@ def check_devices(doc: OrderDocument) -> Iterator[Problem]:
                 yield _p(("devices", i, "serial"), f"serial {dev.serial} is used twice", "unique")
             serials.setdefault(dev.serial, i)
         if dev.site is not None and dev.site not in sites:
-            yield _p(("devices", i, "site"), f"no site {dev.site} in this order", "sites")
+            yield _p(
+                ("devices", i, "site"), f"no site {dev.site} in this order", "sites", ("sites",)
+            )
         if plan.analog_only and model.kind in ("phone", "dect_base"):
             yield _p(
                 ("devices", i, "model"),
@@ -438,7 +463,12 @@ def _check_terminals(doc: OrderDocument) -> Iterator[Problem]:
     refs = terminals(doc)
     for ref in refs:
         if ref.extension not in ext_by_short:
-            yield _p(ref.path, f"no extension {ref.extension} in this order", "extensions")
+            yield _p(
+                ref.path,
+                f"no extension {ref.extension} in this order",
+                "extensions",
+                ("extensions",),
+            )
             continue
         if ref.extension in taken:
             yield _p(
@@ -454,6 +484,7 @@ def _check_terminals(doc: OrderDocument) -> Iterator[Problem]:
             ("devices",),
             f"{len(refs)} terminals, IP phones and DECT handsets together",
             f"at most {quota}: one per {'/'.join(TERMINAL_QUOTA_TYPES)} extension",
+            ("extensions",),
         )
 
 
@@ -470,7 +501,10 @@ def _check_poe(doc: OrderDocument, ids: list[str]) -> Iterator[Problem]:
         sw = by_id.get(dev.switch)
         if sw is None or MODELS[sw.model].kind != "switch":
             yield _p(
-                ("devices", i, "switch"), f"no switch {dev.switch} in this order", "a switch id"
+                ("devices", i, "switch"),
+                f"no switch {dev.switch} in this order",
+                "a switch id",
+                ("devices",),
             )
             continue
         sw_model = MODELS[sw.model]
@@ -509,12 +543,18 @@ def _check_site_devices(doc: OrderDocument) -> Iterator[Problem]:
         iads = [d for d in doc.devices if d.model == "iad" and d.site == site.id]
         onts = [d for d in doc.devices if MODELS[d.model].kind == "ont" and d.site == site.id]
         if len(iads) != 1:
-            yield _p(("sites", i), f"site {site.id} has {len(iads)} IADs", "exactly one per site")
+            yield _p(
+                ("sites", i),
+                f"site {site.id} has {len(iads)} IADs",
+                "exactly one per site",
+                ("devices",),
+            )
         if site.connectivity == "ftth" and len(onts) != 1:
             yield _p(
                 ("sites", i),
                 f"FTTH site {site.id} has {len(onts)} Mini ONTs",
                 "exactly one on FTTH",
+                ("devices",),
             )
     # FAX/POS ports on the IADs' analog ports.
     declared = [
@@ -526,6 +566,7 @@ def _check_site_devices(doc: OrderDocument) -> Iterator[Problem]:
             ("devices", declared[0][0], "fax_pos"),
             f"{total} FAX/POS ports on IADs",
             f"options.fax_pos is {doc.options.fax_pos}",
+            ("devices", "options"),
         )
     for i, dev in enumerate(doc.devices):
         if dev.model != "iad":
@@ -544,6 +585,7 @@ def _check_site_devices(doc: OrderDocument) -> Iterator[Problem]:
                 f"the IAD has {fxs} (port 1 is the analog extension on {plan.key})"
                 if analog_ext
                 else f"the IAD has {fxs}",
+                ("devices", "options"),
             )
 
 

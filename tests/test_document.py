@@ -50,9 +50,14 @@ def _validate(tmp_path: Path, text: str) -> tuple[int, str]:
         (
             'mac: "00:80:f0:20:00:02"',
             'mac: "00:80:f0:20:00:0g"',
-            "devices[3].mac: '00:80:f0:20:00:0g' is not a MAC address",
+            "devices[3].mac: not a MAC address: 00:80:f0:20:00:0g (12 hex digits, e.g. "
+            "00:80:f0:12:34:56)",
         ),
-        ('mac: "00:80:f0:20:00:02"', 'mac: "01:00:5e:00:00:01"', "is a multicast MAC address"),
+        (
+            'mac: "00:80:f0:20:00:02"',
+            'mac: "01:00:5e:00:00:01"',
+            "devices[3].mac: not a device's MAC address: 01:00:5e:00:00:01 is a multicast address",
+        ),
         # duplicate keys are refused, not silently overwritten
         ("lines: 2\n", "lines: 2\nlines: 3\n", ":9: WT-2026-000104: lines: duplicate key"),
         ("plan: office_plus", "plan: office_pluss", "plan: must be one of"),

@@ -135,7 +135,8 @@ CASES: list[tuple[str, dict[str, Any], Patch, str, str]] = [
     ("extensions-too-few", BASE,
      lambda d: d.update(extensions=d["extensions"][:2], devices=d["devices"][:4]),
      "extensions", "office_maxi: 3 to 32"),
-    ("extensions-too-many", BASE, _extra_exts(28), "extensions", "office_maxi: 3 to 32"),
+    # Past the largest plan's 32 the document's own cap speaks (before any rule runs).
+    ("extensions-too-many", BASE, _extra_exts(28), "extensions", "at most 32"),
     ("extensions-office-plus-max", BASE,
      _many(_set("plan", "office_plus"), _set("lines", 2), _extra_exts(4)),
      "extensions", "office_plus: 2 to 8"),
@@ -192,10 +193,12 @@ CASES: list[tuple[str, dict[str, Any], Patch, str, str]] = [
     ("isdn-group-at-most-8", BASE,
      _set("numbers.isdn_groups.0", [f"+3902987654{30 + i}" for i in range(9)]),
      "numbers.isdn_groups[0]", "at most 8"),
-    ("isdn-progenitor", BASE,
-     _many(_set("numbers.single", ["+390612340000", "+390612340001"]),
-           _set("extensions.3.number", "+390298765431")),
-     "numbers.isdn_groups[0]", "the progenitor (first number) must serve an extension"),
+    ("isdn-group-one-block", BASE, _append("numbers.isdn_groups.0", "+390298761111"),
+     "numbers.isdn_groups[0][2]", "one group, one block: +3902987654xx"),
+    ("isdn-group-same-length", BASE, _append("numbers.isdn_groups.0", "+3902987654321"),
+     "numbers.isdn_groups[0][2]", "one group, one block: +3902987654xx"),
+    ("isdn-group-empty", BASE, _append("numbers.isdn_groups", []),
+     "numbers.isdn_groups[1]", "1 to 8 numbers, the progenitor first"),
     ("terminals-quota", BASE,
      _many(_append("devices", _phone(201, "00:80:f0:00:00:02")),
            _append("devices", _phone(301, "00:80:f0:00:00:03")),
@@ -209,7 +212,7 @@ CASES: list[tuple[str, dict[str, Any], Patch, str, str]] = [
      _many(_extra_exts(5),
            _set("devices.5.handsets", [{"extension": 203}, {"extension": 204}]
                 + [{"extension": 250 + i} for i in range(5)])),
-     "devices[5].handsets", "alcatel-ip2215: at most 5"),
+     "devices[5].handsets", "at most 5"),
     ("poe-port-not-poe", BASE, _set("devices.4.port", 13),
      "devices[4].port", "dlink-dgs-1100-24p: PoE ports 1-12 of 24"),
     ("poe-port-does-not-exist", BASE, _set("devices.4.port", 30),
@@ -280,6 +283,23 @@ def test_all_violations_reported_not_only_the_first() -> None:
     assert any(": lines: " in ln for ln in lines)
     assert any("devices[4].port" in ln for ln in lines)
     assert any("extensions[2].mobile" in ln for ln in lines)
+
+
+def test_a_secondary_isdn_number_serves_an_extension_without_its_progenitor() -> None:
+    """The seeds: the progenitor must be ported (listed first in its group), and the customer
+    chooses which numbers of the group to activate; the progenitor need not serve one."""
+    doc = copy.deepcopy(BASE)
+    doc["extensions"][3]["number"] = "+390298765431"  # secondary; the progenitor ...430 unused
+    checked = check_text(yaml.safe_dump(doc, sort_keys=False), "o.yaml")
+    assert checked.ok, checked.lines()
+
+
+def test_an_isdn_group_of_eight_straddling_a_decade_is_one_block() -> None:
+    doc = copy.deepcopy(BASE)
+    doc["numbers"]["isdn_groups"] = [[f"+3902987654{n}" for n in range(36, 44)]]
+    doc["extensions"][3]["number"] = "+390298765440"
+    checked = check_text(yaml.safe_dump(doc, sort_keys=False), "o.yaml")
+    assert checked.ok, checked.lines()
 
 
 def test_samples_are_valid() -> None:

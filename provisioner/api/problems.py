@@ -15,13 +15,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from provisioner.errors import (
     BindRefused,
     BlockUnknown,
     DeviceUnknown,
+    InvalidMac,
     OrderConflict,
     OrderRejected,
     OrderUnknown,
@@ -50,20 +51,27 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     violations: list[Violation] | None = None
+    violations_total: int | None = Field(
+        None, description="How many violations there are: `violations` lists the first 100."
+    )
 
 
 class DocumentRefused(Exception):
-    """An order document (body of POST/PUT) broke the schema or the offer's rules."""
+    """An order document (body of POST/PUT) broke the schema or the offer's rules.
+
+    ``total``: how many violations the document has, when ``violations`` holds only the first.
+    """
 
     type_ = "urn:provisioner:problem:order-rejected"
 
-    def __init__(self, violations: list[Violation]):
+    def __init__(self, violations: list[Violation], total: int | None = None):
         self.violations = violations
-        super().__init__(f"{len(violations)} violations")
+        self.total = len(violations) if total is None else total
+        super().__init__(f"{self.total} violations")
 
     @property
     def detail(self) -> str:
-        return f"the order document breaks {len(self.violations)} rule(s)"
+        return f"the order document breaks {self.total} rule(s)"
 
 
 class TargetsRefused(DocumentRefused):
@@ -89,6 +97,7 @@ def problem(
     violations: list[Violation] | None = None,
     headers: dict[str, str] | None = None,
     instance: str | None = None,
+    violations_total: int | None = None,
 ) -> ProblemResponse:
     body = Problem(
         type=type_,
@@ -97,6 +106,9 @@ def problem(
         detail=detail,
         instance=instance,
         violations=violations,
+        violations_total=violations_total
+        if violations_total is not None or violations is None
+        else len(violations),
     )
     return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
@@ -125,12 +137,23 @@ UNSUPPORTED: Responses = {415: _problem_doc("Body is neither YAML nor JSON.")}
 CONFLICT: Responses = {409: _problem_doc("Refused by the offer's rules or the order's state.")}
 
 
+# The member names pydantic adds to the location of an error in one member of a union (an
+# optional field is a union with None): not part of the path a client sent.
+_MEMBER_TAGS = frozenset(
+    {"str", "int", "float", "bool", "none", "constrained-str", "constrained-int"}
+)
+
+
 def _validation_violations(exc: RequestValidationError) -> list[Violation]:
     out = []
     for err in exc.errors():
+        if err.get("type") == "none_required":
+            continue  # "Input should be None": the optional field's other member says why
         loc = [str(p) for p in err.get("loc", ())]
-        out.append(Violation(path=".".join(loc), message=str(err.get("msg", "invalid"))))
-    return out
+        loc = [p for p in loc if p not in _MEMBER_TAGS and "[" not in p]
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        out.append(Violation(path=".".join(loc), message=message))
+    return out or [Violation(path="", message="does not match the API schema")]
 
 
 def install(app: FastAPI) -> None:
@@ -167,7 +190,22 @@ def install(app: FastAPI) -> None:
 
     async def refused_document(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, DocumentRefused)
-        return problem(422, exc.detail, type_=exc.type_, violations=exc.violations)
+        return problem(
+            422,
+            exc.detail,
+            type_=exc.type_,
+            violations=exc.violations,
+            violations_total=exc.total,
+        )
+
+    async def invalid_mac(request: Request, exc: Exception) -> ProblemResponse:
+        # A MAC that reached the code unchecked (the schemas check the API's own): say why.
+        return problem(
+            422,
+            "the request does not match the API schema",
+            type_="urn:provisioner:problem:invalid-request",
+            violations=[Violation(path="mac", message=str(exc))],
+        )
 
     async def unknown(request: Request, exc: Exception) -> ProblemResponse:
         return problem(404, str(exc), type_="urn:provisioner:problem:not-found")
@@ -191,6 +229,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(OrderRejected, rejected)
     app.add_exception_handler(DocumentRefused, refused_document)
+    app.add_exception_handler(InvalidMac, invalid_mac)
     app.add_exception_handler(OrderUnknown, unknown)
     app.add_exception_handler(DeviceUnknown, unknown)
     app.add_exception_handler(BlockUnknown, unknown)

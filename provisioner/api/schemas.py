@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,39 +18,43 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
 from provisioner.api.problems import Violation
-from provisioner.document import normalize_mac
+from provisioner.document import normalize_mac, shown
+from provisioner.errors import InvalidMac
 
-# The usual MAC spellings of a unicast address (second hex digit even). In path parameters
-# a MAC that normalize_mac still refuses (all zeros) simply matches no device.
+# The usual MAC spellings of a unicast address (second hex digit even), not all zeros: what
+# the OpenAPI schema says of a MAC. Requests are checked by a validator instead of the
+# pattern, so a refused MAC gets a sentence saying why, not the regex.
 _HEX = "[0-9A-Fa-f]"
 _FIRST = f"{_HEX}[02468AaCcEe]"
 MAC_PATTERN = (
+    "^(?![0.:-]*$)(?:"
     f"^{_FIRST}(?::{_HEX}{{2}}){{5}}$"
     f"|^{_FIRST}(?:-{_HEX}{{2}}){{5}}$"
     f"|^{_FIRST}{_HEX}{{2}}\\.{_HEX}{{4}}\\.{_HEX}{{4}}$"
-    f"|^{_FIRST}{_HEX}{{10}}$"
+    f"|^{_FIRST}{_HEX}{{10}}$)"
 )
-# In bodies also refuse the all-zero address up front (look-ahead needs Python's re engine).
-BODY_MAC_PATTERN = f"^(?![0.:-]*$)(?:{MAC_PATTERN})"
+_MAC_RE = re.compile(MAC_PATTERN)
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAC_EXAMPLE = "00:80:f0:00:00:01"
 ORDER_EXAMPLE = "WT-2026-000123"
+MAC_SCHEMA: dict[str, Any] = {"type": "string", "pattern": MAC_PATTERN, "examples": [MAC_EXAMPLE]}
 
 
-def _mac(value: str) -> str:
+def api_mac(value: str) -> str:
+    """A MAC of a request in the stored spelling, or :class:`InvalidMac` saying why not."""
+    if not _MAC_RE.match(value):
+        normalize_mac(value)  # raises with the reason (not a MAC, multicast, all zeros)
+        raise InvalidMac(f"not a MAC address: {shown(value)} (12 hex digits, e.g. {MAC_EXAMPLE})")
     return normalize_mac(value)
 
 
-Mac = Annotated[
-    str,
-    Field(pattern=BODY_MAC_PATTERN, examples=[MAC_EXAMPLE]),
-    AfterValidator(_mac),
-]
+Mac = Annotated[str, AfterValidator(api_mac), WithJsonSchema(MAC_SCHEMA)]
 # Optional in a body: absent, never null (the schema then says exactly which keys go together).
 Text40 = Annotated[str, Field(min_length=1, max_length=40)]
 
@@ -198,7 +203,8 @@ class OrderApplied(BaseModel):
 class OrderValidation(BaseModel):
     valid: bool
     order: str | None = None
-    violations: list[Violation] = []
+    violations: list[Violation] = Field([], description="The first 100 violations.")
+    violations_total: int = Field(0, description="How many violations there are in all.")
 
 
 class BindCreate(_In):

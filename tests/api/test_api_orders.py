@@ -95,6 +95,7 @@ def test_validate_only(client: TestClient, store: Store) -> None:
         "valid": True,
         "order": "WT-2026-900001",
         "violations": [],
+        "violations_total": 0,
     }
     bad = client.post("/api/v1/orders/validate", content="order: X\nplan: 3\n", headers=h)
     assert bad.status_code == 200 and bad.json()["valid"] is False

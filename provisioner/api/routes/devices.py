@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
+from pydantic import AfterValidator, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from provisioner import audit
@@ -20,8 +21,7 @@ from provisioner.api.deps import (
 )
 from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
-from provisioner.api.schemas import MAC_EXAMPLE, MAC_PATTERN
-from provisioner.document import normalize_mac
+from provisioner.api.schemas import MAC_SCHEMA, api_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, RenderError
 from provisioner.inventory import Inventory
 from provisioner.store.models import Device
@@ -29,20 +29,15 @@ from provisioner.store.models import Device
 router = APIRouter(tags=["devices"])
 
 MacPath = Annotated[
-    str, Path(pattern=MAC_PATTERN, description="MAC, any usual spelling.", examples=[MAC_EXAMPLE])
+    str,
+    Path(description="MAC, any usual spelling."),
+    AfterValidator(api_mac),
+    WithJsonSchema(MAC_SCHEMA),
 ]
 
 
-def _norm(mac: str) -> str:
-    try:
-        return normalize_mac(mac)
-    except ValueError:
-        # Well-formed but never a device's (multicast, all zeros): same answer as unknown.
-        raise DeviceUnknown(f"MAC {mac}: no device with this MAC in the store") from None
-
-
 def _visible_device(inv: Inventory, session: Session, principal: Principal, mac: str) -> Device:
-    dev = inv.find_device(session, _norm(mac))
+    dev = inv.find_device(session, mac)  # mac: normalised by MacPath
     if not principal.sees(dev.order.order_id):
         raise DeviceUnknown(f"MAC {dev.mac}: no device with this MAC in the store")
     return dev
@@ -141,7 +136,7 @@ def swap_device(
     MAC stops matching anything, so the returned box can no longer fetch files."""
     with inv.db.read() as session:
         dev = _visible_device(inv, session, principal, mac)
-        order_id, old = dev.order.order_id, dev.mac or _norm(mac)
+        order_id, old = dev.order.order_id, dev.mac or mac
     new = body.new_mac
     device_id = inv.swap(order_id, old, new, actor=principal.actor)
     return schemas.SwapPublic(order=order_id, device=device_id, old_mac=old, new_mac=new)
@@ -283,6 +278,6 @@ def arm_device(
 
     with inv.db.read() as session:
         dev = _visible_device(inv, session, principal, mac)
-        norm = dev.mac or _norm(mac)
+        norm = dev.mac or mac
     minutes = body.minutes if body else None
     return _armed(enrollment.arm(inv, norm, minutes, actor=principal.actor))
