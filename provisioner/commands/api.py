@@ -117,6 +117,7 @@ def api_serve(
     import uvicorn
 
     from provisioner.api.app import create_app
+    from provisioner.httpserver import server_config
 
     inv = _inventory()
-    uvicorn.run(create_app(inv.settings, inv), host=host, port=port, log_level="warning")
+    uvicorn.Server(server_config(create_app(inv.settings, inv), inv.settings, host, port)).run()
