@@ -103,7 +103,7 @@ class Permission:
             if wait:
                 retry = {"Retry-After": limiter.retry_after(wait)}
                 raise HTTPException(429, "too many failed logins", headers=retry)
-            raise _unauthorized("the token is unknown, malformed or revoked")
+            raise _unauthorized("the token is unknown, malformed, revoked or expired")
         wait = limiter.take(("token", info.id))
         if wait:
             raise HTTPException(
