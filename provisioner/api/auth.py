@@ -9,7 +9,8 @@ without one. Roles:
   names. Any other order answers 404, exactly like an order that does not exist, so a
   technician's token cannot be used to learn which orders exist.
 - ``noc``: everything on every order except reading secrets and managing tokens.
-- ``admin``: everything, including the secrets endpoint.
+- ``admin``: everything, including the secrets endpoint and renaming a customer through an
+  order that is not one of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from provisioner.store.tokens import TokenInfo
 
 READ = frozenset({"orders:read", "devices:read", "audit:read"})
 FIELD = frozenset({"devices:bind", "devices:arm", "devices:push"})  # the install's work
-PERMISSIONS = frozenset({*READ, *FIELD, "orders:write", "secrets:read"})
+# customers:rename: an order may rename a customer that other orders own (admin only).
+PERMISSIONS = frozenset({*READ, *FIELD, "orders:write", "secrets:read", "customers:rename"})
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ,
     "technician": READ | FIELD,
