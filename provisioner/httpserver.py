@@ -231,7 +231,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(head))
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+            self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()  # TLS: asyncio's TLS shutdown sends the answer first
 
 
 def server_config(

@@ -16,10 +16,11 @@ from typing import Any
 class LiveServer:
     """``with LiveServer(app) as server:`` then ``server.url`` / ``server.port``.
 
-    ``settings`` (default: the defaults) gives the HTTP limits and the trusted proxies.
+    ``settings`` (default: the defaults) gives the HTTP limits and the trusted proxies;
+    ``options`` go to uvicorn's configuration (``ssl_certfile``, ...).
     """
 
-    def __init__(self, app: Any, settings: Any = None):
+    def __init__(self, app: Any, settings: Any = None, **options: Any):
         import uvicorn
 
         from provisioner.httpserver import server_config
@@ -28,7 +29,7 @@ class LiveServer:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        config = server_config(app, settings or Settings(), lifespan="off")
+        config = server_config(app, settings or Settings(), **{"lifespan": "off", **options})
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True

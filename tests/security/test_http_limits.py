@@ -10,11 +10,13 @@ import dataclasses
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,65 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(stack: S
         idle = time.monotonic() - answered
     assert b"HTTP/1.1" not in rest
     assert KEEPALIVE_TIMEOUT - 0.2 <= idle <= KEEPALIVE_TIMEOUT + 1.0, idle
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_the_https_listener_has_the_same_limits(
+    sample_inventory: Inventory, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    settings = dataclasses.replace(sample_inventory.settings, http_header_timeout=HEADER_TIMEOUT)
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    app = DeviceHttpApp(build_service(sample_inventory, tmp_path))
+    with LiveServer(app, settings, ssl_certfile=str(cert), ssl_keyfile=str(key)) as server:
+        answers = []
+        for payload in (
+            _request([b"Host: x", b"Connection: close"], b"/nothing-here.txt"),
+            _request([b"Host: x", b"X-Big: " + b"a" * 1024 * 1024]),
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a",  # and nothing more
+        ):
+            with tls.wrap_socket(_connect(server.port, timeout=HEADER_TIMEOUT + 10)) as sock:
+                # One thread per TLS socket (OpenSSL does not share one between threads): the
+                # server keeps reading and dropping after a refusal, so sending ends.
+                started = time.monotonic()
+                with contextlib.suppress(OSError):
+                    sock.sendall(payload)
+                answer = _read_to_eof(sock)
+                answers.append((_status(answer), time.monotonic() - started))
+    assert [status for status, _ in answers] == [404, 431, 408]
+    assert answers[1][1] < 1.0
+    assert HEADER_TIMEOUT - 0.2 <= answers[2][1] <= HEADER_TIMEOUT + 1.0
 
 
 # ---------------------------------------------------------------------- connections
