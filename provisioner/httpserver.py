@@ -11,7 +11,8 @@ to arrive, and its ``limit_concurrency`` accepts and parses every connection bef
   first request, from its first byte for later ones): past it, 408 and close (a connection
   that sent nothing is closed without an answer);
 - a kept-alive connection idle for ``http_keepalive_timeout`` seconds is closed (uvicorn's
-  own timer, given our setting);
+  own timer, given our setting); bytes of a request body that was already answered (a 405,
+  401 or 413 sent before the body was read) do not count as activity;
 - past ``http_max_connections`` open connections, a new one gets 503 and is closed before
   anything of it is read.
 
@@ -113,7 +114,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
+        if self._in_head or self.cycle is None or not self.cycle.response_complete:
+            # Once the answer is out, the rest of its request body is not activity: a client
+            # trickling a body it was already answered for is idle, and times out as such.
+            self._unset_keepalive_if_required()
         if self._refused:
             return  # lingering after a refusal: read and drop
         while data:
@@ -152,6 +156,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
         return not self.transport.is_closing()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # No route speaks WebSocket (ws="none"): an Upgrade request is answered as plain HTTP,
+        # and a client must not write uvicorn's "install websockets" advice to our log at will.
+        pass
 
     # -------------------------------------------------------------- parser callbacks
 

@@ -279,6 +279,31 @@ def test_the_https_listener_has_the_same_limits(
     assert HEADER_TIMEOUT - 0.2 <= answers[2][1] <= HEADER_TIMEOUT + 1.0
 
 
+def test_a_client_trickling_a_body_it_was_answered_for_is_closed_when_idle(stack: Stack) -> None:
+    """A POST to the device path is answered 405 at once; dribbling the announced body after
+    that must not keep the connection open."""
+    stop = threading.Event()
+    with _connect(stack.port, timeout=KEEPALIVE_TIMEOUT + 10) as sock:
+        sock.sendall(
+            b"POST /0080f0000001.cfg HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+        )
+
+        def trickle() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.3):
+                    sock.sendall(b"a")
+
+        started = time.monotonic()
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        answer = _read_to_eof(sock)
+        closed_after = time.monotonic() - started
+        stop.set()
+        sender.join(5)
+    assert _status(answer) == 405
+    assert closed_after <= KEEPALIVE_TIMEOUT + 1.0, closed_after
+
+
 # ---------------------------------------------------------------------- connections
 
 
