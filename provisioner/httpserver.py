@@ -18,7 +18,8 @@ to arrive, and its ``limit_concurrency`` accepts and parses every connection bef
 
 A refusal is answered, then the connection is half-closed and whatever the client still
 sends is read and dropped for a moment: closing with unread data would reset the connection
-and the client might never see the answer.
+and the client might never see the answer. (TLS cannot half-close; asyncio's TLS shutdown
+sends the answer and drains the connection itself.)
 
 Forwarded headers (``X-Forwarded-For``/``-Proto``) are believed only from the proxies in the
 ``trusted_proxies`` setting; by default a request's source is its TCP peer.
@@ -126,9 +127,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 return
             if self._head_timer is None:
                 self._arm_head_timer()
-            # Feed no more than the head may still hold. Bytes of a pipelined next request
-            # that share a piece with the end of this one are not counted against it, so a
-            # pipelined head can reach twice the limit at worst: still bounded.
+            # Feed no more than the head may still hold. A pipelined next head that arrives in
+            # the same read as the end of this request is fed with it uncounted, so it may
+            # pass the limit by at most one read of the transport: still bounded.
             room = max(0, self.limits.max_header_bytes - self._head_bytes)
             piece, data = data[:room], data[room:]
             self._head_bytes += len(piece)
