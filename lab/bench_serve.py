@@ -106,7 +106,7 @@ def order_document(o: int) -> dict[str, object]:
     ]
     return {
         "order": f"WT-BENCH-{o:04d}",
-        "customer": {"name": "Carico S.r.l.", "vat": "IT01234567897"},
+        "customer": {"name": "Carico S.r.l.", "vat": "IT05550000003"},
         "plan": "office_maxi",
         "lines": 8,
         "numbers": {"gnr": [{"first": "+39025550000", "last": "+39025550099"}]},

@@ -124,11 +124,19 @@ def validate(paths: PathsArg) -> None:
 def apply(
     paths: PathsArg,
     actor: Annotated[str, typer.Option(help="Who is applying (for the audit log).")] = "",
+    rename_customer: Annotated[
+        bool,
+        typer.Option(
+            "--rename-customer",
+            help="Let an order rename a customer (same VAT) that other orders own.",
+        ),
+    ] = False,
 ) -> None:
     """Validate, then write each order into the store in its own transaction.
 
     Re-applying an unchanged file changes nothing and says so. A refused order leaves the
     store exactly as it was; the other files are still applied. Exit status 1 if any refused.
+    A customer's name changes only through its own orders, unless --rename-customer.
 
     Example: provisioner apply inventory/orders/
     """
@@ -149,7 +157,7 @@ def apply(
             out.print(f"{r.file}: {r.order_id or '?'}: refused", markup=False)
             continue
         try:
-            res = inv.apply(r.document, source=r.file, actor=actor)
+            res = inv.apply(r.document, source=r.file, actor=actor, rename_customer=rename_customer)
         except ProvisionerError as exc:
             refused += 1
             for line in str(exc).splitlines():

@@ -87,16 +87,20 @@ class Inventory:
         source: str = "",
         actor: str = "",
         expect: Literal["new", "active"] | None = None,
+        rename_customer: bool = False,
     ) -> ApplyResult:
         """Write one valid order in its own transaction. A refused order changes nothing.
 
         ``expect="new"`` refuses an order that exists; ``expect="active"`` one that does not
         exist (:class:`OrderUnknown`) or is cancelled. Both are checked inside the write
         transaction, so of two concurrent creates of one order exactly one wins.
+
+        A stored customer (by VAT) is renamed only by one of its own orders; another order
+        naming it differently is refused unless ``rename_customer`` (an admin's say-so).
         """
         actor = actor or audit.default_actor()
         try:
-            return self._apply(doc, source, actor, expect)
+            return self._apply(doc, source, actor, expect, rename_customer)
         except IntegrityError:
             if expect == "new":  # PostgreSQL: a concurrent create inserted the same order id
                 raise OrderConflict(f"order {doc.order}: exists") from None
@@ -106,7 +110,12 @@ class Inventory:
             ) from None
 
     def _apply(
-        self, doc: OrderDocument, source: str, actor: str, expect: str | None
+        self,
+        doc: OrderDocument,
+        source: str,
+        actor: str,
+        expect: str | None,
+        rename_customer: bool = False,
     ) -> ApplyResult:
         with self.db.write() as session:
             order = _lock_order(session, doc.order)
@@ -119,7 +128,7 @@ class Inventory:
                 if order.state != "active":
                     raise OrderConflict(f"order {doc.order}: is {order.state}; kept for audit only")
             _check_identities(session, doc)
-            sync = _Sync(session, self.vault, doc, order, source)
+            sync = _Sync(session, self.vault, doc, order, source, rename_customer)
             sync.run()
             if not sync.changes:
                 # Nothing differs: leave even the audit log as it is (a true no-op).
@@ -513,7 +522,13 @@ class _Sync:
     """Brings one order's rows to what its document says, writing only what differs."""
 
     def __init__(
-        self, session: Session, v: vault.Vault, doc: OrderDocument, order: Order | None, source: str
+        self,
+        session: Session,
+        v: vault.Vault,
+        doc: OrderDocument,
+        order: Order | None,
+        source: str,
+        rename_customer: bool = False,
     ):
         self.session = session
         self.vault = v
@@ -521,6 +536,7 @@ class _Sync:
         self.order: Order = order  # type: ignore[assignment]
         self.existing = order is not None
         self.source = source
+        self.rename_customer = rename_customer
         self.changes: list[str] = []
 
     def _set(self, obj: Any, attr: str, value: Any, label: str) -> None:
@@ -537,8 +553,7 @@ class _Sync:
             s.add(customer)
             s.flush()
         elif customer.name != doc.customer.name:
-            customer.name = doc.customer.name
-            self.changes.append(f"customer {customer.vat}: name changed")
+            self._rename(customer)
         if not self.existing:
             self.order = Order(
                 order_id=doc.order,
@@ -570,6 +585,33 @@ class _Sync:
         if self.changes and self.existing and self.source:
             self.order.source = self.source
         s.flush()
+
+    def _rename(self, customer: Customer) -> None:
+        """A customer's name changes through its own orders, or when an admin says so: an
+        order naming a VAT must not rename the company behind another customer's orders."""
+        own = self.existing and self.order.customer_id == customer.id
+        if not own and not self.rename_customer:
+            owners = list(
+                self.session.scalars(
+                    select(Order.order_id)
+                    .where(Order.customer_id == customer.id)
+                    .order_by(Order.order_id)
+                )
+            )
+            if owners:
+                named = ", ".join(owners[:3])
+                if len(owners) > 3:
+                    named += f" and {len(owners) - 3} more"
+                where = "order" if len(owners) == 1 else "orders"
+                raise OrderRejected(
+                    [
+                        f"{self.doc.order}: customer.name: customer {customer.vat} is "
+                        f'"{customer.name}" in {where} {named}; only that customer\'s orders '
+                        "or an admin may rename it"
+                    ]
+                )
+        customer.name = self.doc.customer.name
+        self.changes.append(f"customer {customer.vat}: name changed")
 
     def _numbers(self) -> None:
         want: list[tuple[str, int, str, str | None]] = []

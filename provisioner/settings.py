@@ -8,6 +8,7 @@ Every setting is listed in the README.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -62,6 +63,17 @@ class Settings:
     tftp_root: str = ""  # static files (firmware); default: the repository's tftp_root/
     sweep_max_misses: int = 20  # misses per minute from one source before it is blocked
     sweep_block_seconds: int = 900
+    # HTTP limits, on every listener (device files and the REST API alike): the request head
+    # (request line and header fields) in bytes and in fields, the seconds it may take to
+    # arrive, the seconds a kept-alive connection may idle, and connections at once.
+    http_max_header_bytes: int = 16 * 1024
+    http_max_headers: int = 100
+    http_header_timeout: float = 10.0
+    http_keepalive_timeout: float = 5.0
+    http_max_connections: int = 2048
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDRs,
+    # comma-separated). Empty: the source of a request is always its TCP peer.
+    trusted_proxies: str = ""
     # Push.
     push_concurrency: int = 20
     snmp_require_v3: bool = False
@@ -76,6 +88,15 @@ class Settings:
     api_rate: float = 20.0
     api_burst: int = 40
     api_max_body: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):  # NaN and infinity switch a limit off
+                raise SettingsError(
+                    f"setting {ENV_PREFIX}{name.upper()}: {value} is not a positive number"
+                )
+        self.trusted_proxy_list  # noqa: B018 - a bad proxy is an error at start
 
     @property
     def data_dir(self) -> Path:
@@ -101,8 +122,36 @@ class Settings:
         return out
 
     @property
+    def trusted_proxy_list(self) -> list[str]:
+        """The trusted proxies as uvicorn takes them (each an address or a network)."""
+        out = []
+        for item in self.trusted_proxies.split(","):
+            text = item.strip()
+            if not text:
+                continue
+            try:
+                net = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"setting {ENV_PREFIX}TRUSTED_PROXIES: {text!r} is not an address or network"
+                ) from None
+            one = net.prefixlen == net.max_prefixlen
+            out.append(str(net.network_address) if one else str(net))
+        return out
+
+    @property
     def ntp_server_list(self) -> list[str]:
         return [s.strip() for s in self.ntp_servers.split(",") if s.strip()]
+
+
+# Limits that make no sense at zero or below (a typo must not switch a limit off).
+_POSITIVE = (
+    "http_max_header_bytes",
+    "http_max_headers",
+    "http_header_timeout",
+    "http_keepalive_timeout",
+    "http_max_connections",
+)
 
 
 def _coerce(name: str, raw: Any, target: Any) -> Any:

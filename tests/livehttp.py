@@ -1,7 +1,8 @@
 """An ASGI app under a real uvicorn on 127.0.0.1 (a free port), in a thread of the test process.
 
 Shared by the serving, REST API, push-job and SIP end-to-end tests (importable from any test
-directory: pytest puts ``tests/`` on ``sys.path`` for the root conftest).
+directory: pytest puts ``tests/`` on ``sys.path`` for the root conftest). The server is
+configured like every listener of the product (``provisioner.httpserver``), limits included.
 """
 
 from __future__ import annotations
@@ -13,17 +14,24 @@ from typing import Any
 
 
 class LiveServer:
-    """``with LiveServer(app) as server:`` then ``server.url`` / ``server.port``."""
+    """``with LiveServer(app) as server:`` then ``server.url`` / ``server.port``.
 
-    def __init__(self, app: Any):
+    ``settings`` (default: the defaults) gives the HTTP limits and the trusted proxies;
+    ``options`` go to uvicorn's configuration (``ssl_certfile``, ...).
+    """
+
+    def __init__(self, app: Any, settings: Any = None, **options: Any):
         import uvicorn
 
-        self.sock = socket.socket()
-        # Accepted connections inherit it: answers go out at once, not after a delayed ACK.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        from provisioner.httpserver import server_config
+        from provisioner.settings import Settings
+
+        # IPPROTO_TCP, as uvicorn's own sockets: asyncio sets TCP_NODELAY only on those, and
+        # without it every keep-alive answer written in two parts waits ~40 ms (Nagle).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = server_config(app, settings or Settings(), **{"lifespan": "off", **options})
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True

@@ -203,7 +203,7 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
     for o in range(7):
         doc = {
             "order": f"WT-LOAD-{o:04d}",
-            "customer": {"name": "Carico S.r.l.", "vat": "IT01234567897"},
+            "customer": {"name": "Carico S.r.l.", "vat": "IT05550000003"},
             "plan": "office_maxi", "lines": 8,
             "numbers": {"gnr": [{"first": "+39025550000", "last": "+39025550099"}]},
             "sites": [{"id": "hq", "address": "Via Carico 1, Milano", "connectivity": "fttc"}],

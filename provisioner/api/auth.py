@@ -10,7 +10,8 @@ without one. Roles:
   technician's token cannot be used to learn which orders exist.
 - ``noc``: everything on every order except reading secrets and managing tokens; lifting
   the block of a source the sweep guard blocked.
-- ``admin``: everything, including the secrets endpoint.
+- ``admin``: everything, including the secrets endpoint and renaming a customer through an
+  order that is not one of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from provisioner.store.tokens import TokenInfo
 
 READ = frozenset({"orders:read", "devices:read", "audit:read"})
 FIELD = frozenset({"devices:bind", "devices:arm", "devices:push"})  # the install's work
-PERMISSIONS = frozenset({*READ, *FIELD, "orders:write", "secrets:read", "blocks:lift"})
+# customers:rename: an order may rename a customer that other orders own (admin only).
+PERMISSIONS = frozenset(
+    {*READ, *FIELD, "orders:write", "secrets:read", "blocks:lift", "customers:rename"}
+)
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ,
     "technician": READ | FIELD,
@@ -104,7 +108,7 @@ class Permission:
             if wait:
                 retry = {"Retry-After": limiter.retry_after(wait)}
                 raise HTTPException(429, "too many failed logins", headers=retry)
-            raise _unauthorized("the token is unknown, malformed or revoked")
+            raise _unauthorized("the token is unknown, malformed, revoked or expired")
         wait = limiter.take(("token", info.id))
         if wait:
             raise HTTPException(

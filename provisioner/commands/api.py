@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -28,11 +29,19 @@ def token_create(
         typer.Option("--order", help="Order a technician token may act on (repeat)."),
     ] = None,
     name: Annotated[str, typer.Option(help="Name shown in the audit log (api:NAME).")] = "",
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="How long the token works: 90m, 12h, 30d, or never. "
+            "Default: 12h for technician tokens, 90d for the others.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Make an API token and print it once; only its hash is stored.
 
     Examples:
-      provisioner token create --role noc --name dashboard
+      provisioner token create --role noc --name dashboard --expires 30d
       provisioner token create --role technician --order WT-2026-000123 --name mario
     """
     from provisioner.store import tokens
@@ -40,8 +49,14 @@ def token_create(
     inv = _inventory()
     with inv.db.write() as session:
         row, text = tokens.create(
-            session, role, name=name, orders=order or [], actor=audit.default_actor()
+            session,
+            role,
+            name=name,
+            orders=order or [],
+            actor=audit.default_actor(),
+            expires=expires,
         )
+        until = _when(row.expires_at)
         audit.record(
             session,
             audit.default_actor(),
@@ -50,16 +65,26 @@ def token_create(
             token_name=row.name,
             role=role,
             orders=row.order_ids,
+            expires_at=until or None,
         )
         token_id, token_name = row.id, row.name
-    err.print(f"token {token_id} ({token_name}, {role}); store it now, it is not shown again:")
+    lasts = f"expires {until} UTC" if until else "never expires"
+    err.print(
+        f"token {token_id} ({token_name}, {role}, {lasts}); store it now, it is not shown again:",
+        markup=False,
+    )
     out.print(text, markup=False)
+
+
+def _when(at: datetime | None) -> str:
+    """A stored time as the token commands show it (UTC, to the minute); "" for none."""
+    return at.strftime("%Y-%m-%d %H:%M") if at is not None else ""
 
 
 @token_app.command("list")
 @handles_errors
 def token_list() -> None:
-    """List API tokens (never the tokens themselves).
+    """List API tokens (never the tokens themselves), with when each expires (UTC).
 
     Example: provisioner token list
     """
@@ -68,15 +93,22 @@ def token_list() -> None:
     inv = _inventory()
     with inv.db.read() as session:
         rows = tokens.list_tokens(session)
-        table = Table("id", "name", "role", "orders", "created", "revoked")
+        table = Table("id", "name", "role", "orders", "created", "expires", "revoked")
         for r in rows:
+            if r.expires_at is None:
+                expiry = "never"
+            elif tokens.expired(r):
+                expiry = f"expired {_when(r.expires_at)}"
+            else:
+                expiry = _when(r.expires_at)
             table.add_row(
                 str(r.id),
                 r.name,
                 r.role,
                 ",".join(json.loads(r.orders)) or "-",
-                r.created_at.strftime("%Y-%m-%d %H:%M"),
-                r.revoked_at.strftime("%Y-%m-%d %H:%M") if r.revoked_at else "-",
+                _when(r.created_at),
+                expiry,
+                _when(r.revoked_at) or "-",
             )
     if not rows:
         out.print("no API tokens (try: provisioner token create --role viewer)")
@@ -117,6 +149,7 @@ def api_serve(
     import uvicorn
 
     from provisioner.api.app import create_app
+    from provisioner.httpserver import server_config
 
     inv = _inventory()
-    uvicorn.run(create_app(inv.settings, inv), host=host, port=port, log_level="warning")
+    uvicorn.Server(server_config(create_app(inv.settings, inv), inv.settings, host, port)).run()

@@ -105,6 +105,7 @@ def serve(
     import uvicorn
 
     from provisioner.http import DeviceHttpApp
+    from provisioner.httpserver import server_config
 
     inv = _inventory()
     s = inv.settings
@@ -121,24 +122,15 @@ def serve(
         port = tftp.start()
     except OSError as exc:
         raise SettingsError(f"TFTP {bind}:{tftp.port}: cannot listen: {exc.strerror}") from None
-    configs = [
-        uvicorn.Config(
-            asgi,
-            host=bind,
-            port=s.http_port if http_port is None else http_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
-    ]
+    http = s.http_port if http_port is None else http_port
+    configs = [server_config(asgi, s, bind, http, lifespan="on")]
     if s.tls_cert and s.tls_key:
         configs.append(
-            uvicorn.Config(
+            server_config(
                 asgi,
-                host=bind,
-                port=s.https_port,
-                log_level="warning",
-                access_log=False,
+                s,
+                bind,
+                s.https_port,
                 ssl_certfile=s.tls_cert,
                 ssl_keyfile=s.tls_key,
                 lifespan="off",

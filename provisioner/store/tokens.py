@@ -3,6 +3,10 @@
 A token reads ``pvt_<id>_<secret>``: the id finds the row, the secret (32 random bytes,
 URL-safe base64) is checked against its stored SHA-256 in constant time. The secret itself
 is never stored, so a copy of the database does not hand out API access.
+
+Tokens expire: after ``expires`` (``90m``, ``12h``, ``30d``), by default 12 hours for a
+technician (one install appointment) and 90 days for the other roles; ``never`` only when
+asked for. An expired token is refused like an unknown one.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -22,6 +27,10 @@ from provisioner.store.models import Base, utcnow
 
 ROLES = ("viewer", "technician", "noc", "admin")
 PREFIX = "pvt"
+# How long a token works when its maker does not say: a technician's lasts one working day.
+DEFAULT_EXPIRES = {"viewer": "90d", "technician": "12h", "noc": "90d", "admin": "90d"}
+MAX_LIFETIME = timedelta(days=3650)
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 
 class TokenError(ProvisionerError):
@@ -47,6 +56,37 @@ class ApiToken(Base):
         return list(json.loads(self.orders or "[]"))
 
 
+def parse_expires(text: str) -> timedelta | None:
+    """A token's lifetime from ``90m``, ``12h``, ``30d`` (minutes, hours, days) or ``never``
+    (None)."""
+    value = text.strip().lower()
+    if value == "never":
+        return None
+    found = re.fullmatch(r"([0-9]{1,9})([mhd])", value)
+    if found is None:
+        raise TokenError(
+            f"token expiry {text!r}: give a whole number and a unit m, h or d "
+            "(90m, 12h, 30d), or never"
+        )
+    lifetime = timedelta(**{_UNITS[found[2]]: int(found[1])})
+    if lifetime <= timedelta(0):
+        raise TokenError(f"token expiry {text!r}: must be at least 1m")
+    if lifetime > MAX_LIFETIME:
+        raise TokenError(
+            f"token expiry {text!r}: at most {MAX_LIFETIME.days}d; say never for a token "
+            "that does not expire"
+        )
+    return lifetime
+
+
+def expired(row: ApiToken, now: datetime | None = None) -> bool:
+    """Whether the token's expiry has passed (SQLite hands back naive UTC datetimes)."""
+    if row.expires_at is None:
+        return False
+    at = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    return at <= (now or utcnow())
+
+
 @dataclass(frozen=True)
 class TokenInfo:
     """What a verified token grants (a plain value, safe to keep per request)."""
@@ -62,11 +102,21 @@ def _digest(secret: str) -> str:
 
 
 def create(
-    session: Session, role: str, *, name: str = "", orders: list[str] | None = None, actor: str = ""
+    session: Session,
+    role: str,
+    *,
+    name: str = "",
+    orders: list[str] | None = None,
+    actor: str = "",
+    expires: str | None = None,
 ) -> tuple[ApiToken, str]:
-    """Make a token; returns the row and the token text (shown once, never stored)."""
+    """Make a token; returns the row and the token text (shown once, never stored).
+
+    ``expires`` is a lifetime for :func:`parse_expires`; None takes the role's default.
+    """
     if role not in ROLES:
         raise TokenError(f"role {role!r}: must be one of {', '.join(ROLES)}")
+    lifetime = parse_expires(DEFAULT_EXPIRES[role] if expires is None else expires)
     orders = sorted(set(orders or []))
     if role == "technician" and not orders:
         raise TokenError("a technician token needs at least one --order")
@@ -79,6 +129,7 @@ def create(
         orders=json.dumps(orders),
         token_hash=_digest(secret),
         created_by=actor,
+        expires_at=None if lifetime is None else utcnow() + lifetime,
     )
     session.add(row)
     session.flush()
@@ -89,7 +140,8 @@ def create(
 
 
 def verify(session: Session, token: str) -> TokenInfo | None:
-    """The grant of a presented token, or None (malformed, unknown, revoked, wrong secret)."""
+    """The grant of a presented token, or None (malformed, unknown, revoked, expired, wrong
+    secret)."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != PREFIX or not parts[1].isdigit() or len(parts[1]) > 12:
         return None
@@ -97,7 +149,7 @@ def verify(session: Session, token: str) -> TokenInfo | None:
     # Compare digests even when the row is missing, so timing does not tell ids apart.
     expected = row.token_hash if row is not None else "0" * 64
     ok = hmac.compare_digest(expected, _digest(parts[2]))
-    if row is None or not ok or row.revoked_at is not None:
+    if row is None or not ok or row.revoked_at is not None or expired(row):
         return None
     return TokenInfo(row.id, row.name, row.role, frozenset(row.order_ids))
 

@@ -37,7 +37,7 @@ ALLOWED: dict[str | None, set[str]] = {
     "viewer": READ,
     "technician": READ | FIELD,
     "noc": READ | FIELD | {"orders:write", "blocks:lift"},
-    "admin": READ | FIELD | {"orders:write", "secrets:read", "blocks:lift"},
+    "admin": READ | FIELD | {"orders:write", "secrets:read", "blocks:lift", "customers:rename"},
 }
 ROLES = (None, "viewer", "technician", "noc", "admin")
 TECH_ORDERS = {OWN}

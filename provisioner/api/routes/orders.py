@@ -167,7 +167,13 @@ def _apply(
     inv: Inventory, doc: OrderDocument, principal: Principal, expect: Literal["new", "active"]
 ) -> schemas.OrderApplied:
     try:
-        result = inv.apply(doc, source=SOURCE, actor=principal.actor, expect=expect)
+        result = inv.apply(
+            doc,
+            source=SOURCE,
+            actor=principal.actor,
+            expect=expect,
+            rename_customer="customers:rename" in principal.permissions,
+        )
     except OrderRejected as exc:
         inv.record_refusal(doc.order, SOURCE, exc.violations, principal.actor)
         raise
