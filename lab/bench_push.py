@@ -5,7 +5,7 @@ Not a test. A throwaway store (temporary PROVISIONER_HOME) gets ``--sims`` extra
 gets a :class:`lab.switch_sim.SwitchSim` (one snmpsim process each). Every round pushes
 every switch a set-plan whose sysName/sysLocation differ from the last round, so every push
 reads, backs up, diffs, writes, verifies and saves. The job function is the real one
-(:func:`provisioner.pushjob.push_config` through :func:`push_many`'s pool; results and
+(:func:`provisioner.push.job.push_config` through :func:`push_many`'s pool; results and
 backups stored, audited).
 
 Printed per concurrency: pushes, wall time, devices per second, and the ratio to the ideal
@@ -45,11 +45,11 @@ def _setup(home: Path, sims: int) -> tuple[Any, list[Any], list[str]]:
     os.environ["PROVISIONER_HOME"] = str(home)
     from sqlalchemy import select
 
-    from provisioner.inventory import Inventory
-    from provisioner.render import DeviceKey
+    from provisioner.documents.validate import check_paths
+    from provisioner.orders.service import Inventory
+    from provisioner.render.engine import DeviceKey
     from provisioner.settings import load_settings
     from provisioner.store.models import Device, Order, SecretRow
-    from provisioner.validate import check_paths
 
     settings = load_settings({"PROVISIONER_HOME": str(home)})
     inv = Inventory(settings)
@@ -100,8 +100,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from lab.switch_sim import SwitchSim
-    from provisioner.pushjob import DeviceAddress, Timeouts, push_config
-    from provisioner.render import Renderer
+    from provisioner.push.job import DeviceAddress, Timeouts, push_config
+    from provisioner.render.engine import Renderer
 
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         home = Path(tmp)

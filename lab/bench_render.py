@@ -14,7 +14,7 @@ import argparse
 import secrets
 import time
 
-from provisioner.context import (
+from provisioner.render.context import (
     DeviceView,
     ExtensionView,
     OrderView,
@@ -22,7 +22,7 @@ from provisioner.context import (
     SiteView,
     TerminalView,
 )
-from provisioner.render import RenderEngine
+from provisioner.render.engine import RenderEngine
 from provisioner.settings import load_settings
 
 DEVICES_PER_ORDER = 20  # IAD, ONT, switch, 16 desk phones, 1 DECT base with 4 handsets

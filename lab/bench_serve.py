@@ -120,11 +120,11 @@ def prepare_store(devices: int) -> tuple[list[Job], dict[str, bytes]]:
     """Apply and arm the orders in PROVISIONER_HOME; the jobs and every job's bytes."""
     import yaml
 
-    from provisioner.enrollment import arm
-    from provisioner.inventory import Inventory
-    from provisioner.render import Renderer
+    from provisioner.documents.validate import check_text
+    from provisioner.orders.enrollment import arm
+    from provisioner.orders.service import Inventory
+    from provisioner.render.engine import Renderer
     from provisioner.settings import load_settings
-    from provisioner.validate import check_text
 
     inv = Inventory(load_settings())
     renderer = Renderer(inv.settings, inv)
@@ -463,7 +463,7 @@ def our_server(procs: Processes, home: Path, tag: str) -> Iterator[tuple[int, in
     argv = [
         sys.executable,
         "-c",
-        "from provisioner.cli import app; app()",
+        "from provisioner.cli.app import app; app()",
         "serve",
         "--host",
         "127.0.0.1",

@@ -321,7 +321,7 @@ class Phone:
 
 @functools.cache
 def _registry() -> Any:
-    from provisioner.drivers import default_registry
+    from provisioner.render.drivers import default_registry
 
     return default_registry()
 

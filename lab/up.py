@@ -23,8 +23,8 @@ from typing import Any
 from lab.iad_sim import IadSim
 from lab.switch_sim import SwitchSim
 from provisioner.push import setplan as sp
-from provisioner.pushjob import SNMP_V3_USER, DeviceAddress, device_keys, write_targets
-from provisioner.render import DeviceKey, Renderer
+from provisioner.push.job import SNMP_V3_USER, DeviceAddress, device_keys, write_targets
+from provisioner.render.engine import DeviceKey, Renderer
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Lab:
 
 
 def _secrets(inv: Any, key: DeviceKey) -> dict[str, str]:
-    from provisioner.pushjob import _credentials
+    from provisioner.push.job import _credentials
 
     return _credentials(inv, key)
 

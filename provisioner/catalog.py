@@ -2,7 +2,7 @@
 
 Every fact here comes from the offer's pages (``shared/seeds``) as summarised in DESIGN.md §2.
 Readings of ours where the pages are vague are marked ``interp`` and listed in the README.
-Rules that use these facts live in :mod:`provisioner.rules`.
+Rules that use these facts live in :mod:`provisioner.documents.rules`.
 """
 
 from __future__ import annotations

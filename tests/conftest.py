@@ -57,7 +57,7 @@ def settings(home: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def inventory(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """An empty store in the test's home."""
-    from provisioner.inventory import Inventory
+    from provisioner.orders.service import Inventory
 
     inv = Inventory(settings)
     yield inv
@@ -67,7 +67,7 @@ def inventory(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def sample_inventory(inventory):  # type: ignore[no-untyped-def]
     """The store with every sample order of inventory/orders applied."""
-    from provisioner.validate import check_paths
+    from provisioner.documents.validate import check_paths
 
     for checked in check_paths([SAMPLES]):
         assert checked.ok, checked.lines()

@@ -2,7 +2,7 @@
 
 Shared by the serving, REST API, push-job and SIP end-to-end tests (importable from any test
 directory: pytest puts ``tests/`` on ``sys.path`` for the root conftest). The server is
-configured like every listener of the product (``provisioner.httpserver``), limits included.
+configured like every listener of the product (``provisioner.serving.httpserver``), limits included.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class LiveServer:
     def __init__(self, app: Any, settings: Any = None, **options: Any):
         import uvicorn
 
-        from provisioner.httpserver import server_config
+        from provisioner.serving.httpserver import server_config
         from provisioner.settings import Settings
 
         # IPPROTO_TCP, as uvicorn's own sockets: asyncio sets TCP_NODELAY only on those, and

@@ -13,8 +13,8 @@ from typing import Any
 
 from livehttp import LiveServer
 
-from provisioner.commands.serve import build_service, tftp_service
-from provisioner.http import DeviceHttpApp
+from provisioner.serving.http import DeviceHttpApp
+from provisioner.serving.stack import build_service, tftp_service
 
 
 @dataclass

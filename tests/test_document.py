@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.document import normalize_mac
+from provisioner.cli.app import app
+from provisioner.documents.document import normalize_mac
 
 SAMPLE = Path("inventory/orders/WT-2026-000104.yaml")
 

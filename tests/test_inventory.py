@@ -17,12 +17,12 @@ import yaml
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from provisioner.cli import app
+from provisioner.cli.app import app
+from provisioner.documents.validate import check_text
 from provisioner.errors import BindRefused, OrderRejected
-from provisioner.inventory import Inventory
+from provisioner.orders.service import Inventory
 from provisioner.settings import load_settings
 from provisioner.store.models import AuditEvent, Device, Terminal
-from provisioner.validate import check_text
 
 SAMPLES = Path("inventory/orders")
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.validate import check_text
+from provisioner.cli.app import app
+from provisioner.documents.validate import check_text
 
 BASE: dict[str, Any] = {
     "order": "WT-TEST-0001",

@@ -21,10 +21,10 @@ import pytest
 from liveserve import Stack, serve_stack
 from sqlalchemy import select
 
-from provisioner.commands.serve import build_service
-from provisioner.enrollment import arm, status
-from provisioner.inventory import Inventory
-from provisioner.render import Renderer
+from provisioner.orders.enrollment import arm, status
+from provisioner.orders.service import Inventory
+from provisioner.render.engine import Renderer
+from provisioner.serving.stack import build_service
 from provisioner.store.models import AuditEvent
 
 PHONE_MAC = "00:80:f0:00:00:01"  # phone-200 of WT-2026-000123
@@ -194,7 +194,7 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
     """200 phones of a generated order fetch at once over TFTP and over HTTP: byte-identical."""
     import yaml
 
-    from provisioner.validate import check_text
+    from provisioner.documents.validate import check_text
 
     exts = [{"number": f"+3902{5550000 + i}", "short": 1000 + i, "type": "standard",
              "name": f"Ext {i}", "site": "hq"} for i in range(32)]  # fmt: skip
@@ -297,7 +297,7 @@ def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: Inventory,
 
     import yaml
 
-    from provisioner.validate import check_text
+    from provisioner.documents.validate import check_text
 
     inv = sample_inventory
     canary = f"CANARY-{uuid.uuid4().hex}"

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from provisioner.staticfiles import resolve_static
-from provisioner.tftp import (
+from provisioner.serving.static import resolve_static
+from provisioner.serving.tftp import (
     ERR_ACCESS,
     ERR_BUSY,
     ERR_NOT_FOUND,
@@ -787,7 +787,7 @@ def _structured(draw: st.DrawFn) -> bytes:
 def test_random_datagrams_never_stop_the_server(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="provisioner.tftp")
+    caplog.set_level(logging.WARNING, logger="provisioner.serving.tftp")
     svc = serve(Recorder(FILES).resolve, timeout=0.2, retries=2)
     senders = [udp() for _ in range(32)]
     count = 0

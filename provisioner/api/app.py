@@ -21,8 +21,8 @@ from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
 from provisioner.api.metrics import REGISTRY, Registry
 from provisioner.api.routes import audit, blocks, devices, health, orders, push
 from provisioner.api.routing import iter_routes
-from provisioner.document import OrderDocument
-from provisioner.inventory import Inventory
+from provisioner.documents.document import OrderDocument
+from provisioner.orders.service import Inventory
 from provisioner.settings import Settings
 
 PREFIX = "/api/v1"

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Query, Request
 
 from provisioner.api.auth import Principal, require
-from provisioner.inventory import Inventory
+from provisioner.orders.service import Inventory
 
 if TYPE_CHECKING:
-    from provisioner.render import Renderer
+    from provisioner.render.engine import Renderer
 
 
 def get_inventory(request: Request) -> Inventory:
@@ -25,7 +25,7 @@ def renderer_of(request: Request) -> Renderer:
     """The app's renderer, built on first use (the engine loads drivers and templates once)."""
     renderer: Renderer | None = getattr(request.app.state, "renderer", None)
     if renderer is None:
-        from provisioner.render import Renderer
+        from provisioner.render.engine import Renderer
 
         renderer = Renderer(request.app.state.settings, request.app.state.inventory)
         request.app.state.renderer = renderer

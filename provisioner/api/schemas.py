@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from provisioner.api.problems import Violation
-from provisioner.document import normalize_mac, shown
+from provisioner.documents.document import normalize_mac, shown
 from provisioner.errors import InvalidMac
 
 # The usual MAC spellings of a unicast address (second hex digit even), not all zeros: what

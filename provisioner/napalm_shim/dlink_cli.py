@@ -1,5 +1,5 @@
 """napalm.get_network_driver("dlink_cli") -> DlinkCliDriver."""
 
-from provisioner.push.dlink_cli import DlinkCliDriver
+from provisioner.push.drivers.dlink_cli import DlinkCliDriver
 
 __all__ = ["DlinkCliDriver"]

@@ -1,5 +1,5 @@
 """napalm.get_network_driver("dlink_snmp") -> DlinkSnmpDriver."""
 
-from provisioner.push.dlink_snmp import DlinkSnmpDriver
+from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 
 __all__ = ["DlinkSnmpDriver"]

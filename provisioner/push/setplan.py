@@ -16,7 +16,7 @@ Everything here is pure: parse and validate (:func:`parse_setplan`), map to the 
 that describe the device state (:func:`to_varbinds`), read such varbinds back into a plan
 (:func:`from_varbinds`), render them as lines for a diff (:func:`diff_text`) and work out
 the SETs that turn one state into another (:func:`plan_writes`). The SNMP I/O lives in
-:mod:`provisioner.push.dlink_snmp`.
+:mod:`provisioner.push.drivers.dlink_snmp`.
 
 Per-model facts are data: port counts and PoE ports come from the catalog
 (:data:`provisioner.catalog.MODELS`), SNMP facts (sysObjectID, save object) from

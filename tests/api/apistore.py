@@ -17,11 +17,11 @@ import yaml
 from sqlalchemy import select
 
 from provisioner.api.limits import ApiLimits
-from provisioner.inventory import Inventory
+from provisioner.documents.validate import check_paths, check_text
+from provisioner.orders.service import Inventory
 from provisioner.settings import Settings
 from provisioner.store import tokens
 from provisioner.store.push_models import PushResultRow
-from provisioner.validate import check_paths, check_text
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "inventory" / "orders"

@@ -159,7 +159,7 @@ def test_failed_logins_are_throttled_per_source(store: Store) -> None:
 
 
 def test_token_cli_create_list_revoke(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    from provisioner.cli import app as cli
+    from provisioner.cli.app import app as cli
 
     monkeypatch.setenv("PROVISIONER_HOME", str(store.settings.home))
     for var in ("PROVISIONER_DATABASE_URL", "PROVISIONER_SECRET_KEY", "PROVISIONER_SETTINGS"):
@@ -187,7 +187,7 @@ def test_token_cli_create_list_revoke(store: Store, monkeypatch: pytest.MonkeyPa
 
 
 def test_api_command_is_registered() -> None:
-    from provisioner.cli import app as cli
+    from provisioner.cli.app import app as cli
 
     r = CliRunner().invoke(cli, ["api", "--help"])
     assert r.exit_code == 0 and "--port" in r.stdout and "/api/v1/openapi.json" in r.stdout

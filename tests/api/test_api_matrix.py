@@ -53,7 +53,7 @@ def _device(store: Store, order: str) -> tuple[str, str]:
 
 def _first_file(store: Store, order: str) -> str:
     """URL of the first file rendered for the order's first bound device."""
-    from provisioner.render import Renderer
+    from provisioner.render.engine import Renderer
 
     mac = _device(store, order)[0]
     _, files = Renderer(store.settings, store.inventory).device_files(mac)

@@ -8,7 +8,7 @@ import yaml
 from apistore import OTHER, OWN, SAMPLES, Store
 from fastapi.testclient import TestClient
 
-from provisioner.validate import check_text
+from provisioner.documents.validate import check_text
 
 YAML = {"content-type": "application/yaml"}
 

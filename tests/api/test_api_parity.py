@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
 from provisioner.api.app import create_app
-from provisioner.inventory import Inventory
+from provisioner.orders.service import Inventory
 from provisioner.settings import Settings
 from provisioner.store import tokens
 
@@ -58,7 +58,7 @@ def _secrets(inv: Inventory, order_id: str) -> dict[tuple[str, str], str]:
 def test_api_and_cli_apply_give_identical_stores(
     which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioner.cli import app as cli
+    from provisioner.cli.app import app as cli
 
     if which == "sample":
         doc_file = SAMPLES / f"{OTHER}.yaml"

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 from liveserve import Stack, serve_stack  # noqa: E402
 
 from lab.sip import PACKAGES, Kamailio, free_udp_port, missing_tools  # noqa: E402
-from provisioner.cli import app  # noqa: E402
+from provisioner.cli.app import app  # noqa: E402
 
 _MISSING = missing_tools()
 

@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from lab.phones import Phone, order_phones
 from lab.sip import Kamailio, SipAccount, register_accounts
-from provisioner.enrollment import arm
-from provisioner.render import Renderer
+from provisioner.documents.validate import check_text
+from provisioner.orders.enrollment import arm
+from provisioner.render.engine import Renderer
 from provisioner.store.models import AuditEvent, Enrollment, SecretRow, utcnow
-from provisioner.validate import check_text
 
 ORDER = "WT-2026-000104"  # two desk phones (200, 201) and a DECT kit (slots 1, 2: 202, 203)
 SAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "orders" / f"{ORDER}.yaml"

@@ -14,7 +14,7 @@ from napalm.base.exceptions import (
 )
 
 from lab.iad_sim import IadSim
-from provisioner.push.dlink_cli import DlinkCliDriver, parse_lines
+from provisioner.push.drivers.dlink_cli import DlinkCliDriver, parse_lines
 
 # What device_templates/dlink/me.cli.j2 renders for a switch with phones on ports 1-2.
 RENDERED = """\

@@ -14,7 +14,7 @@ from napalm.base.exceptions import CommitError, ConnectionException, MergeConfig
 
 from lab.switch_sim import SwitchSim
 from provisioner.push import setplan as sp
-from provisioner.push.dlink_snmp import DlinkSnmpDriver
+from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 
 SUBTREES = (
     "1.3.6.1.2.1.1.4",  # sysContact
@@ -257,9 +257,9 @@ def test_facts_config_and_model_check(switch: SwitchSim, plan_yaml: Callable[...
 @pytest.mark.parametrize(
     ("name", "module", "cls"),
     [
-        ("dlink_snmp", "provisioner.push.dlink_snmp", "DlinkSnmpDriver"),
-        ("iad_ssh", "provisioner.push.iad_ssh", "IadSshDriver"),
-        ("dlink_cli", "provisioner.push.dlink_cli", "DlinkCliDriver"),
+        ("dlink_snmp", "provisioner.push.drivers.dlink_snmp", "DlinkSnmpDriver"),
+        ("iad_ssh", "provisioner.push.drivers.iad_ssh", "IadSshDriver"),
+        ("dlink_cli", "provisioner.push.drivers.dlink_cli", "DlinkCliDriver"),
     ],
 )
 def test_napalm_loads_the_drivers_the_documented_way(

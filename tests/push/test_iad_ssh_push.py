@@ -17,7 +17,7 @@ from napalm.base.exceptions import (
 )
 
 from lab.iad_sim import IadSim
-from provisioner.push.iad_ssh import (
+from provisioner.push.drivers.iad_ssh import (
     IadSshDriver,
     change_lines,
     diff_configs,

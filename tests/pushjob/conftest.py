@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:
 from lab.iad_sim import IadSim  # noqa: E402
 from lab.switch_sim import SwitchSim  # noqa: E402
 from lab.up import Lab, start_lab  # noqa: E402
-from provisioner.pushjob import DeviceAddress, Timeouts  # noqa: E402
-from provisioner.render import DeviceKey, Renderer  # noqa: E402
+from provisioner.push.job import DeviceAddress, Timeouts  # noqa: E402
+from provisioner.render.engine import DeviceKey, Renderer  # noqa: E402
 from provisioner.store.push_models import Backup, HostKey, PushLock, PushResultRow  # noqa: E402
 
 ORDER = "WT-2026-000104"
@@ -56,7 +56,7 @@ class PushLab:
         raise KeyError(device_id)
 
     def device_pk(self, key: DeviceKey) -> int:
-        from provisioner.pushjob import _device_row
+        from provisioner.push.job import _device_row
 
         with self.inv.db.read() as session:
             return _device_row(session, key).id
@@ -81,9 +81,9 @@ class PushLab:
 def push_lab_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushLab]:
     import asyncssh
 
-    from provisioner.inventory import Inventory
+    from provisioner.documents.validate import check_paths
+    from provisioner.orders.service import Inventory
     from provisioner.settings import load_settings
-    from provisioner.validate import check_paths
 
     workdir = tmp_path_factory.mktemp("pushjob")
     settings = load_settings({"PROVISIONER_HOME": str(workdir / "home")})

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.pushjob import write_targets
+from provisioner.cli.app import app
+from provisioner.push.job import write_targets
 
 ORDER = "WT-2026-000104"
 FAST = ["--connect-timeout", "3", "--command-timeout", "2"]
@@ -47,7 +47,7 @@ def test_push_prints_a_table_and_a_second_push_changes_nothing(push_lab: Any, cl
 
 
 def _sysname(lab: Any) -> str:
-    from provisioner.push.dlink_snmp import DlinkSnmpDriver
+    from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 
     community = lab.secret("sw-catania", "snmp_community")
     args = {"port": lab.switch.agent_port, "model": lab.sw_key.model}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.errors import PushFailed
-from provisioner.pushjob import (
+from provisioner.push.job import (
     DeviceAddress,
     count_diff_lines,
     load_targets,

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from provisioner.push.dlink_snmp import DlinkSnmpDriver
-from provisioner.push.iad_ssh import parse_config
-from provisioner.pushjob import (
+from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
+from provisioner.push.drivers.iad_ssh import parse_config
+from provisioner.push.job import (
     Timeouts,
     backup_text,
     list_backups,

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 
 from provisioner.push import setplan as sp
-from provisioner.push.iad_ssh import parse_config
-from provisioner.pushjob import (
+from provisioner.push.drivers.iad_ssh import parse_config
+from provisioner.push.job import (
     DeviceAddress,
     Timeouts,
     backup_text,
@@ -21,7 +21,7 @@ from provisioner.pushjob import (
     push_many,
     results_of_job,
 )
-from provisioner.render import MASK
+from provisioner.render.engine import MASK
 from provisioner.store.push_models import HostKey
 
 ORDER = "WT-2026-000104"
@@ -219,7 +219,7 @@ def test_unknown_host_key_is_refused_unless_trusted_on_first_use(
 
 def test_at_most_concurrency_pushes_run_at_once(push_lab: Any) -> None:
 
-    from provisioner.render import DeviceKey
+    from provisioner.render.engine import DeviceKey
     from provisioner.store.models import Device, Order, SecretRow
 
     lab = push_lab

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from provisioner.context import DeviceView, OrderView, SecretBook
-from provisioner.drivers.base import Driver, FileSpec, public_settings
+from provisioner.render.context import DeviceView, OrderView, SecretBook
+from provisioner.render.drivers.base import Driver, FileSpec, public_settings
 from provisioner.settings import Settings
 
 

@@ -7,6 +7,6 @@ import pytest
 
 @pytest.fixture
 def renderer(sample_inventory, settings):  # type: ignore[no-untyped-def]
-    from provisioner.render import Renderer
+    from provisioner.render.engine import Renderer
 
     return Renderer(settings, sample_inventory)

@@ -6,7 +6,7 @@ import time
 
 from sqlalchemy import select
 
-from provisioner.render import Renderer
+from provisioner.render.engine import Renderer
 from provisioner.store.models import Order
 
 

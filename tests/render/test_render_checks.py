@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.context import (
+from provisioner.errors import RenderError
+from provisioner.render.context import (
     DeviceView,
     ExtensionView,
     OrderView,
@@ -15,8 +16,7 @@ from provisioner.context import (
     SiteView,
     TerminalView,
 )
-from provisioner.errors import RenderError
-from provisioner.render import MASK, RenderEngine, mask
+from provisioner.render.engine import MASK, RenderEngine, mask
 
 SITE = SiteView("milano", "Via Roma 1", "fttc", "u@x")
 E201 = ExtensionView(201, "+390212345601", "standard", "Giulia <Rossi> & Co", "milano")

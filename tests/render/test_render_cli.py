@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from provisioner.cli import app
+from provisioner.cli.app import app
 
 O123 = "WT-2026-000123"
 

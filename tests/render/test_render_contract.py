@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.context import DeviceView
-from provisioner.drivers import default_registry
-from provisioner.drivers.base import KIND_SECRETS, Driver, Identity
-from provisioner.render import FORMATS, RenderEngine
+from provisioner.render.context import DeviceView
+from provisioner.render.drivers import default_registry
+from provisioner.render.drivers.base import KIND_SECRETS, Driver, Identity
+from provisioner.render.engine import FORMATS, RenderEngine
 
 DRIVERS = default_registry().drivers()
 

@@ -10,10 +10,15 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import select
 
-from provisioner.drivers import ENTRY_POINT_GROUP, Registry, builtin_drivers, default_registry
-from provisioner.drivers.base import Driver
 from provisioner.errors import RenderError
-from provisioner.render import Renderer
+from provisioner.render.drivers import (
+    ENTRY_POINT_GROUP,
+    Registry,
+    builtin_drivers,
+    default_registry,
+)
+from provisioner.render.drivers.base import Driver
+from provisioner.render.engine import Renderer
 from provisioner.store.models import Device
 
 ACME_TEMPLATE = """{#- ACME SP-1 (made up for the test). -#}

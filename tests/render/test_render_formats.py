@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioner.render import Renderer
-from provisioner.validate import check_text
+from provisioner.documents.validate import check_text
+from provisioner.render.engine import Renderer
 
 O123 = "WT-2026-000123"
 
@@ -236,7 +236,7 @@ def test_every_value_is_a_setting(sample_inventory, home, monkeypatch) -> None: 
 
 
 def test_iad_cli_values_with_spaces_and_quotes_are_quoted() -> None:
-    from provisioner.render import cli_quote
+    from provisioner.render.engine import cli_quote
 
     assert cli_quote("plain") == "plain"
     assert cli_quote("two words") == '"two words"'
@@ -354,7 +354,7 @@ def test_dhcp_snippet_for_a_site_without_phones_is_valid(renderer: Renderer) -> 
 
 
 def test_public_settings_is_not_the_settings(settings) -> None:  # type: ignore[no-untyped-def]
-    from provisioner.drivers.base import public_settings
+    from provisioner.render.drivers.base import public_settings
 
     names = {f.name for f in dataclasses.fields(public_settings(settings))}
     assert not names & {"secret_key", "database_url", "secret_key_file", "home"}

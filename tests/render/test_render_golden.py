@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.render import RenderedFile, Renderer
+from provisioner.render.engine import RenderedFile, Renderer
 
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLES = GOLDEN.parents[2] / "inventory" / "orders"

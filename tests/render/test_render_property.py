@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from provisioner.catalog import MODELS
-from provisioner.render import Renderer
+from provisioner.documents.validate import check_text
+from provisioner.render.engine import Renderer
 from provisioner.store.models import SecretRow
-from provisioner.validate import check_text
 
 _ids = itertools.count(1)
 SWITCHES = {"dlink-dgs-1100-08p": list(range(1, 9)), "dlink-dgs-1100-24p": list(range(1, 13))}
@@ -133,7 +133,7 @@ def _own_secrets(order: Any, device_id: str) -> set[tuple[str, str]]:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import os
 
-    from provisioner.inventory import Inventory
+    from provisioner.orders.service import Inventory
     from provisioner.settings import load_settings
 
     home = Path(tmp_path_factory.mktemp("prophome"))

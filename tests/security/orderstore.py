@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from provisioner.api.limits import ApiLimits
-from provisioner.inventory import Inventory
+from provisioner.documents.validate import check_paths
+from provisioner.orders.service import Inventory
 from provisioner.settings import Settings
 from provisioner.store import tokens
-from provisioner.validate import check_paths
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "inventory" / "orders"

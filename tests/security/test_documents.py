@@ -37,7 +37,7 @@ from orderstore import (
 from typer.testing import CliRunner
 
 from provisioner.api.app import create_app
-from provisioner.cli import app as cli
+from provisioner.cli.app import app as cli
 
 ENDPOINTS = (
     ("POST", "/api/v1/orders/validate", "viewer"),
@@ -91,7 +91,7 @@ import json, sys, time
 from fastapi.testclient import TestClient
 from provisioner.api.app import create_app
 from provisioner.api.limits import ApiLimits
-from provisioner.inventory import Inventory
+from provisioner.orders.service import Inventory
 from provisioner.settings import Settings
 home, token, bomb = sys.argv[1:4]
 settings = Settings(home=home)
@@ -123,7 +123,7 @@ def test_the_issues_alias_bomb_is_refused_at_once_naming_the_line_of_its_alias(
         {"path": "", "message": "YAML aliases expand to more than 10000 nodes", "limit": "",
          "line": 5}
     ]  # fmt: skip
-    cli_code = "import sys; from provisioner.cli import app; sys.argv[0] = 'provisioner'; app()"
+    cli_code = "import sys; from provisioner.cli.app import app; sys.argv[0] = 'provisioner'; app()"
     result = run_capped(cli_code, "validate", str(f))
     assert result.returncode == 1, result.stderr[-2000:]
     assert f"{f}:5: ?: (document): YAML aliases expand to more than 10000 nodes" in (result.stderr)
@@ -255,9 +255,9 @@ def test_a_document_over_its_time_budget_is_422_and_its_worker_replaced(
     client: TestClient, store: DocStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from provisioner.api.routes import orders
-    from provisioner.workers import WorkerPool
+    from provisioner.documents.workers import WorkerPool
 
-    pool = WorkerPool(1, 30.0, 2, preload=("provisioner.validate",))
+    pool = WorkerPool(1, 30.0, 2, preload=("provisioner.documents.validate",))
     monkeypatch.setattr(orders, "DOCUMENTS", pool)
     try:
         assert pool.run(len, "warm") == 4  # the worker is up before the clock matters
@@ -279,9 +279,9 @@ def test_a_document_past_the_memory_of_a_worker_is_422_and_its_worker_replaced(
     client: TestClient, store: DocStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from provisioner.api.routes import orders
-    from provisioner.workers import WorkerPool
+    from provisioner.documents.workers import WorkerPool
 
-    pool = WorkerPool(1, 30.0, 2, preload=("provisioner.validate",), memory=100 << 20)
+    pool = WorkerPool(1, 30.0, 2, preload=("provisioner.documents.validate",), memory=100 << 20)
     monkeypatch.setattr(orders, "DOCUMENTS", pool)
     try:
         junk = "order: X\nextensions:\n" + "- {}\n" * 200_000  # about 200 MB of objects
@@ -328,9 +328,9 @@ def test_device_fetches_keep_their_latency_while_big_documents_are_checked(
     junk, while a device fetches a small static file over HTTP and TFTP."""
     from orderstore import OPEN_LIMITS
 
-    from provisioner.commands.serve import build_service, tftp_resolver
-    from provisioner.http import DeviceHttpApp
-    from provisioner.tftp import TftpService
+    from provisioner.serving.http import DeviceHttpApp
+    from provisioner.serving.stack import build_service, tftp_resolver
+    from provisioner.serving.tftp import TftpService
 
     root = tmp_path / "tftp_root"
     root.mkdir()
@@ -497,7 +497,7 @@ def test_masked_previews_hold_no_fragment_of_any_secret_in_any_format(
     boundary refuses some): every rendered file, masked, holds no piece of any of them."""
     from sqlalchemy import select
 
-    from provisioner.render import Renderer
+    from provisioner.render.engine import Renderer
     from provisioner.store.models import Order, SecretRow
 
     inv = make_store(tmp_path / "home").inventory
@@ -531,12 +531,12 @@ def test_masked_previews_hold_no_fragment_of_any_secret_in_any_format(
 def test_every_value_filter_and_xml_autoescape_spell_secrets_masking_knows(
     settings: Any,
 ) -> None:
-    from provisioner.render import OTHER_FILTERS, VALUE_FILTERS, RenderEngine, mask
+    from provisioner.render.engine import OTHER_FILTERS, VALUE_FILTERS, RenderEngine, mask
 
     engine = RenderEngine(settings)
     ours = {
         name for name, fn in engine.env.filters.items()
-        if getattr(fn, "__module__", "") == "provisioner.render"
+        if getattr(fn, "__module__", "") == "provisioner.render.engine"
     }  # fmt: skip
     assert ours == set(VALUE_FILTERS) | set(OTHER_FILTERS)  # none outside the registry
     templates = {name: engine.env.from_string(f"k={{{{ s|{name} }}}};") for name in VALUE_FILTERS}

@@ -23,7 +23,7 @@ from orderstore import JSON, OPEN_LIMITS, ORDER, YAML, DocStore, make_store, sam
 from typer.testing import CliRunner
 
 from provisioner.api.app import create_app
-from provisioner.cli import app as cli
+from provisioner.cli.app import app as cli
 
 ENDPOINTS = (
     ("POST", "/api/v1/orders/validate", "viewer"),

@@ -25,12 +25,12 @@ from livehttp import LiveServer
 from typer.testing import CliRunner
 
 from provisioner.api.app import create_app
-from provisioner.cli import app as cli
-from provisioner.commands.serve import build_service
-from provisioner.enrollment import arm
-from provisioner.http import DeviceHttpApp
-from provisioner.inventory import Inventory
-from provisioner.render import Renderer
+from provisioner.cli.app import app as cli
+from provisioner.orders.enrollment import arm
+from provisioner.orders.service import Inventory
+from provisioner.render.engine import Renderer
+from provisioner.serving.http import DeviceHttpApp
+from provisioner.serving.stack import build_service
 from provisioner.store import tokens
 
 CURL = shutil.which("curl")
@@ -403,7 +403,7 @@ def test_serve_and_api_listen_with_the_limits(home: Path, command: str) -> None:
     }[command]  # fmt: skip
     env = {**os.environ, "PROVISIONER_HOME": str(home), "PROVISIONER_HTTP_MAX_HEADER_BYTES": "1024"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from provisioner.cli import app; app()", *args],
+        [sys.executable, "-c", "from provisioner.cli.app import app; app()", *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

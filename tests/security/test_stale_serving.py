@@ -22,10 +22,10 @@ import yaml
 from liveserve import Stack, serve_stack
 from typer.testing import CliRunner
 
-from provisioner.cli import app
-from provisioner.enrollment import arm
-from provisioner.inventory import Inventory
-from provisioner.render import Renderer
+from provisioner.cli.app import app
+from provisioner.orders.enrollment import arm
+from provisioner.orders.service import Inventory
+from provisioner.render.engine import Renderer
 from provisioner.store import tokens
 
 ORDER = "WT-2026-000123"
@@ -54,7 +54,7 @@ def _file(mac: str) -> str:
 
 def _expected(inv: Inventory, mac: str) -> bytes | None:
     """What the store says a device with this MAC gets now (from 127.0.0.1, in its window)."""
-    from provisioner.enrollment import status
+    from provisioner.orders.enrollment import status
 
     files = Renderer(inv.settings, inv).files_for_mac(mac)
     if _file(mac) not in files:
@@ -247,7 +247,7 @@ def test_a_swapped_in_box_fetches_inside_the_same_window_and_the_old_one_gets_no
     tftp, _ = _served(stack, NEW)
     assert tftp is not None and b"Giulia Rossi" in tftp
     stack.service.flush()
-    from provisioner.enrollment import status
+    from provisioner.orders.enrollment import status
 
     row = next(r for r in status(inv, ORDER) if r.device_id == "phone-201")
     assert row.identity == NEW and row.last_file == _file(NEW)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from provisioner.commands.serve import build_service, tftp_service
-from provisioner.enrollment import arm
-from provisioner.inventory import Inventory
+from provisioner.orders.enrollment import arm
+from provisioner.orders.service import Inventory
+from provisioner.serving.stack import build_service, tftp_service
 from provisioner.store.models import AuditEvent
 
 FIRMWARE = "IP701G.img"

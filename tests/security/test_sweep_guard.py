@@ -17,11 +17,11 @@ from liveserve import Stack, serve_stack
 from typer.testing import CliRunner
 
 from lab.phones import Phone
-from provisioner.cli import app
-from provisioner.enrollment import arm, status
-from provisioner.inventory import Inventory
-from provisioner.render import Renderer
-from provisioner.validate import check_text
+from provisioner.cli.app import app
+from provisioner.documents.validate import check_text
+from provisioner.orders.enrollment import arm, status
+from provisioner.orders.service import Inventory
+from provisioner.render.engine import Renderer
 
 ORDER = "WT-2026-007030"
 OFFICE = 30  # phones behind one address

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from liveserve import Stack, serve_stack
 
-from provisioner.enrollment import arm
-from provisioner.inventory import Inventory
-from provisioner.rotation import rotate
+from provisioner.orders.enrollment import arm
+from provisioner.orders.rotation import rotate
+from provisioner.orders.service import Inventory
 
 BOUND_ELSEWHERE = "0080f0000002.cfg"  # phone-201 of WT-2026-000123, claimed by another box
 UNARMED = "0080f0200001.cfg"  # a phone of WT-2026-000104, never armed

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from provisioner.api.app import create_app
 from provisioner.api.limits import ApiLimits
-from provisioner.cli import app as cli
-from provisioner.inventory import Inventory
+from provisioner.cli.app import app as cli
+from provisioner.orders.service import Inventory
 from provisioner.store.models import AuditEvent
 from provisioner.store.tokens import ApiToken
 

@@ -13,11 +13,11 @@ import pytest
 from livehttp import LiveServer
 from typer.testing import CliRunner
 
-from provisioner.cli import app as cli
-from provisioner.commands.serve import build_service
-from provisioner.enrollment import arm, status
-from provisioner.http import DeviceHttpApp
-from provisioner.inventory import Inventory
+from provisioner.cli.app import app as cli
+from provisioner.orders.enrollment import arm, status
+from provisioner.orders.service import Inventory
+from provisioner.serving.http import DeviceHttpApp
+from provisioner.serving.stack import build_service
 
 ORDER = "WT-2026-000123"
 PHONE_FILE = "0080f0000001.cfg"  # phone-200

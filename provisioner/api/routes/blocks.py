@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from provisioner import blocks
 from provisioner.api import schemas
 from provisioner.api.deps import BlocksLift, DevicesRead, InventoryDep
 from provisioner.api.problems import NOT_FOUND
+from provisioner.serving import blocks
 
 router = APIRouter(prefix="/blocks", tags=["blocks"])
 

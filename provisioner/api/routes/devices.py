@@ -9,7 +9,6 @@ from fastapi.responses import PlainTextResponse
 from pydantic import AfterValidator, WithJsonSchema
 from sqlalchemy.orm import Session
 
-from provisioner import audit
 from provisioner.api import schemas, views
 from provisioner.api.auth import Principal
 from provisioner.api.deps import (
@@ -23,7 +22,8 @@ from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_SCHEMA, api_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, RenderError
-from provisioner.inventory import Inventory
+from provisioner.orders.service import Inventory
+from provisioner.store import audit
 from provisioner.store.models import Device
 
 router = APIRouter(tags=["devices"])
@@ -253,7 +253,7 @@ def arm_order(
 ) -> schemas.ArmedPublic:
     """Devices of the order may fetch their files without credentials until it closes;
     re-arming releases their source-address binding."""
-    from provisioner import enrollment
+    from provisioner.orders import enrollment
 
     _check_order_visible(principal, order_id)
     with inv.db.read() as session:
@@ -274,7 +274,7 @@ def arm_device(
     mac: MacPath,
     body: schemas.ArmCreate | None = None,
 ) -> schemas.ArmedPublic:
-    from provisioner import enrollment
+    from provisioner.orders import enrollment
 
     with inv.db.read() as session:
         dev = _visible_device(inv, session, principal, mac)

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
-from provisioner import audit
 from provisioner.api import schemas, views
 from provisioner.api.auth import Principal
 from provisioner.api.deps import (
@@ -30,12 +29,19 @@ from provisioner.api.problems import (
     Violation,
 )
 from provisioner.api.schemas import ORDER_EXAMPLE, ORDER_ID_PATTERN
-from provisioner.document import OrderDocument
+from provisioner.documents.document import OrderDocument
+from provisioner.documents.validate import Checked, check_body
+from provisioner.documents.workers import (
+    JobFailed,
+    JobOutOfMemory,
+    JobTimeout,
+    WorkerPool,
+    WorkersBusy,
+)
 from provisioner.errors import OrderConflict, OrderRejected, OrderUnknown
-from provisioner.inventory import Inventory
+from provisioner.orders.service import Inventory
+from provisioner.store import audit
 from provisioner.store.models import Customer, Order, SecretRow, Site
-from provisioner.validate import Checked, check_body
-from provisioner.workers import JobFailed, JobOutOfMemory, JobTimeout, WorkerPool, WorkersBusy
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -55,7 +61,7 @@ DOCUMENTS = WorkerPool(
     DOCUMENT_WORKERS,
     DOCUMENT_SECONDS,
     DOCUMENT_QUEUE,
-    preload=("provisioner.validate",),
+    preload=("provisioner.documents.validate",),
     memory=DOCUMENT_MEMORY,
 )
 

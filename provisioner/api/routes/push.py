@@ -19,8 +19,8 @@ from provisioner.api.problems import CONFLICT, NOT_FOUND, TargetsRefused, Violat
 from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_store
 from provisioner.api.routes.orders import OrderId
 from provisioner.errors import OrderConflict, OrderUnknown
-from provisioner.inventory import Inventory
-from provisioner.pushjob import DeviceAddress, Timeouts, device_keys
+from provisioner.orders.service import Inventory
+from provisioner.push.job import DeviceAddress, Timeouts, device_keys
 
 router = APIRouter(tags=["push"])
 

@@ -1,0 +1,9 @@
+"""The ``provisioner`` command: what field technicians and the NOC type (see ``cli.app``).
+
+Each module registers its commands on :data:`provisioner.cli.app.app`.
+"""
+
+from provisioner.cli import api, orders, pbx, push, render, serve
+from provisioner.cli.app import app
+
+__all__ = ["api", "app", "orders", "pbx", "push", "render", "serve"]

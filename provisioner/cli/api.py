@@ -1,0 +1,155 @@
+"""``provisioner token ...`` (API tokens) and ``provisioner api`` (run the REST API)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from provisioner.cli.app import _inventory, app, err, handles_errors, out
+from provisioner.store import audit
+from provisioner.store.tokens import ROLES
+
+token_app = typer.Typer(
+    help="API tokens for the NOC REST API (stored hashed; shown once).",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+@handles_errors
+def token_create(
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
+    order: Annotated[
+        list[str] | None,
+        typer.Option("--order", help="Order a technician token may act on (repeat)."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Name shown in the audit log (api:NAME).")] = "",
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="How long the token works: 90m, 12h, 30d, or never. "
+            "Default: 12h for technician tokens, 90d for the others.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Make an API token and print it once; only its hash is stored.
+
+    Examples:
+      provisioner token create --role noc --name dashboard --expires 30d
+      provisioner token create --role technician --order WT-2026-000123 --name mario
+    """
+    from provisioner.store import tokens
+
+    inv = _inventory()
+    with inv.db.write() as session:
+        row, text = tokens.create(
+            session,
+            role,
+            name=name,
+            orders=order or [],
+            actor=audit.default_actor(),
+            expires=expires,
+        )
+        until = _when(row.expires_at)
+        audit.record(
+            session,
+            audit.default_actor(),
+            "token.created",
+            token_id=row.id,
+            token_name=row.name,
+            role=role,
+            orders=row.order_ids,
+            expires_at=until or None,
+        )
+        token_id, token_name = row.id, row.name
+    lasts = f"expires {until} UTC" if until else "never expires"
+    err.print(
+        f"token {token_id} ({token_name}, {role}, {lasts}); store it now, it is not shown again:",
+        markup=False,
+    )
+    out.print(text, markup=False)
+
+
+def _when(at: datetime | None) -> str:
+    """A stored time as the token commands show it (UTC, to the minute); "" for none."""
+    return at.strftime("%Y-%m-%d %H:%M") if at is not None else ""
+
+
+@token_app.command("list")
+@handles_errors
+def token_list() -> None:
+    """List API tokens (never the tokens themselves), with when each expires (UTC).
+
+    Example: provisioner token list
+    """
+    from provisioner.store import tokens
+
+    inv = _inventory()
+    with inv.db.read() as session:
+        rows = tokens.list_tokens(session)
+        table = Table("id", "name", "role", "orders", "created", "expires", "revoked")
+        for r in rows:
+            if r.expires_at is None:
+                expiry = "never"
+            elif tokens.expired(r):
+                expiry = f"expired {_when(r.expires_at)}"
+            else:
+                expiry = _when(r.expires_at)
+            table.add_row(
+                str(r.id),
+                r.name,
+                r.role,
+                ",".join(json.loads(r.orders)) or "-",
+                _when(r.created_at),
+                expiry,
+                _when(r.revoked_at) or "-",
+            )
+    if not rows:
+        out.print("no API tokens (try: provisioner token create --role viewer)")
+        return
+    out.print(table)
+
+
+@token_app.command("revoke")
+@handles_errors
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (see token list).")],
+) -> None:
+    """Revoke a token: it is refused from the next request on.
+
+    Example: provisioner token revoke 3
+    """
+    from provisioner.store import tokens
+
+    inv = _inventory()
+    with inv.db.write() as session:
+        row = tokens.revoke(session, token_id)
+        audit.record(
+            session, audit.default_actor(), "token.revoked", token_id=row.id, token_name=row.name
+        )
+    out.print(f"token {token_id} revoked", markup=False)
+
+
+@app.command("api")
+@handles_errors
+def api_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+) -> None:
+    """Run the NOC REST API (OpenAPI at /api/v1/openapi.json, docs at /api/v1/docs).
+
+    Example: provisioner api --host 127.0.0.1 --port 8080
+    """
+    import uvicorn
+
+    from provisioner.api.app import create_app
+    from provisioner.serving.httpserver import server_config
+
+    inv = _inventory()
+    uvicorn.Server(server_config(create_app(inv.settings, inv), inv.settings, host, port)).run()

@@ -1,0 +1,287 @@
+"""``provisioner push``, ``backups``, ``rollback`` and ``lab up``: configure the devices that
+do not pull their files (the PoE switch over SNMP, the IAD over SSH)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from provisioner.cli.app import _inventory, app, err, handles_errors, import_lab, out
+from provisioner.errors import PushFailed
+
+
+def _lab_group() -> typer.Typer:
+    """The ``lab`` group: another module's, when it registered one first, else ours."""
+    for group in app.registered_groups:
+        if group.name == "lab" and group.typer_instance is not None:
+            return group.typer_instance
+    lab = typer.Typer(
+        help="Simulated devices on loopback (a demo, and what the end-to-end tests run).",
+        no_args_is_help=True,
+        rich_markup_mode=None,
+    )
+    app.add_typer(lab, name="lab")
+    return lab
+
+
+lab_app = _lab_group()
+
+TargetsOpt = Annotated[
+    Path | None,
+    typer.Option("--targets", help="YAML/JSON file: device id -> HOST:PORT (lab up writes one)."),
+]
+TargetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--target", help="DEVICE_ID=HOST:PORT (repeatable; wins over --targets)."),
+]
+TofuOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-on-first-use", help="Accept and pin an IAD's SSH host key seen for the first time."
+    ),
+]
+ConnectOpt = Annotated[float, typer.Option("--connect-timeout", help="Seconds to connect.")]
+CommandOpt = Annotated[
+    float, typer.Option("--command-timeout", help="Seconds per SSH command / SNMP request x3.")
+]
+
+
+def _targets(targets_file: Path | None, target: list[str] | None) -> dict[str, Any]:
+    from provisioner.push.job import load_targets, parse_target_option
+
+    found: dict[str, Any] = dict(load_targets(targets_file)) if targets_file else {}
+    for item in target or []:
+        device_id, address = parse_target_option(item)
+        found[device_id] = address
+    return found
+
+
+def _timeouts(connect: float, command: float) -> Any:
+    from provisioner.push.job import Timeouts
+
+    if connect <= 0 or command <= 0:
+        raise PushFailed("timeouts must be positive")
+    return Timeouts(connect=connect, command=command, snmp=min(command, 2.0))
+
+
+def _renderer(inv: Any) -> Any:
+    from provisioner.render.engine import Renderer
+
+    return Renderer(inv.settings, inv)
+
+
+def _table(results: list[Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("device", "changed", "diff lines", "result", "time"):
+        table.add_column(col, justify="right" if col in ("diff lines", "time") else "left")
+    for r in results:
+        style = {"ok": "green", "no change": "", "dry-run": "cyan"}.get(r.result, "red")
+        table.add_row(
+            r.device,
+            "yes" if r.changed else "no",
+            str(r.diff_lines),
+            f"[{style}]{r.result}[/]" if style else r.result,
+            f"{r.seconds:.1f} s",
+        )
+    return table
+
+
+def _show_details(results: list[Any], dry_run: bool) -> None:
+    for r in results:
+        if r.error:
+            err.print(f"{r.device}: {r.error}", markup=False)
+        if dry_run and r.diff:
+            out.print(f"--- {r.device} (secrets masked)", markup=False)
+            out.print(r.diff, markup=False)
+
+
+@app.command()
+@handles_errors
+def push(
+    what: Annotated[str, typer.Argument(help="Order id (every pushed device) or a device MAC.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read, back up and diff; change nothing.")
+    ] = False,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", help="Devices at once (setting push_concurrency)."),
+    ] = None,
+    targets_file: TargetsOpt = None,
+    target: TargetOpt = None,
+    trust_on_first_use: TofuOpt = False,
+    connect_timeout: ConnectOpt = 10.0,
+    command_timeout: CommandOpt = 30.0,
+) -> None:
+    """Push the rendered config to the order's switch (SNMP) and IAD (SSH).
+
+    Every device is backed up first; a failed commit is rolled back to the backup. The
+    store holds no management addresses: give them with --target or --targets. Exit
+    status 1 if any device failed or was rolled back.
+
+    Example: provisioner push WT-2026-000104 --targets lab-targets.yaml --dry-run
+    """
+    from provisioner.push.job import device_keys, push_many
+
+    inv = _inventory()
+    renderer = _renderer(inv)
+    keys = device_keys(inv, renderer, what)
+    if not keys:
+        raise PushFailed(f"{what}: no device that is configured by push")
+    addresses = _targets(targets_file, target)
+    jobs = [(k, addresses.get(k.device_id)) for k in keys]
+    timeouts = _timeouts(connect_timeout, command_timeout)
+    lock = threading.Lock()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("push", total=len(jobs))
+
+        def on_step(device: str, step: str) -> None:
+            with lock:
+                progress.update(task, description=f"{device}: {step}")
+
+        def on_done(res: Any) -> None:
+            with lock:
+                progress.advance(task)
+
+        job_id, results = push_many(
+            inv,
+            renderer,
+            jobs,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            trust_on_first_use=trust_on_first_use,
+            timeouts=timeouts,
+            on_step=on_step,
+            on_done=on_done,
+        )
+    out.print(_table(results, f"push {what} (job {job_id}{', dry-run' if dry_run else ''})"))
+    _show_details(results, dry_run)
+    if any(r.failed for r in results):
+        raise typer.Exit(1)
+
+
+def _one_device(inv: Any, renderer: Any, mac: str) -> Any:
+    from provisioner.push.job import device_keys
+
+    keys = device_keys(inv, renderer, mac)
+    if len(keys) != 1 or keys[0].order_id == mac:
+        raise PushFailed(f"{mac}: give the MAC of one pushed device (switch or IAD)")
+    return keys[0]
+
+
+@app.command()
+@handles_errors
+def backups(
+    mac: Annotated[str, typer.Argument(help="MAC of a pushed device.")],
+) -> None:
+    """List the stored config backups of a device (newest last).
+
+    Example: provisioner backups b0:c5:54:10:00:01
+    """
+    from provisioner.push.job import list_backups
+
+    inv = _inventory()
+    key = _one_device(inv, _renderer(inv), mac)
+    rows = list_backups(inv, key)
+    table = Table(title=f"backups of {key}")
+    for col in ("version", "taken at", "method", "reason", "sha256"):
+        table.add_column(col)
+    for b in rows:
+        table.add_row(
+            str(b.version), f"{b.taken_at:%Y-%m-%d %H:%M:%S}", b.method, b.reason, b.sha256[:16]
+        )
+    out.print(table)
+    if not rows:
+        out.print("no backups yet (push takes one before every change)")
+
+
+@app.command()
+@handles_errors
+def rollback(
+    mac: Annotated[str, typer.Argument(help="MAC of a pushed device.")],
+    to: Annotated[
+        int | None, typer.Option("--to", help="Backup version (default: newest).")
+    ] = None,
+    targets_file: TargetsOpt = None,
+    target: TargetOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the diff.")] = False,
+    trust_on_first_use: TofuOpt = False,
+    connect_timeout: ConnectOpt = 10.0,
+    command_timeout: CommandOpt = 30.0,
+) -> None:
+    """Push a stored backup back to the device (what it has now is backed up first).
+
+    Example: provisioner rollback b0:c5:54:10:00:01 --to 1 --target sw-catania=10.0.0.2:161
+    """
+    from provisioner.push.job import rollback_device
+
+    inv = _inventory()
+    renderer = _renderer(inv)
+    key = _one_device(inv, renderer, mac)
+    address = _targets(targets_file, target).get(key.device_id)
+    if address is None:
+        raise PushFailed(f"{key}: no address (give --target {key.device_id}=HOST:PORT)")
+    res = rollback_device(
+        inv,
+        renderer,
+        key,
+        address,
+        version=to,
+        dry_run=dry_run,
+        trust_on_first_use=trust_on_first_use,
+        timeouts=_timeouts(connect_timeout, command_timeout),
+    )
+    out.print(_table([res], f"rollback {key}"))
+    _show_details([res], dry_run)
+    if res.failed:
+        raise typer.Exit(1)
+
+
+@lab_app.command("up")
+@handles_errors
+def lab_up(
+    order: Annotated[
+        list[str] | None, typer.Option("--order", help="Order id (repeatable; default: all).")
+    ] = None,
+    targets_out: Annotated[
+        Path, typer.Option("--targets-out", help="Where to write the targets file.")
+    ] = Path("lab-targets.yaml"),
+) -> None:
+    """Start a simulated switch/IAD for every pushed device; run until Ctrl-C or SIGTERM.
+
+    Prints each device's address and how to reach it, and writes a targets file for
+    `provisioner push --targets`.
+
+    Example: provisioner lab up --order WT-2026-000104 && provisioner push WT-2026-000104
+    --targets lab-targets.yaml --trust-on-first-use
+    """
+    up = import_lab("up")
+    inv = _inventory()
+    renderer = _renderer(inv)
+    if not order:
+        with inv.db.read() as session:
+            order = [o.order_id for o in inv.list_orders(session) if o.state == "active"]
+    workdir = inv.settings.data_dir / "lab"
+    lab = up.start_lab(inv, renderer, order, workdir, targets_file=targets_out)
+    try:
+        for d in lab.devices:
+            out.print(f"{d.key} ({d.key.model}, {d.kind}) at {d.address}", markup=False)
+            for line in d.how_to_reach():
+                out.print(f"    {line}", markup=False)
+        out.print(f"targets: {targets_out}  (provisioner push ORDER --targets {targets_out})")
+        out.print("running; Ctrl-C stops every simulator")
+        up.wait_for_stop()
+    finally:
+        lab.stop()
+    out.print("stopped")

@@ -1,0 +1,237 @@
+"""NAPALM driver for D-Link DGS-1100 */ME* switches over their CLI (netmiko ``dlink_ds``).
+
+MINIMAL, and tested only against the lab's D-Link /ME mode (``IadSim(dialect="dlink-me")``),
+not against a real switch. The non-/ME DGS-1100-08P/-24P have no CLI at all: they use
+:mod:`provisioner.push.drivers.dlink_snmp`.
+
+What it does:
+
+* the config is D-Link CLI lines (``config ...``, ``create ...``, ``delete ...``,
+  ``enable ...``, ``disable ...``), as ``device_templates/dlink/me.cli.j2`` renders them;
+  a ``save`` line is dropped (the driver saves after committing);
+* merge only: D-Link has no candidate datastore and no config replace short of a
+  config download over TFTP, so ``load_replace_candidate`` raises
+  ``ReplaceConfigException`` and ``rollback`` raises ``NotImplementedError``;
+* ``compare_config()`` lists, as ``+`` lines, the candidate lines ``show config
+  current_config`` does not already show; ``""`` when every line is there;
+* ``commit_config()`` sends only those lines, stops at the first error answer
+  ("Available commands:", "Next possible completions:", "Fail!"), then ``save``s and
+  checks that every line now shows in the current config. Lines are applied one by one
+  (the device applies each at once): a failure can leave part of them applied.
+
+``optional_args``: as :mod:`provisioner.push.drivers.iad_ssh` (``port``, ``known_hosts``,
+``host_key``, ``trust_on_first_use``, ``key_file``, ``conn_timeout``, ``auth_timeout``,
+``banner_timeout``, ``command_timeout``); host keys are pinned the same way. Error
+messages name the command words only: arguments may hold secrets.
+
+Registration (by the lead): ``custom_napalm/dlink_cli.py`` holding
+``from provisioner.push.drivers.dlink_cli import DlinkCliDriver``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from napalm.base import base as napalm_base
+from napalm.base.exceptions import (
+    CommitError,
+    ConnectionException,
+    MergeConfigException,
+    ReplaceConfigException,
+)
+
+from provisioner.push.drivers.iad_ssh import DEFAULTS, open_pinned, with_pinned_keys
+
+PROMPT = r"^[A-Za-z0-9][^\s#]*:[A-Za-z0-9_-]+#[ \t]*$"  # DGS-1100-24P/ME:admin#
+ERRORS = re.compile(r"Available commands:|Next possible completions:|Fail!")
+CONFIG_LINE = re.compile(r"^(config|create|delete|enable|disable) \S")
+
+
+def _dlink_connection_class() -> type:
+    from netmiko.dlink.dlink_ds import DlinkDSSSH
+
+    class DlinkConnection(with_pinned_keys(DlinkDSSSH)):  # type: ignore[misc]
+        def cleanup(self, command: str = "logout") -> None:
+            # netmiko re-enables clipaging with send_command_timing (2 s of waiting);
+            # clipaging is per session on D-Link, and closing the channel ends it.
+            return None
+
+    return DlinkConnection
+
+
+def redact(line: str) -> str:
+    """The command words of a line, without its arguments (they may hold secrets)."""
+    words = line.split()
+    return " ".join(words[:3]) + (" ..." if len(words) > 3 else "")
+
+
+def parse_lines(text: str) -> list[str]:
+    """Config lines of a candidate, in order, without blanks, comments and ``save``."""
+    lines: list[str] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = " ".join(raw.split())
+        if not line or line.startswith("#") or line == "save":
+            continue
+        if any(ord(c) < 32 for c in raw.strip("\r\n")) or line.count('"') % 2:
+            raise ValueError(f"line {number}: control character or unbalanced quote")
+        if not CONFIG_LINE.match(line):
+            raise ValueError(f"line {number}: not a D-Link config command: {line!r}")
+        lines.append(line)
+    return lines
+
+
+class DlinkCliDriver(napalm_base.NetworkDriver):
+    """DGS-1100 /ME over SSH CLI: merge-only, save after commit."""
+
+    def __init__(
+        self,
+        hostname: str,
+        username: str,
+        password: str,
+        timeout: int = 60,
+        optional_args: dict[str, Any] | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        args = dict(DEFAULTS)
+        args.update(optional_args or {})
+        self.optional_args = args
+        self.port = int(args["port"])
+        self.command_timeout = float(args["command_timeout"])
+        self.new_host_key: str | None = None
+        self.candidate: list[str] | None = None
+        self.last_changes: list[str] = []
+        self._conn: Any = None
+
+    @property
+    def _where(self) -> str:
+        return f"{self.hostname}:{self.port}"
+
+    def open(self) -> None:
+        self._conn, self.new_host_key = open_pinned(
+            _dlink_connection_class(),
+            "dlink_ds",
+            self.hostname,
+            self.username,
+            self.password,
+            self.optional_args,
+        )
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+
+    def is_alive(self) -> dict[str, bool]:
+        conn = self._conn
+        return {"is_alive": bool(conn is not None and conn.is_alive())}
+
+    def _send(self, command: str) -> str:
+        conn = self._conn
+        if conn is None:
+            raise ConnectionException(f"{self._where}: not open")
+        conn.write_channel(command + "\n")
+        raw = conn.read_until_pattern(PROMPT, read_timeout=self.command_timeout, re_flags=re.M)
+        lines = [line.rstrip() for line in raw.replace("\r", "").split("\n")]
+        # Drop our echo, the "Command: ..." echo, blank lines and the prompt.
+        body = [line for line in lines[1:-1] if line.strip() and not line.startswith("Command: ")]
+        return "\n".join(body)
+
+    def _running_lines(self) -> list[str]:
+        try:
+            out = self._send("show config current_config")
+        except Exception as exc:
+            raise ConnectionException(f"{self._where}: show config: {exc}") from None
+        return [" ".join(line.split()) for line in out.splitlines() if line.strip()]
+
+    def get_config(
+        self,
+        retrieve: str = "all",
+        full: bool = False,
+        sanitized: bool = False,
+        format: str = "text",
+    ) -> dict[str, str]:
+        out = {"running": "", "candidate": "", "startup": ""}
+        if retrieve in ("all", "running"):
+            out["running"] = "\n".join(self._running_lines())
+        if retrieve in ("all", "candidate") and self.candidate is not None:
+            out["candidate"] = "\n".join(self.candidate)
+        return out
+
+    def load_merge_candidate(self, filename: str | None = None, config: str | None = None) -> None:
+        if (filename is None) == (config is None):
+            raise MergeConfigException("give exactly one of filename= or config=")
+        text = config if config is not None else Path(str(filename)).read_text()
+        try:
+            self.candidate = parse_lines(text)
+        except ValueError as exc:
+            raise MergeConfigException(f"{self._where}: invalid config: {exc}") from None
+
+    def load_replace_candidate(
+        self, filename: str | None = None, config: str | None = None
+    ) -> None:
+        raise ReplaceConfigException(
+            "D-Link CLI cannot replace a config without a TFTP download: use load_merge_candidate"
+        )
+
+    def discard_config(self) -> None:
+        self.candidate = None
+
+    def _missing(self) -> list[str]:
+        assert self.candidate is not None
+        present = set(self._running_lines())
+        return [line for line in self.candidate if line not in present]
+
+    def compare_config(self) -> str:
+        if self.candidate is None:
+            return ""
+        return "\n".join(f"+{line}" for line in self._missing())
+
+    def commit_config(self, message: str = "", revert_in: int | None = None) -> None:
+        if revert_in is not None:
+            raise CommitError("commit-confirm (revert_in) is not supported by D-Link CLI")
+        if self.candidate is None:
+            raise CommitError(f"{self._where}: no candidate loaded")
+        try:
+            missing = self._missing()
+        except ConnectionException as exc:
+            raise CommitError(f"commit: {exc}") from None
+        self.last_changes = []
+        if not missing:
+            self.candidate = None
+            return
+        for line in [*missing, "save"]:
+            try:
+                out = self._send(line)
+            except Exception as exc:
+                raise CommitError(
+                    f"{self._where}: failed at {redact(line)!r} after {len(self.last_changes)}"
+                    f" lines: {exc}"
+                ) from None
+            if ERRORS.search(out):
+                raise CommitError(
+                    f"{self._where}: the switch refused {redact(line)!r} after"
+                    f" {len(self.last_changes)} applied lines"
+                )
+            if line != "save":
+                self.last_changes.append(line)
+        try:
+            still = self._missing()
+        except ConnectionException as exc:
+            raise CommitError(f"commit: verifying: {exc}") from None
+        if still:
+            shown = ", ".join(repr(redact(line)) for line in still)
+            raise CommitError(f"{self._where}: not in the config after commit: {shown}")
+        self.candidate = None
+
+    def rollback(self) -> None:
+        # Undoing CLI lines on a /ME switch means downloading the saved config over TFTP;
+        # this driver is merge-only, so it says so instead of pretending.
+        raise CommitError(
+            f"{self._where}: rollback is not available over the /ME CLI (it needs a config "
+            "download over TFTP): restore the backup by hand"
+        )

@@ -1,0 +1,47 @@
+"""Mini ONT (FTTH): its registration record and WAN VLANs, shown to the technician.
+
+``ont-<serial>.txt`` is YAML of ours [P]: serial, PLOAM password, LOID and the VLANs the
+IAD uses behind it. The LOID is the order id and site [interp]: the operator's real LOID
+scheme is not public.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from provisioner.errors import RenderError
+from provisioner.render.context import DeviceView, OrderView, SecretBook
+from provisioner.render.drivers.base import Driver, FileSpec
+from provisioner.settings import Settings
+
+
+@dataclass(frozen=True)
+class OntFacts:
+    title: str
+    loid_format: str  # str.format with order_id and site
+
+
+class OntDriver(Driver):
+    """Mini ONT: ``ont-<serial>.txt`` (fetched by serial, or read out by the technician)."""
+
+    family: ClassVar[str] = "ont"
+    kind: ClassVar[str] = "ont"
+    models: ClassVar[dict[str, Any]] = {
+        "mini-ont": OntFacts("Mini ONT (FTTH)", loid_format="{order_id}-{site}"),
+    }
+    files: ClassVar[tuple[FileSpec, ...]] = (FileSpec("ont-{serial}.txt", "ont.txt.j2", "yaml"),)
+
+    def context(
+        self, device: DeviceView, order: OrderView, secrets: SecretBook, settings: Settings
+    ) -> dict[str, Any]:
+        ctx = super().context(device, order, secrets, settings)
+        if device.site is None:
+            raise RenderError(f"device {device.device_id}: a Mini ONT needs its site")
+        facts = self.facts(device)
+        ctx.update(
+            site=device.site,
+            loid=facts.loid_format.format(order_id=order.order_id, site=device.site.id),
+            ploam_password=secrets.get(f"device:{device.device_id}", "ploam_password"),
+        )
+        return ctx

@@ -1,0 +1,132 @@
+"""The device-facing HTTP server: a bare ASGI app, because it is the hot path of a boot storm.
+
+``GET /<file>`` runs :meth:`ProvisioningService.fetch`; ``/api/...`` is handed to the NOC
+REST API (FastAPI) when one is mounted. Answers:
+
+- 200 with an ETag; 304 when ``If-None-Match`` carries it;
+- 401 with a Basic challenge for a name shaped like a device file that we will not serve
+  (unknown MAC, refused known MAC, wrong credentials: the same status and body for all);
+- 404 for any other name; 429 for a blocked source; 405 for other methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote
+
+from provisioner.serving.service import Answer, ProvisioningService
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_NOT_FOUND = b"not found\n"
+_TYPES = {
+    "cfg": b"text/plain; charset=utf-8",
+    "txt": b"text/plain; charset=utf-8",
+    "xml": b"application/xml",
+    "json": b"application/json",
+    "yaml": b"application/yaml",
+}
+_OCTETS = b"application/octet-stream"
+_CHALLENGE = (b"www-authenticate", b'Basic realm="provisioning", charset="UTF-8"')
+
+
+def _credentials(headers: dict[bytes, bytes]) -> tuple[str, str] | None:
+    raw = headers.get(b"authorization")
+    if not raw or raw[:6].lower() != b"basic ":
+        return None
+    try:
+        user, _, password = base64.b64decode(raw[6:].strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return ("", "")  # malformed: treated as wrong credentials
+    return user, password
+
+
+class DeviceHttpApp:
+    """ASGI app for devices; ``api`` (an ASGI app) takes every path under ``/api/``."""
+
+    def __init__(self, service: ProvisioningService, api: ASGIApp | None = None, workers: int = 32):
+        self.service = service
+        self.api = api
+        # Cache misses render and read the store: keep them off the event loop.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http-fetch")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            if self.api is not None:
+                await self.api(scope, receive, send)  # the API owns start-up and shutdown
+            else:
+                await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        if self.api is not None and (
+            path.startswith("/api/") or path in ("/healthz", "/readyz", "/metrics")
+        ):
+            await self.api(scope, receive, send)
+            return
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            return
+        headers = dict(scope["headers"])
+        client = scope.get("client") or ("", 0)
+        name = unquote(path[1:]) if path.startswith("/") else unquote(path)
+        loop = asyncio.get_running_loop()
+        answer: Answer = await loop.run_in_executor(
+            self._pool,
+            lambda: self.service.fetch(
+                name,
+                client[0],
+                "http",
+                credentials=_credentials(headers),
+                user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:200],
+            ),
+        )
+        head = method == "HEAD"
+        if answer.outcome == "served":
+            etag = answer.etag.encode()
+            extra = [(b"etag", etag), (b"cache-control", b"no-cache")]
+            if headers.get(b"if-none-match") == etag:
+                await _respond(send, 304, b"", extra)
+                return
+            ctype = _TYPES.get(name.rsplit(".", 1)[-1], _OCTETS)
+            await _respond(send, 200, answer.data, [(b"content-type", ctype), *extra], head)
+        elif answer.outcome == "blocked":
+            await _respond(send, 429, b"too many misses\n", [(b"retry-after", b"900")], head)
+        elif answer.challenge:
+            await _respond(send, 401, _NOT_FOUND, [_CHALLENGE], head)
+        else:
+            await _respond(send, 404, _NOT_FOUND, [], head)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._pool.shutdown(wait=False)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], head: bool = False
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -1,0 +1,66 @@
+"""What ``provisioner serve`` runs, wired together: the provisioning service over the store,
+and the TFTP server answering from it (the HTTP side is :class:`~provisioner.serving.http.
+DeviceHttpApp`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+REPO_TFTP_ROOT = Path(__file__).resolve().parents[2] / "tftp_root"
+
+
+def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
+    from provisioner.api.metrics import REGISTRY
+    from provisioner.render.engine import Renderer
+    from provisioner.serving.guard import GuardPolicy, SourceGuard
+    from provisioner.serving.service import ProvisioningService
+
+    fetches = REGISTRY.counter(
+        "provisioner_fetches_total",
+        "Device fetches by protocol and result (served, not_found, blocked).",
+        ("protocol", "result"),
+    )
+
+    def count(protocol: str, outcome: str, _source: str) -> None:
+        if outcome == "source_blocked":
+            REGISTRY.blocked_sources.inc(protocol=protocol)
+            return
+        fetches.inc(protocol=protocol, result=outcome)
+        if outcome == "served":
+            REGISTRY.files_served.inc(protocol=protocol)
+
+    s = inventory.settings
+    root = tftp_root or (Path(s.tftp_root) if s.tftp_root else REPO_TFTP_ROOT)
+    guard = SourceGuard(
+        GuardPolicy(max_misses=s.sweep_max_misses, block_seconds=s.sweep_block_seconds)
+    )
+    return ProvisioningService(inventory, Renderer(s, inventory), root, guard, on_event=count)
+
+
+def tftp_resolver(service: Any) -> Any:
+    """The TFTP server's resolver: the service's answer, or None for anything not served."""
+
+    def resolve(name: str, source: str) -> Any:
+        answer = service.fetch(name, source, "tftp")
+        return answer if answer.outcome == "served" else None
+
+    return resolve
+
+
+def tftp_events(service: Any) -> Any:
+    """The TFTP server's event hook: tell the service how each transfer it served ended."""
+
+    def on_event(event: Any) -> None:
+        if event.reply is not None and event.outcome in ("served", "error"):
+            service.transfer_done(event.reply, completed=event.outcome == "served")
+
+    return on_event
+
+
+def tftp_service(service: Any, host: str, port: int, **options: Any) -> Any:
+    """The TFTP server for ``service`` (not started); ``options`` go to ``TftpService``."""
+    from provisioner.serving.tftp import TftpService
+
+    return TftpService(tftp_resolver(service), host=host, port=port,
+                       on_event=tftp_events(service), **options)  # fmt: skip
