@@ -46,13 +46,13 @@ def _setup(home: Path, sims: int) -> tuple[Any, list[Any], list[str]]:
     from sqlalchemy import select
 
     from provisioner.documents.validate import check_paths
-    from provisioner.orders.service import Inventory
+    from provisioner.orders.service import OrdersService
     from provisioner.render.engine import DeviceKey
     from provisioner.settings import load_settings
     from provisioner.store.models import Device, Order, SecretRow
 
     settings = load_settings({"PROVISIONER_HOME": str(home)})
-    inv = Inventory(settings)
+    inv = OrdersService(settings)
     for checked in check_paths([ROOT / "inventory" / "orders" / f"{ORDER}.yaml"]):
         assert checked.document is not None
         inv.apply(checked.document, source=checked.file, actor="bench")

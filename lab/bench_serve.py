@@ -122,11 +122,11 @@ def prepare_store(devices: int) -> tuple[list[Job], dict[str, bytes]]:
 
     from provisioner.documents.validate import check_text
     from provisioner.orders.enrollment import arm
-    from provisioner.orders.service import Inventory
+    from provisioner.orders.service import OrdersService
     from provisioner.render.engine import Renderer
     from provisioner.settings import load_settings
 
-    inv = Inventory(load_settings())
+    inv = OrdersService(load_settings())
     renderer = Renderer(inv.settings, inv)
     jobs: list[Job] = []
     data: dict[str, bytes] = {}

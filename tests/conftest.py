@@ -57,9 +57,9 @@ def settings(home: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def inventory(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """An empty store in the test's home."""
-    from provisioner.orders.service import Inventory
+    from provisioner.orders.service import OrdersService
 
-    inv = Inventory(settings)
+    inv = OrdersService(settings)
     yield inv
     inv.db.dispose()
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from provisioner.cli.app import app
 from provisioner.documents.validate import check_text
 from provisioner.errors import BindRefused, OrderRejected
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.settings import load_settings
 from provisioner.store.models import AuditEvent, Device, Terminal
 
@@ -74,7 +74,7 @@ def test_export_then_apply_is_a_no_op(home: Path, tmp_path: Path) -> None:
     assert _dump(_db_file(home)) == before
 
 
-def test_changed_document_updates_and_audits(inventory: Inventory) -> None:
+def test_changed_document_updates_and_audits(inventory: OrdersService) -> None:
     text = (SAMPLES / "WT-2026-000104.yaml").read_text()
     doc = check_text(text).document
     assert doc is not None
@@ -140,7 +140,7 @@ RACE_ORDER: dict[str, Any] = {
 RACE_QUOTA = 4  # four standard extensions, six operator stations
 
 
-def _race(inv: Inventory, calls: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+def _race(inv: OrdersService, calls: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     ok: list[str] = []
     refused: list[str] = []
     barrier = threading.Barrier(len(calls))
@@ -164,7 +164,7 @@ def _race(inv: Inventory, calls: list[dict[str, Any]]) -> tuple[list[str], list[
     return ok, refused
 
 
-def _check_race(inv: Inventory) -> None:
+def _check_race(inv: OrdersService) -> None:
     doc = check_text(yaml.safe_dump(RACE_ORDER)).document
     assert doc is not None
     inv.apply(doc, actor="test")
@@ -186,7 +186,7 @@ def _check_race(inv: Inventory) -> None:
         assert len(macs) == RACE_QUOTA
 
 
-def _check_same_extension_race(inv: Inventory) -> None:
+def _check_same_extension_race(inv: OrdersService) -> None:
     doc = check_text(yaml.safe_dump(RACE_ORDER)).document
     assert doc is not None
     inv.apply(doc, actor="test")
@@ -196,16 +196,16 @@ def _check_same_extension_race(inv: Inventory) -> None:
     assert len(refused) == 7
 
 
-def test_bind_race_sqlite(inventory: Inventory) -> None:
+def test_bind_race_sqlite(inventory: OrdersService) -> None:
     _check_race(inventory)
 
 
-def test_bind_race_same_extension_sqlite(inventory: Inventory) -> None:
+def test_bind_race_same_extension_sqlite(inventory: OrdersService) -> None:
     _check_same_extension_race(inventory)
 
 
 @pytest.fixture
-def pg_inventory(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inventory]:
+def pg_inventory(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OrdersService]:
     psycopg = pytest.importorskip("psycopg")
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
@@ -214,7 +214,7 @@ def pg_inventory(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invent
     name = f"prov_test_{uuid.uuid4().hex[:10]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     monkeypatch.setenv("PROVISIONER_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/{name}")
-    inv = Inventory(load_settings())
+    inv = OrdersService(load_settings())
     try:
         yield inv
     finally:
@@ -224,18 +224,18 @@ def pg_inventory(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invent
 
 
 @pytest.mark.postgres
-def test_bind_race_postgres(pg_inventory: Inventory) -> None:
+def test_bind_race_postgres(pg_inventory: OrdersService) -> None:
     assert not pg_inventory.db.is_sqlite
     _check_race(pg_inventory)
 
 
 @pytest.mark.postgres
-def test_bind_race_same_extension_postgres(pg_inventory: Inventory) -> None:
+def test_bind_race_same_extension_postgres(pg_inventory: OrdersService) -> None:
     _check_same_extension_race(pg_inventory)
 
 
 @pytest.mark.postgres
-def test_apply_twice_postgres(pg_inventory: Inventory) -> None:
+def test_apply_twice_postgres(pg_inventory: OrdersService) -> None:
     doc = check_text((SAMPLES / "WT-2026-000123.yaml").read_text()).document
     assert doc is not None
     assert pg_inventory.apply(doc).status == "created"
@@ -245,7 +245,7 @@ def test_apply_twice_postgres(pg_inventory: Inventory) -> None:
 # ---------------------------------------------------------------------- bind rules
 
 
-def test_bind_refusals(sample_inventory: Inventory) -> None:
+def test_bind_refusals(sample_inventory: OrdersService) -> None:
     inv = sample_inventory
     with pytest.raises(BindRefused, match="already device phone-200 of order WT-2026-000123"):
         inv.bind("WT-2026-000123", mac="00:80:f0:00:00:01", extension=210)
@@ -303,13 +303,13 @@ def test_canary_secret_never_shown_logged_or_stored_in_clear(
         if path.is_file() and path.name != "secret.key":
             assert canary.encode() not in path.read_bytes(), path
     # ... and yet it is stored: the key decrypts it.
-    inv = Inventory(load_settings())
+    inv = OrdersService(load_settings())
     with inv.db.read() as s:
         order = inv.get(s, "WT-2026-000104")
         assert inv.secret(s, order, "extension:201", "sip_password") == canary + "-sip"
 
 
-def test_generated_secrets_are_strong_and_stable(sample_inventory: Inventory) -> None:
+def test_generated_secrets_are_strong_and_stable(sample_inventory: OrdersService) -> None:
     inv = sample_inventory
     with inv.db.read() as s:
         order = inv.get(s, "WT-2026-000123")
@@ -325,7 +325,7 @@ def test_generated_secrets_are_strong_and_stable(sample_inventory: Inventory) ->
     assert other != first
 
 
-def test_secret_key_file_is_private(sample_inventory: Inventory, home: Path) -> None:
+def test_secret_key_file_is_private(sample_inventory: OrdersService, home: Path) -> None:
     key = home / "secret.key"
     assert key.exists()
     assert key.stat().st_mode & 0o777 == 0o600
@@ -341,12 +341,12 @@ def test_wrong_key_is_one_clear_error(home: Path, monkeypatch: pytest.MonkeyPatc
     data["extensions"][1]["sip_password"] = "a-new-password-1"
     doc = check_text(yaml.safe_dump(data)).document
     assert doc is not None
-    inv = Inventory(load_settings())
+    inv = OrdersService(load_settings())
     with pytest.raises(Exception, match="does not decrypt with this key"):
         inv.apply(doc)
 
 
-def test_terminal_limit_counts_binds_on_reapply(sample_inventory: Inventory) -> None:
+def test_terminal_limit_counts_binds_on_reapply(sample_inventory: OrdersService) -> None:
     """A document adding a terminal on top of the ones bound at the appointment is refused."""
     inv = sample_inventory
     inv.bind("WT-2026-000104", mac="00:80:f0:20:00:0a", extension=204,
@@ -368,7 +368,7 @@ def test_terminal_limit_counts_binds_on_reapply(sample_inventory: Inventory) -> 
         assert dev.device_id == "phone-204"
 
 
-def test_swapping_dect_handsets_keeps_the_base(sample_inventory: Inventory) -> None:
+def test_swapping_dect_handsets_keeps_the_base(sample_inventory: OrdersService) -> None:
     """Slots follow the document; the base (its MAC, its credentials) stays the same device."""
     inv = sample_inventory
     with inv.db.read() as s:

@@ -22,7 +22,7 @@ from liveserve import Stack, serve_stack
 from sqlalchemy import select
 
 from provisioner.orders.enrollment import arm, status
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 from provisioner.serving.stack import build_service
 from provisioner.store.models import AuditEvent
@@ -36,7 +36,7 @@ TFTP = shutil.which("tftp")
 
 
 @pytest.fixture
-def served(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Stack]:
+def served(sample_inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
     root = tmp_path / "tftp_root"
     root.mkdir()
     (root / "IP701G.img").write_bytes(b"\x7fFIRMWARE" * 1000)
@@ -44,7 +44,7 @@ def served(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Stack]:
         yield stack
 
 
-def _render(inv: Inventory, mac: str, name: str) -> bytes:
+def _render(inv: OrdersService, mac: str, name: str) -> bytes:
     return Renderer(inv.settings, inv).files_for_mac(mac)[name]
 
 
@@ -189,7 +189,7 @@ def test_static_firmware_served_and_traversal_refused(served: Stack, tmp_path: P
             assert r.status_code in (401, 404)
 
 
-def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
+def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: OrdersService,
                                                     tmp_path: Path) -> None:  # fmt: skip
     """200 phones of a generated order fetch at once over TFTP and over HTTP: byte-identical."""
     import yaml
@@ -289,7 +289,7 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: Inventory,
         assert all(asyncio.run(http_all(stack.http_port)))
 
 
-def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: Inventory,
+def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: OrdersService,
                                                     tmp_path: Path) -> None:  # fmt: skip
     """A planted secret is in the file the armed device fetches, and nowhere else: not in
     refused answers, not in the audit log (the whole suite's logs are checked in conftest)."""
@@ -325,7 +325,7 @@ def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: Inventory,
     assert canary not in details
 
 
-def test_warm_cache_and_only_changed_orders_are_reloaded(sample_inventory: Inventory,
+def test_warm_cache_and_only_changed_orders_are_reloaded(sample_inventory: OrdersService,
                                                         tmp_path: Path) -> None:  # fmt: skip
     inv = sample_inventory
     service = build_service(inv, tmp_path)

@@ -22,7 +22,7 @@ from provisioner.api.metrics import REGISTRY, Registry
 from provisioner.api.routes import audit, blocks, devices, health, orders, push
 from provisioner.api.routing import iter_routes
 from provisioner.documents.document import OrderDocument
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.settings import Settings
 
 PREFIX = "/api/v1"
@@ -98,10 +98,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings, inventory: Inventory | None = None, limits: ApiLimits | None = None
+    settings: Settings, inventory: OrdersService | None = None, limits: ApiLimits | None = None
 ) -> FastAPI:
     """The NOC REST API over ``inventory`` (made from ``settings`` when not given)."""
-    inventory = inventory or Inventory(settings)
+    inventory = inventory or OrdersService(settings)
     limits = limits or ApiLimits.from_settings(settings)
     app = FastAPI(
         title="Office Smart provisioner",

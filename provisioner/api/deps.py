@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Query, Request
 
 from provisioner.api.auth import Principal, require
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 
 if TYPE_CHECKING:
     from provisioner.render.engine import Renderer
 
 
-def get_inventory(request: Request) -> Inventory:
-    inventory: Inventory = request.app.state.inventory
+def get_inventory(request: Request) -> OrdersService:
+    inventory: OrdersService = request.app.state.inventory
     return inventory
 
 
-InventoryDep = Annotated[Inventory, Depends(get_inventory)]
+OrdersDep = Annotated[OrdersService, Depends(get_inventory)]
 
 
 def renderer_of(request: Request) -> Renderer:

@@ -77,11 +77,11 @@ def handles_errors(fn: F) -> F:
 
 
 def _inventory() -> Any:
-    from provisioner.orders.service import Inventory
+    from provisioner.orders.service import OrdersService
 
     settings = _settings()
     _setup_logging(settings)
-    return Inventory(settings)
+    return OrdersService(settings)
 
 
 def import_lab(name: str) -> ModuleType:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.documents.document import normalize_mac
 from provisioner.errors import BindRefused, DeviceUnknown, OrderUnknown
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.store import audit
 from provisioner.store.models import Device, DeviceState, Enrollment, Order, utcnow
 
@@ -39,7 +39,7 @@ class Armed:
     expires_at: datetime
 
 
-def arm(inv: Inventory, target: str, minutes: int | None = None, actor: str = "") -> Armed:
+def arm(inv: OrdersService, target: str, minutes: int | None = None, actor: str = "") -> Armed:
     """Arm ``target`` (an order id or a device's MAC) for ``minutes`` (settings default)."""
     actor = actor or audit.default_actor()
     minutes = inv.settings.enrollment_minutes if minutes is None else minutes
@@ -147,7 +147,7 @@ class DeviceStatus:
     last_refused_source: str | None = None
 
 
-def status(inv: Inventory, order_id: str) -> list[DeviceStatus]:
+def status(inv: OrdersService, order_id: str) -> list[DeviceStatus]:
     """Per device of the order: planned / bound / armed / fetched, with its last fetch."""
     now = utcnow()
     out = []

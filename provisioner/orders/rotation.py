@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from provisioner.errors import BindRefused, OrderUnknown
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.store import audit, vault
 from provisioner.store.models import Order, SecretRow, utcnow
 
@@ -31,7 +31,7 @@ class Rotated:
 
 
 def rotate(
-    inv: Inventory,
+    inv: OrdersService,
     order_id: str,
     extensions: Iterable[int] | None = None,
     actor: str = "",

@@ -61,7 +61,7 @@ class ApplyResult:
     changes: list[str] = field(default_factory=list)
 
 
-class Inventory:
+class OrdersService:
     """The store's order operations. One instance per process; thread-safe."""
 
     def __init__(self, settings: Settings, db: Database | None = None):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.errors import ProvisionerError
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.render.context import build_order_view, load_order, load_secrets
 from provisioner.render.drivers.temporis import sip_line
 from provisioner.settings import Settings
@@ -56,7 +56,7 @@ def sip_domains(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.sip_registrar, settings.sip_domain]))
 
 
-def subscribers(inv: Inventory, order_ids: Iterable[str] | None = None) -> list[Subscriber]:
+def subscribers(inv: OrdersService, order_ids: Iterable[str] | None = None) -> list[Subscriber]:
     """Every extension of the given orders (every active order for None), from the store.
 
     Built with the same function the phone files use, so the table and the files cannot

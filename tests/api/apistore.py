@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from provisioner.api.limits import ApiLimits
 from provisioner.documents.validate import check_paths, check_text
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.settings import Settings
 from provisioner.store import tokens
 from provisioner.store.push_models import PushResultRow
@@ -90,7 +90,7 @@ class Store:
     """A populated store and the tokens (text) of each role."""
 
     settings: Settings
-    inventory: Inventory
+    inventory: OrdersService
     tokens: dict[str, str]
     macs: dict[str, list[str]] = field(default_factory=dict)  # order -> bound MACs
     jobs: list[str] = field(default_factory=list)  # stored push jobs (stored_push_job)
@@ -102,7 +102,7 @@ class Store:
 def populate(home: Path) -> Store:
     """Samples (the OWN one with canaries) applied, and one token per role."""
     settings = Settings(home=home, push_networks=TEST_PUSH_NETWORKS)
-    inv = Inventory(settings)
+    inv = OrdersService(settings)
     for checked in check_paths([SAMPLES]):
         if checked.order_id == OWN:
             continue
@@ -131,10 +131,10 @@ def copy_store(template: Path, dest: Path, push_networks: str = TEST_PUSH_NETWOR
     shutil.copytree(template, dest)
     saved: dict[str, Any] = yaml.safe_load((dest / "tokens.yaml").read_text())
     settings = Settings(home=dest, push_networks=push_networks)
-    return Store(settings, Inventory(settings), saved["tokens"], saved["macs"])
+    return Store(settings, OrdersService(settings), saved["tokens"], saved["macs"])
 
 
-def stored_push_job(inv: Inventory, order_id: str, job_id: str | None = None) -> str:
+def stored_push_job(inv: OrdersService, order_id: str, job_id: str | None = None) -> str:
     """A finished dry-run job on the order's switches and IADs, as a push job stores it (and
     as the API reads it back after a restart). Made once per ``job_id``."""
     job_id = job_id or uuid.uuid4().hex

@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
 from provisioner.api.app import create_app
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.settings import Settings
 from provisioner.store import tokens
 
@@ -22,7 +22,7 @@ SKIP_COLUMNS = {"id", "customer_id", "created_at", "updated_at", "ciphertext", "
 SKIP_TABLE_COLUMNS = {("orders", "source")}
 
 
-def _rows(inv: Inventory) -> dict[str, list[tuple[Any, ...]]]:
+def _rows(inv: OrdersService) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     insp = inspect(inv.db.engine)
     with inv.db.engine.connect() as conn:
@@ -41,7 +41,7 @@ def _rows(inv: Inventory) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def _secrets(inv: Inventory, order_id: str) -> dict[tuple[str, str], str]:
+def _secrets(inv: OrdersService, order_id: str) -> dict[tuple[str, str], str]:
     from provisioner.store.models import SecretRow
 
     with inv.db.read() as session:
@@ -74,9 +74,9 @@ def test_api_and_cli_apply_give_identical_stores(
         monkeypatch.delenv(var, raising=False)
     result = CliRunner().invoke(cli, ["apply", str(doc_file)])
     assert result.exit_code == 0, result.output
-    by_cli = Inventory(Settings(home=cli_home))
+    by_cli = OrdersService(Settings(home=cli_home))
 
-    by_api = Inventory(Settings(home=tmp_path / "api"))
+    by_api = OrdersService(Settings(home=tmp_path / "api"))
     with by_api.db.write() as session:
         token = tokens.create(session, "noc", name="parity")[1]
     client = TestClient(create_app(by_api.settings, by_api, OPEN_LIMITS))

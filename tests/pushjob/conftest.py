@@ -82,12 +82,12 @@ def push_lab_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushLa
     import asyncssh
 
     from provisioner.documents.validate import check_paths
-    from provisioner.orders.service import Inventory
+    from provisioner.orders.service import OrdersService
     from provisioner.settings import load_settings
 
     workdir = tmp_path_factory.mktemp("pushjob")
     settings = load_settings({"PROVISIONER_HOME": str(workdir / "home")})
-    inv = Inventory(settings)
+    inv = OrdersService(settings)
     for checked in check_paths([SAMPLE]):
         assert checked.ok and checked.document is not None
         inv.apply(checked.document, source=checked.file, actor="test")

@@ -133,14 +133,14 @@ def _own_secrets(order: Any, device_id: str) -> set[tuple[str, str]]:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import os
 
-    from provisioner.orders.service import Inventory
+    from provisioner.orders.service import OrdersService
     from provisioner.settings import load_settings
 
     home = Path(tmp_path_factory.mktemp("prophome"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     env["PROVISIONER_HOME"] = str(home)
     s = load_settings(env)
-    inv = Inventory(s)
+    inv = OrdersService(s)
     yield s, inv
     inv.db.dispose()
 

@@ -15,7 +15,7 @@ import yaml
 
 from provisioner.api.limits import ApiLimits
 from provisioner.documents.validate import check_paths
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.settings import Settings
 from provisioner.store import tokens
 
@@ -38,7 +38,7 @@ _CLEARED = (
 class DocStore:
     home: Path
     settings: Settings
-    inventory: Inventory
+    inventory: OrdersService
     tokens: dict[str, str]
 
     def headers(self, role: str, ctype: str = YAML) -> dict[str, str]:
@@ -52,7 +52,7 @@ class DocStore:
 def make_store(home: Path) -> DocStore:
     """Every sample order applied, one token per role (no technician: no order is theirs)."""
     settings = Settings(home=home)
-    inv = Inventory(settings)
+    inv = OrdersService(settings)
     for checked in check_paths([SAMPLES]):
         assert checked.ok and checked.document is not None, checked.lines()
         inv.apply(checked.document, source=checked.file, actor="test")

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from provisioner.api.app import create_app
 from provisioner.api.limits import ApiLimits
 from provisioner.cli.app import app as cli
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.store import tokens
 from provisioner.store.models import AuditEvent, Customer, Order
 
@@ -60,18 +60,18 @@ def _moved(name: str) -> dict[str, Any]:
     return doc
 
 
-def _customers(inv: Inventory) -> dict[str, str]:
+def _customers(inv: OrdersService) -> dict[str, str]:
     with inv.db.read() as session:
         return {c.vat: c.name for c in session.scalars(select(Customer))}
 
 
-def _orders(inv: Inventory) -> dict[str, tuple[str, str]]:
+def _orders(inv: OrdersService) -> dict[str, tuple[str, str]]:
     with inv.db.read() as session:
         return {o.order_id: (o.customer.vat, o.source) for o in session.scalars(select(Order))}
 
 
 class Api:
-    def __init__(self, inv: Inventory):
+    def __init__(self, inv: OrdersService):
         self.client = TestClient(create_app(inv.settings, inv, ApiLimits(rate=1e6, burst=10**6)))
         with inv.db.write() as session:
             self.tokens = {r: tokens.create(session, r, name=f"t-{r}")[1] for r in ("noc", "admin")}
@@ -83,7 +83,7 @@ class Api:
 
 
 @pytest.fixture
-def api(sample_inventory: Inventory) -> Iterator[Api]:
+def api(sample_inventory: OrdersService) -> Iterator[Api]:
     yield Api(sample_inventory)
 
 
@@ -96,7 +96,11 @@ def api(sample_inventory: Inventory) -> Iterator[Api]:
     ids=["a new order", "an order moving to the VAT"],
 )
 def test_the_api_refuses_a_noc_order_renaming_another_orders_customer(
-    api: Api, sample_inventory: Inventory, method: str, order_id: str | None, doc: dict[str, Any]
+    api: Api,
+    sample_inventory: OrdersService,
+    method: str,
+    order_id: str | None,
+    doc: dict[str, Any],
 ) -> None:
     customers, orders = _customers(sample_inventory), _orders(sample_inventory)
     r = api.send("noc", method, order_id, doc)
@@ -111,7 +115,7 @@ def test_the_api_refuses_a_noc_order_renaming_another_orders_customer(
 
 
 def test_the_api_lets_a_new_order_reuse_a_vat_under_the_same_name(
-    api: Api, sample_inventory: Inventory
+    api: Api, sample_inventory: OrdersService
 ) -> None:
     r = api.send("noc", "POST", None, _new_order(NAME))
     assert r.status_code == 201, r.text
@@ -120,7 +124,7 @@ def test_the_api_lets_a_new_order_reuse_a_vat_under_the_same_name(
 
 
 def test_the_customers_own_order_renames_it_through_the_api(
-    api: Api, sample_inventory: Inventory
+    api: Api, sample_inventory: OrdersService
 ) -> None:
     doc = _doc(OWNER)
     doc["customer"]["name"] = "Rossi Impianti S.p.A."
@@ -130,7 +134,9 @@ def test_the_customers_own_order_renames_it_through_the_api(
     assert _customers(sample_inventory)[VAT] == "Rossi Impianti S.p.A."
 
 
-def test_an_admin_may_rename_through_another_order(api: Api, sample_inventory: Inventory) -> None:
+def test_an_admin_may_rename_through_another_order(
+    api: Api, sample_inventory: OrdersService
+) -> None:
     r = api.send("admin", "POST", None, _new_order("Rossi Impianti S.p.A."))
     assert r.status_code == 201, r.text
     assert _customers(sample_inventory)[VAT] == "Rossi Impianti S.p.A."
@@ -153,7 +159,7 @@ def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
     "doc", [_new_order("Impostori S.r.l."), _moved("Impostori S.r.l.")], ids=["new", "moved"]
 )
 def test_cli_apply_refuses_in_one_line_and_leaves_the_store_unchanged(
-    sample_inventory: Inventory, tmp_path: Path, doc: dict[str, Any]
+    sample_inventory: OrdersService, tmp_path: Path, doc: dict[str, Any]
 ) -> None:
     customers, orders = _customers(sample_inventory), _orders(sample_inventory)
     path = _write(tmp_path, doc)
@@ -166,7 +172,7 @@ def test_cli_apply_refuses_in_one_line_and_leaves_the_store_unchanged(
 
 
 def test_cli_apply_renames_with_rename_customer(
-    sample_inventory: Inventory, tmp_path: Path
+    sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     path = _write(tmp_path, _moved("Rossi Impianti S.p.A."))
     result = CliRunner().invoke(cli, ["apply", "--rename-customer", str(path)])
@@ -177,7 +183,7 @@ def test_cli_apply_renames_with_rename_customer(
 
 
 def test_cli_reapplying_the_customers_own_order_renames_it(
-    sample_inventory: Inventory, tmp_path: Path
+    sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     doc = _doc(OWNER)
     doc["customer"]["name"] = "Rossi Impianti S.p.A."
@@ -187,7 +193,7 @@ def test_cli_reapplying_the_customers_own_order_renames_it(
 
 
 def test_the_problem_names_every_order_of_the_customer(
-    sample_inventory: Inventory, tmp_path: Path
+    sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     second = _new_order(NAME)  # the same customer gets a second order ...
     assert CliRunner().invoke(cli, ["apply", str(_write(tmp_path, second))]).exit_code == 0

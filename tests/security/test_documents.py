@@ -91,11 +91,11 @@ import json, sys, time
 from fastapi.testclient import TestClient
 from provisioner.api.app import create_app
 from provisioner.api.limits import ApiLimits
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.settings import Settings
 home, token, bomb = sys.argv[1:4]
 settings = Settings(home=home)
-app = create_app(settings, Inventory(settings), ApiLimits(rate=1e6, burst=1_000_000))
+app = create_app(settings, OrdersService(settings), ApiLimits(rate=1e6, burst=1_000_000))
 headers = {"Authorization": "Bearer " + token, "Content-Type": "application/yaml"}
 with open(bomb, "rb") as f:
     body = f.read()

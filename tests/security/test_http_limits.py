@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from provisioner.api.app import create_app
 from provisioner.cli.app import app as cli
 from provisioner.orders.enrollment import arm
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 from provisioner.serving.http import DeviceHttpApp
 from provisioner.serving.stack import build_service
@@ -43,7 +43,7 @@ KEEPALIVE_TIMEOUT = 1.0
 @dataclasses.dataclass
 class Stack:
     server: LiveServer
-    inventory: Inventory
+    inventory: OrdersService
     service: Any
 
     @property
@@ -52,7 +52,7 @@ class Stack:
 
 
 @contextlib.contextmanager
-def _stack(inventory: Inventory, tmp_path: Path, **limits: Any) -> Iterator[Stack]:
+def _stack(inventory: OrdersService, tmp_path: Path, **limits: Any) -> Iterator[Stack]:
     """Device files and the REST API on one port, as ``serve`` runs them."""
     settings = dataclasses.replace(
         inventory.settings,
@@ -72,7 +72,7 @@ def _stack(inventory: Inventory, tmp_path: Path, **limits: Any) -> Iterator[Stac
 
 
 @pytest.fixture
-def stack(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Stack]:
+def stack(sample_inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
     with _stack(sample_inventory, tmp_path) as s:
         yield s
 
@@ -154,7 +154,7 @@ def test_ten_thousand_headers_are_refused(stack: Stack) -> None:
 
 
 def test_the_header_count_limit_holds_even_when_the_bytes_would_fit(
-    sample_inventory: Inventory, tmp_path: Path
+    sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     with _stack(sample_inventory, tmp_path, http_max_header_bytes=4 * 1024 * 1024) as s:
         limit = s.inventory.settings.http_max_headers
@@ -252,7 +252,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_the_https_listener_has_the_same_limits(
-    sample_inventory: Inventory, tmp_path: Path
+    sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     cert, key = _self_signed(tmp_path)
     settings = dataclasses.replace(sample_inventory.settings, http_header_timeout=HEADER_TIMEOUT)
@@ -308,7 +308,7 @@ def test_a_client_trickling_a_body_it_was_answered_for_is_closed_when_idle(stack
 
 
 def test_connections_past_the_limit_get_503_and_are_closed(
-    sample_inventory: Inventory, tmp_path: Path
+    sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     with _stack(sample_inventory, tmp_path, http_max_connections=3) as s:
         held = [_connect(s.port) for _ in range(3)]

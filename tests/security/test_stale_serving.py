@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from provisioner.cli.app import app
 from provisioner.orders.enrollment import arm
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 from provisioner.store import tokens
 
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(not CURL, reason="needs curl (apt-get install cu
 
 
 @pytest.fixture
-def stack(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Stack]:
+def stack(sample_inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
     root = tmp_path / "tftp_root"
     root.mkdir()
     arm(sample_inventory, ORDER, 60, actor="test")
@@ -52,7 +52,7 @@ def _file(mac: str) -> str:
     return mac.replace(":", "") + ".cfg"
 
 
-def _expected(inv: Inventory, mac: str) -> bytes | None:
+def _expected(inv: OrdersService, mac: str) -> bytes | None:
     """What the store says a device with this MAC gets now (from 127.0.0.1, in its window)."""
     from provisioner.orders.enrollment import status
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from provisioner.orders.enrollment import arm
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.serving.stack import build_service, tftp_service
 from provisioner.store.models import AuditEvent
 
@@ -28,7 +28,7 @@ FLOOD = 2000
 
 
 @pytest.fixture
-def tftp(sample_inventory: Inventory, tmp_path: Path) -> Iterator[tuple[object, int]]:
+def tftp(sample_inventory: OrdersService, tmp_path: Path) -> Iterator[tuple[object, int]]:
     root = tmp_path / "tftp_root"
     root.mkdir()
     (root / FIRMWARE).write_bytes(b"\x7fFIRMWARE" * 300)  # 2,700 bytes: six blocks
@@ -43,7 +43,7 @@ def tftp(sample_inventory: Inventory, tmp_path: Path) -> Iterator[tuple[object, 
         service.close()
 
 
-def _rows(inv: Inventory, *actions: str) -> list[AuditEvent]:
+def _rows(inv: OrdersService, *actions: str) -> list[AuditEvent]:
     with inv.db.read() as s:
         return list(s.scalars(select(AuditEvent).where(AuditEvent.action.in_(actions))))
 
@@ -53,7 +53,7 @@ def _requests(rows: list[AuditEvent]) -> int:
 
 
 def test_a_flood_of_unacknowledged_requests_leaves_a_row_or_two_not_thousands(
-    tftp: tuple[object, int], sample_inventory: Inventory
+    tftp: tuple[object, int], sample_inventory: OrdersService
 ) -> None:
     service, port = tftp
     socks = []
@@ -80,7 +80,7 @@ def test_a_flood_of_unacknowledged_requests_leaves_a_row_or_two_not_thousands(
 
 @pytest.mark.skipif(not CURL, reason="needs curl (apt-get install curl)")
 def test_completed_transfers_are_audited_served_once_per_source_and_minute(
-    tftp: tuple[object, int], sample_inventory: Inventory
+    tftp: tuple[object, int], sample_inventory: OrdersService
 ) -> None:
     service, port = tftp
     assert CURL
@@ -97,7 +97,7 @@ def test_completed_transfers_are_audited_served_once_per_source_and_minute(
 
 @pytest.mark.skipif(not CURL, reason="needs curl (apt-get install curl)")
 def test_a_device_file_is_audited_when_its_transfer_completes(
-    tftp: tuple[object, int], sample_inventory: Inventory
+    tftp: tuple[object, int], sample_inventory: OrdersService
 ) -> None:
     service, port = tftp
     assert CURL
@@ -118,7 +118,7 @@ def test_a_device_file_is_audited_when_its_transfer_completes(
 
 
 def test_refusals_of_a_known_device_are_coalesced(
-    tftp: tuple[object, int], sample_inventory: Inventory
+    tftp: tuple[object, int], sample_inventory: OrdersService
 ) -> None:
     service, _ = tftp
     for _ in range(500):  # the window is closed: every fetch is refused

@@ -20,7 +20,7 @@ from lab.phones import Phone
 from provisioner.cli.app import app
 from provisioner.documents.validate import check_text
 from provisioner.orders.enrollment import arm, status
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 
 ORDER = "WT-2026-007030"
@@ -53,7 +53,7 @@ def _office_order() -> str:
 
 
 @pytest.fixture
-def office(inventory: Inventory, tmp_path: Path) -> Iterator[Stack]:
+def office(inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
     checked = check_text(_office_order())
     assert checked.ok and checked.document is not None, checked.lines()
     inventory.apply(checked.document, actor="test")
@@ -165,7 +165,7 @@ def test_blocks_are_listed_shown_in_status_and_lifted_by_command_and_api(
 
 
 def test_a_block_made_by_the_command_line_side_is_honoured_by_the_server(
-    office: Stack, inventory: Inventory
+    office: Stack, inventory: OrdersService
 ) -> None:
     """Blocks live in the store: a second server (here: the store itself) makes one, this
     server honours it at its next look, and lifts it when it is lifted."""

@@ -17,7 +17,7 @@ from liveserve import Stack, serve_stack
 
 from provisioner.orders.enrollment import arm
 from provisioner.orders.rotation import rotate
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 
 BOUND_ELSEWHERE = "0080f0000002.cfg"  # phone-201 of WT-2026-000123, claimed by another box
 UNARMED = "0080f0200001.cfg"  # a phone of WT-2026-000104, never armed
@@ -26,7 +26,7 @@ TRIES = 200
 
 
 @pytest.fixture
-def stack(sample_inventory: Inventory, tmp_path: Path) -> Iterator[Stack]:
+def stack(sample_inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
     arm(sample_inventory, "WT-2026-000123", 60, actor="test")
     root = tmp_path / "tftp_root"
     root.mkdir()
@@ -64,7 +64,7 @@ def test_unknown_refused_and_unarmed_names_cost_the_same(stack: Stack) -> None:
 
 
 def test_the_first_probe_after_an_order_write_costs_what_the_others_do(
-    stack: Stack, sample_inventory: Inventory
+    stack: Stack, sample_inventory: OrdersService
 ) -> None:
     steady: list[float] = []
     first: list[float] = []

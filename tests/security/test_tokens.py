@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from provisioner.api.app import create_app
 from provisioner.api.limits import ApiLimits
 from provisioner.cli.app import app as cli
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.store.models import AuditEvent
 from provisioner.store.tokens import ApiToken
 
@@ -33,7 +33,7 @@ def _create(*args: str) -> tuple[int, str]:
     return int(text.split("_")[1]), text
 
 
-def _expires_at(inventory: Inventory, token_id: int) -> datetime | None:
+def _expires_at(inventory: OrdersService, token_id: int) -> datetime | None:
     with inventory.db.read() as session:
         at = session.get(ApiToken, token_id).expires_at  # type: ignore[union-attr]
     return None if at is None else at.replace(tzinfo=at.tzinfo or UTC)
@@ -49,7 +49,7 @@ def _rows(listing: str) -> dict[str, str]:
     return rows
 
 
-def _expire(inventory: Inventory, token_id: int) -> None:
+def _expire(inventory: OrdersService, token_id: int) -> None:
     """Let the token's time pass (its expiry one second ago)."""
     with inventory.db.write() as session:
         row = session.get(ApiToken, token_id)
@@ -71,7 +71,7 @@ def _expire(inventory: Inventory, token_id: int) -> None:
     ],
 )
 def test_create_sets_the_expiry_asked_for_or_the_roles_default(
-    sample_inventory: Inventory, args: list[str], lifetime: timedelta
+    sample_inventory: OrdersService, args: list[str], lifetime: timedelta
 ) -> None:
     before = datetime.now(UTC)
     token_id, _ = _create(*args)
@@ -80,7 +80,7 @@ def test_create_sets_the_expiry_asked_for_or_the_roles_default(
     assert before + lifetime - SLACK <= at <= before + lifetime + SLACK
 
 
-def test_never_only_when_asked_for_explicitly(sample_inventory: Inventory) -> None:
+def test_never_only_when_asked_for_explicitly(sample_inventory: OrdersService) -> None:
     result = CliRunner().invoke(cli, ["token", "create", "--role", "noc", "--expires", "never"])
     assert result.exit_code == 0, result.output
     assert "never expires" in result.stderr
@@ -94,7 +94,9 @@ def test_never_only_when_asked_for_explicitly(sample_inventory: Inventory) -> No
 @pytest.mark.parametrize(
     "value", ["30", "30x", "0d", "0m", "-1d", "1.5h", "", "forever", "d", "3651d", "99999999999d"]
 )
-def test_bad_expiry_forms_are_refused_in_one_line(sample_inventory: Inventory, value: str) -> None:
+def test_bad_expiry_forms_are_refused_in_one_line(
+    sample_inventory: OrdersService, value: str
+) -> None:
     result = CliRunner().invoke(cli, ["token", "create", "--role", "noc", "--expires", value])
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
@@ -105,7 +107,7 @@ def test_bad_expiry_forms_are_refused_in_one_line(sample_inventory: Inventory, v
 
 
 def test_an_expired_token_gets_401_like_an_unknown_one_and_is_throttled(
-    sample_inventory: Inventory,
+    sample_inventory: OrdersService,
 ) -> None:
     inv = sample_inventory
     token_id, text = _create("--role", "technician", "--order", ORDER, "--name", "mario")
@@ -124,7 +126,7 @@ def test_an_expired_token_gets_401_like_an_unknown_one_and_is_throttled(
     assert again.status_code == 429 and "retry-after" in again.headers
 
 
-def test_token_list_shows_each_expiry_and_expired_ones(sample_inventory: Inventory) -> None:
+def test_token_list_shows_each_expiry_and_expired_ones(sample_inventory: OrdersService) -> None:
     tech_id, _ = _create("--role", "technician", "--order", ORDER, "--name", "mario")
     _create("--role", "noc", "--name", "dashboard", "--expires", "never")
     _create("--role", "viewer", "--name", "wall", "--expires", "30d")

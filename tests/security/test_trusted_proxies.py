@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from provisioner.cli.app import app as cli
 from provisioner.orders.enrollment import arm, status
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.serving.http import DeviceHttpApp
 from provisioner.serving.stack import build_service
 
@@ -24,7 +24,7 @@ PHONE_FILE = "0080f0000001.cfg"  # phone-200
 FORGED = "10.9.9.9"
 
 
-def _fetch_source(inventory: Inventory, tmp_path: Path, trusted_proxies: str) -> str | None:
+def _fetch_source(inventory: OrdersService, tmp_path: Path, trusted_proxies: str) -> str | None:
     """Arm the order, fetch the phone's file from 127.0.0.1 naming FORGED as the client, and
     return the source the device was bound to (the fetch path's view of who asked)."""
     settings = dataclasses.replace(inventory.settings, trusted_proxies=trusted_proxies)
@@ -44,20 +44,22 @@ def _fetch_source(inventory: Inventory, tmp_path: Path, trusted_proxies: str) ->
     return row.bound_source
 
 
-def test_by_default_x_forwarded_for_is_ignored(sample_inventory: Inventory, tmp_path: Path) -> None:
+def test_by_default_x_forwarded_for_is_ignored(
+    sample_inventory: OrdersService, tmp_path: Path
+) -> None:
     assert sample_inventory.settings.trusted_proxies == ""
     assert _fetch_source(sample_inventory, tmp_path, "") == "127.0.0.1"
 
 
 def test_a_proxy_not_on_the_list_is_not_believed(
-    sample_inventory: Inventory, tmp_path: Path
+    sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     assert _fetch_source(sample_inventory, tmp_path, "10.0.0.0/8, 192.0.2.1") == "127.0.0.1"
 
 
 @pytest.mark.parametrize("trusted", ["127.0.0.1", "127.0.0.0/8"])
 def test_a_listed_proxy_names_the_client(
-    sample_inventory: Inventory, tmp_path: Path, trusted: str
+    sample_inventory: OrdersService, tmp_path: Path, trusted: str
 ) -> None:
     assert _fetch_source(sample_inventory, tmp_path, trusted) == FORGED
 

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from provisioner.api import schemas, views
-from provisioner.api.deps import AuditRead, InventoryDep, PageLimit, PageOffset
+from provisioner.api.deps import AuditRead, OrdersDep, PageLimit, PageOffset
 from provisioner.store.models import AuditEvent
 
 router = APIRouter(tags=["audit"])
@@ -40,7 +40,7 @@ def _utc_naive(value: datetime) -> datetime:
 @router.get("/audit", response_model=schemas.AuditPage, summary="Query the audit log")
 def query_audit(
     principal: AuditRead,
-    inv: InventoryDep,
+    inv: OrdersDep,
     order: Annotated[str | None, Query(max_length=64, description="Order id.")] = None,
     device: Annotated[str | None, Query(max_length=64, description="Device id or MAC.")] = None,
     actor: Annotated[str | None, Query(max_length=100, description="e.g. api:noc-1")] = None,

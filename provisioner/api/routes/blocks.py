@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from provisioner.api import schemas
-from provisioner.api.deps import BlocksLift, DevicesRead, InventoryDep
+from provisioner.api.deps import BlocksLift, DevicesRead, OrdersDep
 from provisioner.api.problems import NOT_FOUND
 from provisioner.serving import blocks
 
@@ -20,7 +20,7 @@ Source = Annotated[
 
 
 @router.get("", response_model=schemas.BlockList, summary="Sources blocked for sweeping")
-def list_blocks(principal: DevicesRead, inv: InventoryDep) -> schemas.BlockList:
+def list_blocks(principal: DevicesRead, inv: OrdersDep) -> schemas.BlockList:
     """Every block in force: such a source gets no file, except with a device's credentials."""
     return schemas.BlockList(
         items=[
@@ -42,7 +42,7 @@ def list_blocks(principal: DevicesRead, inv: InventoryDep) -> schemas.BlockList:
     summary="Lift the block of a source",
     responses=NOT_FOUND,
 )
-def unblock(principal: BlocksLift, inv: InventoryDep, source: Source) -> schemas.Unblocked:
+def unblock(principal: BlocksLift, inv: OrdersDep, source: Source) -> schemas.Unblocked:
     """Every server answers the source again within a second. Audited. 404 for a source
     that is not blocked (or not an address at all)."""
     blocks.lift(inv, source, principal.actor)

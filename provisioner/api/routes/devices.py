@@ -15,14 +15,14 @@ from provisioner.api.deps import (
     DevicesArm,
     DevicesBind,
     DevicesRead,
-    InventoryDep,
+    OrdersDep,
     renderer_of,
 )
 from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_SCHEMA, api_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, RenderError
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.store import audit
 from provisioner.store.models import Device
 
@@ -36,7 +36,7 @@ MacPath = Annotated[
 ]
 
 
-def _visible_device(inv: Inventory, session: Session, principal: Principal, mac: str) -> Device:
+def _visible_device(inv: OrdersService, session: Session, principal: Principal, mac: str) -> Device:
     dev = inv.find_device(session, mac)  # mac: normalised by MacPath
     if not principal.sees(dev.order.order_id):
         raise DeviceUnknown(f"MAC {dev.mac}: no device with this MAC in the store")
@@ -55,7 +55,7 @@ def _check_order_visible(principal: Principal, order_id: str) -> None:
     responses={**NOT_FOUND, **CONFLICT},
 )
 def bind_device(
-    principal: DevicesBind, inv: InventoryDep, order_id: OrderId, body: schemas.BindCreate
+    principal: DevicesBind, inv: OrdersDep, order_id: OrderId, body: schemas.BindCreate
 ) -> schemas.BindPublic:
     """409 past the terminal limit, for a taken extension, or a MAC already in use."""
     _check_order_visible(principal, order_id)
@@ -83,7 +83,7 @@ def bind_device(
     responses={**NOT_FOUND, **CONFLICT},
 )
 def unbind_device(
-    principal: DevicesBind, inv: InventoryDep, order_id: OrderId, body: schemas.UnbindCreate
+    principal: DevicesBind, inv: OrdersDep, order_id: OrderId, body: schemas.UnbindCreate
 ) -> schemas.BindPublic:
     """A terminal that a bind created goes away with its box."""
     _check_order_visible(principal, order_id)
@@ -97,7 +97,7 @@ def unbind_device(
     summary="Read a device by MAC",
     responses=NOT_FOUND,
 )
-def get_device(principal: DevicesRead, inv: InventoryDep, mac: MacPath) -> schemas.DeviceDetail:
+def get_device(principal: DevicesRead, inv: OrdersDep, mac: MacPath) -> schemas.DeviceDetail:
     with inv.db.read() as session:
         return views.device_detail(_visible_device(inv, session, principal, mac))
 
@@ -108,7 +108,7 @@ def get_device(principal: DevicesRead, inv: InventoryDep, mac: MacPath) -> schem
     summary="A device's provisioning state",
     responses=NOT_FOUND,
 )
-def device_status(principal: DevicesRead, inv: InventoryDep, mac: MacPath) -> schemas.DeviceStatus:
+def device_status(principal: DevicesRead, inv: OrdersDep, mac: MacPath) -> schemas.DeviceStatus:
     """Planned or bound; last fetch and push come from the audit log when recorded."""
     with inv.db.read() as session:
         dev = _visible_device(inv, session, principal, mac)
@@ -130,7 +130,7 @@ def device_status(principal: DevicesRead, inv: InventoryDep, mac: MacPath) -> sc
     responses={**NOT_FOUND, **CONFLICT},
 )
 def swap_device(
-    principal: DevicesBind, inv: InventoryDep, mac: MacPath, body: schemas.SwapCreate
+    principal: DevicesBind, inv: OrdersDep, mac: MacPath, body: schemas.SwapCreate
 ) -> schemas.SwapPublic:
     """One write transaction: config, extension and secrets stay with the device; the old
     MAC stops matching anything, so the returned box can no longer fetch files."""
@@ -153,7 +153,7 @@ FileName = Annotated[
 
 
 def _rendered(
-    request: Request, inv: Inventory, principal: Principal, mac: str
+    request: Request, inv: OrdersService, principal: Principal, mac: str
 ) -> tuple[Any, dict[str, Any]]:
     """(DeviceKey, name -> RenderedFile) of a device this caller may see."""
     with inv.db.read() as session:
@@ -173,7 +173,7 @@ def _rendered(
     responses={**NOT_FOUND, **CONFLICT},
 )
 def list_files(
-    principal: DevicesRead, inv: InventoryDep, request: Request, mac: MacPath
+    principal: DevicesRead, inv: OrdersDep, request: Request, mac: MacPath
 ) -> schemas.DeviceFiles:
     """Names and formats of every file: fetched by the device, pushed, or shown."""
     key, files = _rendered(request, inv, principal, mac)
@@ -202,7 +202,7 @@ def list_files(
 )
 def preview_file(
     principal: DevicesRead,
-    inv: InventoryDep,
+    inv: OrdersDep,
     request: Request,
     mac: MacPath,
     name: FileName,
@@ -247,7 +247,7 @@ def _armed(armed: Any) -> schemas.ArmedPublic:
 )
 def arm_order(
     principal: DevicesArm,
-    inv: InventoryDep,
+    inv: OrdersDep,
     order_id: OrderId,
     body: schemas.ArmCreate | None = None,
 ) -> schemas.ArmedPublic:
@@ -270,7 +270,7 @@ def arm_order(
 )
 def arm_device(
     principal: DevicesArm,
-    inv: InventoryDep,
+    inv: OrdersDep,
     mac: MacPath,
     body: schemas.ArmCreate | None = None,
 ) -> schemas.ArmedPublic:

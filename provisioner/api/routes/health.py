@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from provisioner.api import schemas
-from provisioner.api.deps import InventoryDep
+from provisioner.api.deps import OrdersDep
 from provisioner.api.metrics import CONTENT_TYPE, REGISTRY
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ def healthz() -> schemas.Health:
     openapi_extra=PUBLIC,
     responses={503: {"model": schemas.Health, "description": "The store is not reachable."}},
 )
-def readyz(inv: InventoryDep) -> JSONResponse | schemas.Health:
+def readyz(inv: OrdersDep) -> JSONResponse | schemas.Health:
     try:
         with inv.db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))

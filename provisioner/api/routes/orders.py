@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from provisioner.api import schemas, views
 from provisioner.api.auth import Principal
 from provisioner.api.deps import (
-    InventoryDep,
+    OrdersDep,
     OrdersRead,
     OrdersWrite,
     PageLimit,
@@ -39,7 +39,7 @@ from provisioner.documents.workers import (
     WorkersBusy,
 )
 from provisioner.errors import OrderConflict, OrderRejected, OrderUnknown
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.store import audit
 from provisioner.store.models import Customer, Order, SecretRow, Site
 
@@ -156,7 +156,7 @@ async def read_document(request: Request) -> OrderBody:
 DocumentBody = Annotated[OrderBody, Depends(read_document)]
 
 
-def _valid_document(inv: Inventory, body: OrderBody, principal: Principal) -> OrderDocument:
+def _valid_document(inv: OrdersService, body: OrderBody, principal: Principal) -> OrderDocument:
     if body.checked.ok and body.checked.document is not None:
         return body.checked.document
     # The refused body is untrusted: only a well-formed order id goes into the audit row,
@@ -170,7 +170,7 @@ def _valid_document(inv: Inventory, body: OrderBody, principal: Principal) -> Or
 
 
 def _apply(
-    inv: Inventory, doc: OrderDocument, principal: Principal, expect: Literal["new", "active"]
+    inv: OrdersService, doc: OrderDocument, principal: Principal, expect: Literal["new", "active"]
 ) -> schemas.OrderApplied:
     try:
         result = inv.apply(
@@ -190,7 +190,7 @@ def _apply(
     )
 
 
-def visible_order(inv: Inventory, session: Any, principal: Principal, order_id: str) -> Order:
+def visible_order(inv: OrdersService, session: Any, principal: Principal, order_id: str) -> Order:
     """The order, or 404 both when it does not exist and when this token may not see it."""
     if not principal.sees(order_id):
         raise OrderUnknown(f"order {order_id}: not in the store")
@@ -200,7 +200,7 @@ def visible_order(inv: Inventory, session: Any, principal: Principal, order_id: 
 @router.get("", response_model=schemas.OrderPage, summary="List orders")
 def list_orders(
     principal: OrdersRead,
-    inv: InventoryDep,
+    inv: OrdersDep,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
     vat: Annotated[str | None, Query(max_length=32, description="Customer VAT number.")] = None,
@@ -236,7 +236,7 @@ def list_orders(
     responses={**CONFLICT, **UNSUPPORTED},
 )
 def create_order(
-    principal: OrdersWrite, inv: InventoryDep, body: DocumentBody
+    principal: OrdersWrite, inv: OrdersDep, body: DocumentBody
 ) -> schemas.OrderApplied:
     """Validate like ``provisioner validate``, then store. 422 lists every violation."""
     doc = _valid_document(inv, body, principal)
@@ -268,7 +268,7 @@ def validate_order(principal: OrdersRead, body: DocumentBody) -> schemas.OrderVa
 @router.get(
     "/{order_id}", response_model=schemas.OrderPublic, summary="Read an order", responses=NOT_FOUND
 )
-def get_order(principal: OrdersRead, inv: InventoryDep, order_id: OrderId) -> schemas.OrderPublic:
+def get_order(principal: OrdersRead, inv: OrdersDep, order_id: OrderId) -> schemas.OrderPublic:
     """Sites, extensions and devices (planned or bound). Never a secret."""
     with inv.db.read() as session:
         return views.order_public(visible_order(inv, session, principal, order_id))
@@ -282,7 +282,7 @@ def get_order(principal: OrdersRead, inv: InventoryDep, order_id: OrderId) -> sc
     responses={**NOT_FOUND, **CONFLICT, **UNSUPPORTED},
 )
 def replace_order(
-    principal: OrdersWrite, inv: InventoryDep, order_id: OrderId, body: DocumentBody
+    principal: OrdersWrite, inv: OrdersDep, order_id: OrderId, body: DocumentBody
 ) -> schemas.OrderApplied:
     """Re-apply (idempotent): status ``unchanged`` or ``updated``; binds are kept."""
     with inv.db.read() as session:
@@ -301,9 +301,7 @@ def replace_order(
     summary="Cancel an order (kept for audit)",
     responses=NOT_FOUND,
 )
-def cancel_order(
-    principal: OrdersWrite, inv: InventoryDep, order_id: OrderId
-) -> schemas.CancelPublic:
+def cancel_order(principal: OrdersWrite, inv: OrdersDep, order_id: OrderId) -> schemas.CancelPublic:
     """State becomes ``cancelled``; rows stay. Cancelling twice changes nothing."""
     inv.cancel(order_id, actor=principal.actor)
     return schemas.CancelPublic(order=order_id, state=schemas.OrderState.cancelled)
@@ -315,9 +313,7 @@ def cancel_order(
     summary="Read an order's secrets (admin only)",
     responses=NOT_FOUND,
 )
-def get_secrets(
-    principal: SecretsRead, inv: InventoryDep, order_id: OrderId
-) -> schemas.SecretsPublic:
+def get_secrets(principal: SecretsRead, inv: OrdersDep, order_id: OrderId) -> schemas.SecretsPublic:
     """Every credential of the order, decrypted. Each read is audited."""
     with inv.db.read() as session:
         order = visible_order(inv, session, principal, order_id)

@@ -14,12 +14,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from provisioner.api import schemas
 from provisioner.api.auth import Principal
-from provisioner.api.deps import DevicesPush, DevicesRead, InventoryDep, renderer_of
+from provisioner.api.deps import DevicesPush, DevicesRead, OrdersDep, renderer_of
 from provisioner.api.problems import CONFLICT, NOT_FOUND, TargetsRefused, Violation
 from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_store
 from provisioner.api.routes.orders import OrderId
 from provisioner.errors import OrderConflict, OrderUnknown
-from provisioner.orders.service import Inventory
+from provisioner.orders.service import OrdersService
 from provisioner.push.job import DeviceAddress, Timeouts, device_keys
 
 router = APIRouter(tags=["push"])
@@ -90,7 +90,7 @@ def board_of(request: Request) -> JobBoard:
     return board
 
 
-def _visible_job(request: Request, inv: Inventory, principal: Principal, job_id: str) -> JobRun:
+def _visible_job(request: Request, inv: OrdersService, principal: Principal, job_id: str) -> JobRun:
     run = board_of(request).get(job_id) or job_from_store(inv, job_id)
     if run is None or not principal.sees(run.order):
         raise HTTPException(404, f"push job {job_id}: not found")
@@ -134,7 +134,7 @@ def _addresses(
 )
 def start_push(
     principal: DevicesPush,
-    inv: InventoryDep,
+    inv: OrdersDep,
     request: Request,
     order_id: OrderId,
     body: schemas.PushCreate,
@@ -183,7 +183,7 @@ def start_push(
     responses=NOT_FOUND,
 )
 def get_push_job(
-    principal: DevicesRead, inv: InventoryDep, request: Request, job_id: JobId
+    principal: DevicesRead, inv: OrdersDep, request: Request, job_id: JobId
 ) -> schemas.PushJobPublic:
     """Diffs are masked for every role. A technician sees the jobs of the token's orders."""
     return _visible_job(request, inv, principal, job_id).public()
@@ -219,7 +219,7 @@ async def _stream(run: JobRun, seen: int) -> AsyncIterator[str]:
 )
 def push_job_events(
     principal: DevicesRead,
-    inv: InventoryDep,
+    inv: OrdersDep,
     request: Request,
     job_id: JobId,
     # Plain ``int`` with a default, not ``int | None``: the schema then says "integer" and a
