@@ -121,7 +121,6 @@ def prepare_store(devices: int) -> tuple[list[Job], dict[str, bytes]]:
     import yaml
 
     from provisioner.documents.validate import check_text
-    from provisioner.orders.enrollment import arm
     from provisioner.orders.service import OrdersService
     from provisioner.render.engine import Renderer
     from provisioner.settings import load_settings
@@ -137,7 +136,7 @@ def prepare_store(devices: int) -> tuple[list[Job], dict[str, bytes]]:
             if checked.document is None:
                 raise SystemExit("generated order is invalid:\n" + "\n".join(checked.lines()))
             inv.apply(checked.document, actor="bench")
-            arm(inv, str(doc["order"]), 120, actor="bench")
+            inv.arm(str(doc["order"]), 120, actor="bench")
             rendered = renderer.render_order(str(doc["order"]))
             with inv.db.read() as s:
                 order = inv.get(s, str(doc["order"]))

@@ -149,9 +149,9 @@ def _race(inv: OrdersService, calls: list[dict[str, Any]]) -> tuple[list[str], l
     def worker(kw: dict[str, Any]) -> None:
         barrier.wait()
         try:
-            dev = inv.bind("WT-RACE-0001", model="alcatel-temporis-ip150", actor="race", **kw)
+            done = inv.bind("WT-RACE-0001", model="alcatel-temporis-ip150", actor="race", **kw)
             with lock:
-                ok.append(dev)
+                ok.append(done.device_id)
         except BindRefused as exc:
             with lock:
                 refused.append(str(exc))
@@ -256,11 +256,13 @@ def test_bind_refusals(sample_inventory: OrdersService) -> None:
                  model="alcatel-temporis-ip150")  # fmt: skip
     with pytest.raises(BindRefused, match="is identified by its serial"):
         inv.bind("WT-2026-000123", mac="00:80:f0:00:00:79", device_id="ont-milano")
-    assert inv.bind("WT-2026-000102", mac="0c:4c:39:00:00:99", device_id="iad-torino") == (
-        "iad-torino"
-    )
-    # Binding the same box again is harmless; unbinding makes the device planned again.
-    assert inv.bind("WT-2026-000102", mac="0C-4C-39-00-00-99", device_id="iad-torino")
+    first = inv.bind("WT-2026-000102", mac="0c:4c:39:00:00:99", device_id="iad-torino")
+    assert first.device_id == "iad-torino"
+    assert first.touched.devices("WT-2026-000102") == {"iad-torino"}  # what publishing gets
+    # Binding the same box again is harmless (nothing written, nothing touched); unbinding
+    # makes the device planned again.
+    again = inv.bind("WT-2026-000102", mac="0C-4C-39-00-00-99", device_id="iad-torino")
+    assert again.device_id == "iad-torino" and again.touched.orders == {}
     inv.unbind("WT-2026-000102", device_id="iad-torino")
     with inv.db.read() as s:
         dev = inv.get(s, "WT-2026-000102").devices[0]

@@ -21,7 +21,6 @@ import pytest
 from liveserve import Stack, serve_stack
 from sqlalchemy import select
 
-from provisioner.orders.enrollment import arm, status
 from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 from provisioner.serving.stack import build_service
@@ -59,7 +58,7 @@ def test_armed_device_gets_exactly_the_rendered_bytes(served: Stack, tmp_path: P
     inv = served.inventory
     expected = _render(inv, PHONE_MAC, PHONE_FILE)
     assert b"[ account ]" in expected or b"account" in expected
-    arm(inv, "WT-2026-000123", 30, actor="test")
+    inv.arm("WT-2026-000123", 30, actor="test")
     got = _curl(f"tftp://127.0.0.1:{served.tftp_port}/{PHONE_FILE}")
     assert got.returncode == 0, got.stderr
     assert got.stdout == expected
@@ -79,7 +78,7 @@ def test_armed_device_gets_exactly_the_rendered_bytes(served: Stack, tmp_path: P
                   "-H", f"If-None-Match: {etag.decode()}")  # fmt: skip
     assert again.stdout == b"304"
     served.service.flush()
-    rows = {r.device_id: r for r in status(inv, "WT-2026-000123")}
+    rows = {r.device_id: r for r in inv.status("WT-2026-000123")}
     assert rows["phone-200"].state == "fetched"
     assert rows["phone-200"].bound_source == "127.0.0.1"
     assert rows["phone-200"].last_hash == hashlib.sha256(expected).hexdigest()
@@ -127,14 +126,14 @@ def test_credentials_from_the_first_file_allow_later_fetches(served: Stack) -> N
 
 def test_second_claimant_is_refused_and_audited(served: Stack) -> None:
     inv = served.inventory
-    arm(inv, PHONE_MAC, 30, actor="test")
+    inv.arm(PHONE_MAC, 30, actor="test")
     first = served.service.fetch(PHONE_FILE, "127.0.0.10", "http")
     assert first.outcome == "served"
     second = served.service.fetch(PHONE_FILE, "127.0.0.11", "http")
     assert second.outcome == "not_found"
     # The first box keeps working; after a re-arm a replacement box may claim it.
     assert served.service.fetch(PHONE_FILE, "127.0.0.10", "http").outcome == "served"
-    arm(inv, PHONE_MAC, 30, actor="test")
+    inv.arm(PHONE_MAC, 30, actor="test")
     served.service.invalidate()
     assert served.service.fetch(PHONE_FILE, "127.0.0.11", "http").outcome == "served"
     served.service.flush()
@@ -147,7 +146,7 @@ def test_second_claimant_is_refused_and_audited(served: Stack) -> None:
 
 def test_sweep_is_blocked_while_a_real_device_is_served(served: Stack) -> None:
     inv = served.inventory
-    arm(inv, "WT-2026-000123", 30, actor="test")
+    inv.arm("WT-2026-000123", 30, actor="test")
     answers: list[int] = []
 
     async def sweep() -> None:
@@ -216,7 +215,7 @@ def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: OrdersServ
         checked = check_text(yaml.safe_dump(doc))
         assert checked.document is not None, checked.lines()
         inv.apply(checked.document)
-        arm(inv, doc["order"], 30)
+        inv.arm(doc["order"], 30)
         macs += [f"00:80:f1:{o:02x}:00:{i:02x}" for i in range(32)]
     macs = macs[:200]
     renderer = Renderer(inv.settings, inv)
@@ -311,7 +310,7 @@ def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: OrdersServ
         name = "0080f0200001.cfg"
         refused = service.fetch(name, "127.0.0.5", "http")
         assert refused.outcome == "not_found" and canary.encode() not in refused.data
-        arm(inv, "WT-2026-000104", 5)
+        inv.arm("WT-2026-000104", 5)
         service.invalidate()
         ok = service.fetch(name, "127.0.0.5", "tftp")
         assert ok.outcome == "served" and canary.encode() in ok.data
@@ -336,7 +335,7 @@ def test_warm_cache_and_only_changed_orders_are_reloaded(sample_inventory: Order
     try:
         assert service.warm() == 5  # six sample orders; WT-2026-000102 has no box bound yet
         before = {mac: entry(mac) for mac in (PHONE_MAC, "00:80:f0:20:00:01")}
-        arm(inv, "WT-2026-000104", 5)  # a write to one order ...
+        inv.arm("WT-2026-000104", 5)  # a write to one order ...
         service.refresh()  # (the follower thread may have been first)
         assert service.fetch("0080f0200001.cfg", "127.0.0.9", "tftp").outcome == "served"
         # ... reloads that order (now armed) and keeps the others' rendered files.

@@ -52,6 +52,18 @@ def device_detail(dev: Device) -> schemas.DeviceDetail:
     )
 
 
+def device_status(session: Session, dev: Device) -> schemas.DeviceStatus:
+    """Planned or bound, with its last fetch and push (read in the service's session)."""
+    return schemas.DeviceStatus(
+        order=dev.order.order_id,
+        device=dev.device_id,
+        model=dev.model,
+        mac=dev.mac,
+        state=device_state(dev),
+        **last_events(session, dev),
+    )
+
+
 def order_summary(order: Order) -> schemas.OrderSummary:
     return schemas.OrderSummary(
         order=order.order_id,

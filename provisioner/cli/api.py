@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated
 
@@ -10,7 +9,6 @@ import typer
 from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, err, handles_errors, out
-from provisioner.store import audit
 from provisioner.store.tokens import ROLES
 
 token_app = typer.Typer(
@@ -44,36 +42,17 @@ def token_create(
       provisioner token create --role noc --name dashboard --expires 30d
       provisioner token create --role technician --order WT-2026-000123 --name mario
     """
-    from provisioner.store import tokens
+    from provisioner.api import tokens
 
-    inv = _inventory()
-    with inv.db.write() as session:
-        row, text = tokens.create(
-            session,
-            role,
-            name=name,
-            orders=order or [],
-            actor=audit.default_actor(),
-            expires=expires,
-        )
-        until = _when(row.expires_at)
-        audit.record(
-            session,
-            audit.default_actor(),
-            "token.created",
-            token_id=row.id,
-            token_name=row.name,
-            role=role,
-            orders=row.order_ids,
-            expires_at=until or None,
-        )
-        token_id, token_name = row.id, row.name
+    issued = tokens.issue(_inventory(), role, name=name, orders=order or [], expires=expires)
+    token_id, token_name = issued.token.id, issued.token.name
+    until = _when(issued.token.expires_at)
     lasts = f"expires {until} UTC" if until else "never expires"
     err.print(
         f"token {token_id} ({token_name}, {role}, {lasts}); store it now, it is not shown again:",
         markup=False,
     )
-    out.print(text, markup=False)
+    out.print(issued.text, markup=False)
 
 
 def _when(at: datetime | None) -> str:
@@ -88,28 +67,26 @@ def token_list() -> None:
 
     Example: provisioner token list
     """
-    from provisioner.store import tokens
+    from provisioner.api import tokens
 
-    inv = _inventory()
-    with inv.db.read() as session:
-        rows = tokens.list_tokens(session)
-        table = Table("id", "name", "role", "orders", "created", "expires", "revoked")
-        for r in rows:
-            if r.expires_at is None:
-                expiry = "never"
-            elif tokens.expired(r):
-                expiry = f"expired {_when(r.expires_at)}"
-            else:
-                expiry = _when(r.expires_at)
-            table.add_row(
-                str(r.id),
-                r.name,
-                r.role,
-                ",".join(json.loads(r.orders)) or "-",
-                _when(r.created_at),
-                expiry,
-                _when(r.revoked_at) or "-",
-            )
+    rows = tokens.listing(_inventory())
+    table = Table("id", "name", "role", "orders", "created", "expires", "revoked")
+    for r in rows:
+        if r.expires_at is None:
+            expiry = "never"
+        elif r.expired:
+            expiry = f"expired {_when(r.expires_at)}"
+        else:
+            expiry = _when(r.expires_at)
+        table.add_row(
+            str(r.id),
+            r.name,
+            r.role,
+            ",".join(r.orders) or "-",
+            _when(r.created_at),
+            expiry,
+            _when(r.revoked_at) or "-",
+        )
     if not rows:
         out.print("no API tokens (try: provisioner token create --role viewer)")
         return
@@ -125,14 +102,9 @@ def token_revoke(
 
     Example: provisioner token revoke 3
     """
-    from provisioner.store import tokens
+    from provisioner.api import tokens
 
-    inv = _inventory()
-    with inv.db.write() as session:
-        row = tokens.revoke(session, token_id)
-        audit.record(
-            session, audit.default_actor(), "token.revoked", token_id=row.id, token_name=row.name
-        )
+    tokens.revoke(_inventory(), token_id)
     out.print(f"token {token_id} revoked", markup=False)
 
 

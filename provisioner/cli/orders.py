@@ -112,6 +112,21 @@ def _device_state(dev: Any) -> str:
     return "bound" if (dev.mac or dev.serial) else "planned"
 
 
+def _order_row(o: Any) -> tuple[str, ...]:
+    bound = sum(1 for d in o.devices if d.mac or d.serial)
+    return (
+        o.order_id,
+        o.customer.name,
+        o.customer.vat,
+        o.plan,
+        o.state,
+        str(len(o.sites)),
+        str(len(o.extensions)),
+        str(len(o.devices)),
+        f"{bound}/{len(o.devices)}",
+    )
+
+
 @app.command()
 @handles_errors
 def orders() -> None:
@@ -119,29 +134,51 @@ def orders() -> None:
 
     Example: provisioner orders
     """
-    inv = _inventory()
-    with inv.db.read() as session:
-        rows = inv.list_orders(session)
-        table = Table(
-            "order", "customer", "VAT", "plan", "state", "sites", "ext.", "devices", "bound"
-        )
-        for o in rows:
-            bound = sum(1 for d in o.devices if d.mac or d.serial)
-            table.add_row(
-                o.order_id,
-                o.customer.name,
-                o.customer.vat,
-                o.plan,
-                o.state,
-                str(len(o.sites)),
-                str(len(o.extensions)),
-                str(len(o.devices)),
-                f"{bound}/{len(o.devices)}",
-            )
+    from provisioner.orders.reads import OrderQuery
+
+    rows = _inventory().read_orders(OrderQuery(), _order_row).items
     if not rows:
         out.print("no orders in the store (try: provisioner apply inventory/orders/)")
         return
+    table = Table("order", "customer", "VAT", "plan", "state", "sites", "ext.", "devices", "bound")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
+
+
+def _order_tables(o: Any) -> list[Any]:
+    """What ``show`` prints of an order: a headline and three tables."""
+    from provisioner.catalog import MODELS
+
+    head = (
+        f"[bold]{o.order_id}[/] {o.customer.name} ({o.customer.vat}) plan {o.plan}, "
+        f"{o.lines} lines, {o.state}"
+    )
+    sites = Table("site", "connectivity", "address", title="Sites")
+    for s in o.sites:
+        sites.add_row(s.site_id, s.connectivity, s.address)
+    terms: dict[int, str] = {}
+    for d in o.devices:
+        for t in d.terminals:
+            terms[t.extension_pk] = d.device_id if t.slot == 0 else f"{d.device_id} slot {t.slot}"
+    exts = Table("short", "number", "type", "name", "site", "terminal", title="Extensions")
+    for e in o.extensions:
+        exts.add_row(str(e.short), e.number, e.type, e.name, e.site.site_id, terms.get(e.id, "-"))
+    devs = Table(
+        "device", "model", "site", "MAC / serial", "switch port", "extensions", "state",
+        title="Devices",
+    )  # fmt: skip
+    for d in o.devices:
+        devs.add_row(
+            d.device_id,
+            MODELS[d.model].title,
+            d.site.site_id if d.site else "-",
+            d.mac or d.serial or "-",
+            f"{d.switch.device_id}:{d.port}" if d.switch else "-",
+            ",".join(str(t.extension.short) for t in d.terminals) or "-",
+            _device_state(d),
+        )
+    return [head, sites, exts, devs]
 
 
 @app.command()
@@ -151,53 +188,8 @@ def show(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
 
     Example: provisioner show WT-2026-000123
     """
-    from provisioner.catalog import MODELS
-
-    inv = _inventory()
-    with inv.db.read() as session:
-        o = inv.get(session, order)
-        out.print(
-            f"[bold]{o.order_id}[/] {o.customer.name} ({o.customer.vat}) plan {o.plan}, "
-            f"{o.lines} lines, {o.state}"
-        )
-        sites = Table("site", "connectivity", "address", title="Sites")
-        for s in o.sites:
-            sites.add_row(s.site_id, s.connectivity, s.address)
-        out.print(sites)
-        terms: dict[int, str] = {}
-        for d in o.devices:
-            for t in d.terminals:
-                where = d.device_id if t.slot == 0 else f"{d.device_id} slot {t.slot}"
-                terms[t.extension_pk] = where
-        exts = Table("short", "number", "type", "name", "site", "terminal", title="Extensions")
-        for e in o.extensions:
-            exts.add_row(
-                str(e.short), e.number, e.type, e.name, e.site.site_id, terms.get(e.id, "-")
-            )
-        out.print(exts)
-        devs = Table(
-            "device",
-            "model",
-            "site",
-            "MAC / serial",
-            "switch port",
-            "extensions",
-            "state",
-            title="Devices",
-        )
-        for d in o.devices:
-            port = f"{d.switch.device_id}:{d.port}" if d.switch else "-"
-            shorts = ",".join(str(t.extension.short) for t in d.terminals) or "-"
-            devs.add_row(
-                d.device_id,
-                MODELS[d.model].title,
-                d.site.site_id if d.site else "-",
-                d.mac or d.serial or "-",
-                port,
-                shorts,
-                _device_state(d),
-            )
-        out.print(devs)
+    for part in _inventory().read_order(order, _order_tables):
+        out.print(part)
 
 
 @app.command()
@@ -212,9 +204,7 @@ def export(
 
     Example: provisioner export WT-2026-000123 --out WT-2026-000123.yaml
     """
-    inv = _inventory()
-    with inv.db.read() as session:
-        doc = inv.export(session, order)
+    doc = _inventory().export(order)
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
     if output:
         output.write_text(text)
@@ -254,7 +244,7 @@ def bind(
           --model alcatel-temporis-ip150
     """
     inv = _inventory()
-    device_id = inv.bind(
+    done = inv.bind(
         order,
         mac=mac,
         serial=serial,
@@ -263,7 +253,7 @@ def bind(
         model=model,
         actor=actor,
     )
-    out.print(f"{order}: {device_id} bound to {mac or serial}", markup=False)
+    out.print(f"{order}: {done.device_id} bound to {mac or serial}", markup=False)
 
 
 @app.command()
@@ -279,8 +269,8 @@ def unbind(
     Example: provisioner unbind WT-2026-000123 --mac 00:80:f0:00:00:09
     """
     inv = _inventory()
-    device_id = inv.unbind(order, mac=mac, device_id=device, actor=actor)
-    out.print(f"{order}: {device_id} unbound", markup=False)
+    done = inv.unbind(order, mac=mac, device_id=device, actor=actor)
+    out.print(f"{order}: {done.device_id} unbound", markup=False)
 
 
 @app.command()
@@ -299,8 +289,8 @@ def swap(
       provisioner swap WT-2026-000123 --old 00:80:f0:00:00:01 --new 00:80:f0:00:00:99
     """
     inv = _inventory()
-    device_id = inv.swap(order, old, new, actor=actor)
-    out.print(f"{order}: {device_id} swapped to {new}", markup=False)
+    done = inv.swap(order, old, new, actor=actor)
+    out.print(f"{order}: {done.device_id} swapped to {new}", markup=False)
 
 
 @app.command()
@@ -316,4 +306,7 @@ def cancel(
     """
     inv = _inventory()
     done = inv.cancel(order, actor=actor)
-    out.print(f"{order}: cancelled" if done else f"{order}: was already cancelled", markup=False)
+    out.print(
+        f"{order}: cancelled" if done.cancelled else f"{order}: was already cancelled",
+        markup=False,
+    )

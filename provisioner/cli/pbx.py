@@ -101,12 +101,9 @@ def rotate(
 
     Example: provisioner rotate WT-2026-000104 --extension 202
     """
-    from provisioner.orders.rotation import rotate as do_rotate
-
     if bool(extension) == all_extensions:
         raise ProvisionerError(f"order {order}: give --extension SHORT (repeatable) or --all")
-    inv = _inventory()
-    done = do_rotate(inv, order, None if all_extensions else extension, actor)
+    done = _inventory().rotate(order, None if all_extensions else extension, actor=actor)
     shorts = ", ".join(map(str, done.extensions))
     out.print(f"{order}: new SIP password for extension {shorts}", markup=False)
     if done.from_document:

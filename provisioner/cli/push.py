@@ -270,8 +270,10 @@ def lab_up(
     inv = _inventory()
     renderer = _renderer(inv)
     if not order:
-        with inv.db.read() as session:
-            order = [o.order_id for o in inv.list_orders(session) if o.state == "active"]
+        from provisioner.orders.reads import OrderQuery
+
+        active = OrderQuery(state="active")
+        order = inv.read_orders(active, lambda o: o.order_id).items
     workdir = inv.settings.data_dir / "lab"
     lab = up.start_lab(inv, renderer, order, workdir, targets_file=targets_out)
     try:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, handles_errors, out
-from provisioner.errors import SettingsError
+from provisioner.errors import ProvisionerError, SettingsError
 from provisioner.serving.stack import build_service, tftp_service
 
 log = logging.getLogger("provisioner.serve")
@@ -114,10 +114,9 @@ def arm(
       provisioner arm WT-2026-000123 --minutes 60
       provisioner arm 00:80:f0:00:00:01
     """
-    from provisioner.orders.enrollment import arm as do_arm
-
-    inv = _inventory()
-    armed = do_arm(inv, target, minutes, actor)
+    if minutes is not None and not 1 <= minutes <= 7 * 24 * 60:
+        raise ProvisionerError(f"--minutes {minutes}: must be 1 to 10080 (a week)")
+    armed = _inventory().arm(target, minutes, actor=actor)
     until = armed.expires_at.astimezone().strftime("%Y-%m-%d %H:%M %Z")
     out.print(f"{armed.order_id}: armed {len(armed.devices)} devices until {until}", markup=False)
 
@@ -129,11 +128,10 @@ def status(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
 
     Example: provisioner status WT-2026-000123
     """
-    from provisioner.orders.enrollment import status as get_status
     from provisioner.serving.blocks import active
 
     inv = _inventory()
-    rows = get_status(inv, order)
+    rows = inv.status(order)
     blocks = {b.source: b for b in active(inv)}
     table = Table(
         "device",

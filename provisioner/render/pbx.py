@@ -24,11 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
+
 from provisioner.errors import ProvisionerError
-from provisioner.orders.service import OrdersService
 from provisioner.render.context import build_order_view, load_order, load_secrets
 from provisioner.render.drivers.temporis import sip_line
 from provisioner.settings import Settings
+from provisioner.store.access import Store
+from provisioner.store.models import Order
 
 FORMATS = ("kamailio",)
 SUBSCRIBER_VERSION = 7  # Kamailio 5.x subscriber table version (auth_db checks it)
@@ -56,7 +59,7 @@ def sip_domains(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.sip_registrar, settings.sip_domain]))
 
 
-def subscribers(inv: OrdersService, order_ids: Iterable[str] | None = None) -> list[Subscriber]:
+def subscribers(inv: Store, order_ids: Iterable[str] | None = None) -> list[Subscriber]:
     """Every extension of the given orders (every active order for None), from the store.
 
     Built with the same function the phone files use, so the table and the files cannot
@@ -66,7 +69,11 @@ def subscribers(inv: OrdersService, order_ids: Iterable[str] | None = None) -> l
     out: list[Subscriber] = []
     with inv.db.read() as session:
         if order_ids is None:
-            rows = [o for o in inv.list_orders(session) if o.state == "active"]
+            rows = list(
+                session.scalars(
+                    select(Order).where(Order.state == "active").order_by(Order.order_id)
+                )
+            )
         else:
             rows = []
             for oid in order_ids:

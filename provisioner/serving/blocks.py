@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from provisioner.errors import BlockUnknown
 from provisioner.orders.enrollment import aware
-from provisioner.orders.service import OrdersService
 from provisioner.store import audit
+from provisioner.store.access import Store
 from provisioner.store.models import SourceBlock, utcnow
 
 
@@ -28,7 +28,7 @@ class Block:
     names: int  # distinct unknown device names that triggered it
 
 
-def active(inv: OrdersService) -> list[Block]:
+def active(inv: Store) -> list[Block]:
     """Every block in force now, newest first."""
     with inv.db.read() as s:
         rows = s.scalars(
@@ -41,7 +41,7 @@ def active(inv: OrdersService) -> list[Block]:
         ]
 
 
-def lift(inv: OrdersService, source: str, actor: str = "") -> int:
+def lift(inv: Store, source: str, actor: str = "") -> int:
     """Lift every block of ``source``; returns how many. Audited."""
     actor = actor or audit.default_actor()
     try:

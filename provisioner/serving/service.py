@@ -43,9 +43,9 @@ from sqlalchemy import func, insert, select, update
 
 from provisioner.errors import ProvisionerError
 from provisioner.orders.enrollment import aware
-from provisioner.orders.service import OrdersService
 from provisioner.serving.guard import SourceGuard
 from provisioner.serving.static import resolve_static
+from provisioner.store.access import Store
 from provisioner.store.models import (
     AuditEvent,
     Device,
@@ -141,7 +141,7 @@ class ProvisioningService:
 
     def __init__(
         self,
-        inventory: OrdersService,
+        inventory: Store,
         renderer: Any,
         static_root: Path,
         guard: SourceGuard | None = None,

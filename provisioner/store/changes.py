@@ -12,6 +12,11 @@ row lock (PostgreSQL) or the database lock (SQLite, ``BEGIN IMMEDIATE``) is held
 so generations are handed out in commit order and a reader that saw generation *g* can never
 later find a newly committed change below *g*.
 
+The hook also records what each write touched (:class:`Touched`, in ``session.info``): per
+order, the devices whose own rows changed, or every device of the order when something they
+share changed (a site, an extension, the order itself). The orders service returns it with
+every write: it is what publishing the devices' files consumes.
+
 Two more rules hold for every writer because they live here too:
 
 - a device whose MAC or serial changes (bind, unbind, swap, a document naming another box)
@@ -24,6 +29,7 @@ Two more rules hold for every writer because they live here too:
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, insert, inspect, select, update
@@ -60,6 +66,35 @@ CONTENT: tuple[type[Any], ...] = (
     Enrollment,
 )
 _CONTENT_TABLES = frozenset(cls.__table__.name for cls in CONTENT)
+
+
+@dataclass
+class Touched:
+    """What a write changed: order id -> the ids of the devices whose own rows changed, or
+    ``None`` for every device of the order (something they share changed)."""
+
+    orders: dict[str, set[str] | None] = field(default_factory=dict)
+
+    def add(self, order_id: str, device_id: str | None) -> None:
+        if device_id is None:
+            self.orders[order_id] = None
+            return
+        devices = self.orders.setdefault(order_id, set())
+        if devices is not None:
+            devices.add(device_id)
+
+    def devices(self, order_id: str) -> set[str] | None:
+        """The devices of ``order_id`` this write touched (None: all of them)."""
+        return self.orders.get(order_id, set())
+
+
+def touched(session: Session) -> Touched:
+    """What the writes of this session touched so far (see :class:`Touched`)."""
+    found = session.info.get("touched")
+    if not isinstance(found, Touched):
+        found = Touched()
+        session.info["touched"] = found
+    return found
 
 
 class BulkWriteRefused(RuntimeError):
@@ -105,9 +140,24 @@ def _order_of(session: Session, obj: Any) -> list[Order]:
     return [found] if found is not None else []
 
 
+def _device_of(session: Session, obj: Any) -> str | None:
+    """The device whose own rows ``obj`` is, or None for a row the order's devices share."""
+    if isinstance(obj, Device):
+        return obj.device_id
+    if isinstance(obj, Terminal):
+        return obj.device.device_id if obj.device is not None else None
+    if isinstance(obj, Enrollment) and obj.device_pk is not None:
+        device = session.get(Device, obj.device_pk)
+        return device.device_id if device is not None else None
+    if isinstance(obj, SecretRow) and obj.owner.startswith("device:"):
+        return obj.owner.removeprefix("device:")
+    return None
+
+
 @event.listens_for(Session, "before_flush")
 def _touch_orders(session: Session, _context: Any, _instances: Any) -> None:
-    touched: dict[int, Order] = {}
+    touched_orders: dict[int, Order] = {}
+    record = touched(session)
     for obj in itertools.chain(list(session.new), list(session.dirty), list(session.deleted)):
         if not isinstance(obj, CONTENT) or not _changed(session, obj):
             continue
@@ -118,13 +168,15 @@ def _touch_orders(session: Session, _context: Any, _instances: Any) -> None:
             and _identity_changed(obj)
         ):
             _forget_box(session, obj.id)
+        device_id = _device_of(session, obj)
         for order in _order_of(session, obj):
-            touched[id(order)] = order
-    if not touched:
+            touched_orders[id(order)] = order
+            record.add(order.order_id, device_id)
+    if not touched_orders:
         return
     generation = next_generation(session)
     now = utcnow()
-    for order in touched.values():
+    for order in touched_orders.values():
         order.generation = generation
         order.updated_at = now
 

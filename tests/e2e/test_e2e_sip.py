@@ -19,7 +19,6 @@ from sqlalchemy import select
 from lab.phones import Phone, order_phones
 from lab.sip import Kamailio, SipAccount, register_accounts
 from provisioner.documents.validate import check_text
-from provisioner.orders.enrollment import arm
 from provisioner.render.engine import Renderer
 from provisioner.store.models import AuditEvent, Enrollment, SecretRow, utcnow
 
@@ -47,7 +46,7 @@ def test_every_phone_and_handset_registers_and_rotation_locks_out_the_stale_file
     served: Any, registrar: Kamailio, cli: Callable[..., Any]
 ) -> None:
     inv = served.inventory
-    arm(inv, ORDER, 30, actor="test")
+    inv.arm(ORDER, 30, actor="test")
     phones = _phones(served)
     assert set(phones) == {DESK_MAC, "00:80:f0:20:00:02", DECT_MAC}
     renderer = Renderer(inv.settings, inv)
@@ -91,7 +90,7 @@ def test_a_device_outside_its_enrollment_window_gets_no_file_and_cannot_register
     served: Any, registrar: Kamailio
 ) -> None:
     inv = served.inventory
-    arm(inv, ORDER, 5, actor="test")
+    inv.arm(ORDER, 5, actor="test")
     with inv.db.write() as s:  # the window closed: the technician armed it too long ago
         for window in s.scalars(select(Enrollment)):
             window.expires_at = utcnow()
@@ -103,7 +102,7 @@ def test_a_device_outside_its_enrollment_window_gets_no_file_and_cannot_register
     assert "tftp" in phone.boot("tftp").error
 
     # The registrar knows the extension: only the missing file stood in the way.
-    arm(inv, DESK_MAC, 5, actor="test")
+    inv.arm(DESK_MAC, 5, actor="test")
     served.settle()
     assert phone.boot("tftp").registered
 
@@ -112,7 +111,7 @@ def test_dect_handsets_register_as_the_extensions_in_their_slots(
     served: Any, registrar: Kamailio
 ) -> None:
     inv = served.inventory
-    arm(inv, ORDER, 30, actor="test")
+    inv.arm(ORDER, 30, actor="test")
     base = _phones(served)[DECT_MAC]
     first = base.boot("tftp")
     assert {a.slot: (a.user, a.status) for a in first.accounts} == {
@@ -122,8 +121,7 @@ def test_dect_handsets_register_as_the_extensions_in_their_slots(
 
     # The NOC edits the order as `provisioner export` prints it (device ids kept: the base
     # stays the same device, with the same credentials) and swaps the two handsets.
-    with inv.db.read() as s:
-        doc = inv.export(s, ORDER)
+    doc = inv.export(ORDER)
     kit = next(d for d in doc["devices"] if d["model"] == "alcatel-ip2215")
     kit["handsets"][0]["extension"], kit["handsets"][1]["extension"] = 203, 202
     _reapply(served, doc)
@@ -157,7 +155,7 @@ def test_export_matches_what_phones_parse_and_escapes_db_text(
     assert "6 extensions of 1 orders (12 rows" in result.output
     assert (db / "version").read_text().splitlines()[1] == "subscriber:7"
 
-    arm(inv, ORDER, 30, actor="test")
+    inv.arm(ORDER, 30, actor="test")
     with Kamailio(db, port=sip_port, workdir=tmp_path) as kam:
         report = _phones(served)[DESK_MAC].boot("http")
         assert kam.start_seconds < 5
@@ -177,7 +175,7 @@ def test_export_and_rotate_refuse_what_they_cannot_do(
 def test_lab_phones_command_boots_the_order_against_its_own_registrar(
     served: Any, cli: Callable[..., Any]
 ) -> None:
-    arm(served.inventory, ORDER, 30, actor="test")
+    served.inventory.arm(ORDER, 30, actor="test")
     args = ["lab", "phones", "--order", ORDER, "--tftp-port", str(served.tftp_port),
             "--http-port", str(served.http_port)]  # fmt: skip
     result = cli(*args, "--with-registrar")

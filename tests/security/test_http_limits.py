@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 
 from provisioner.api.app import create_app
 from provisioner.cli.app import app as cli
-from provisioner.orders.enrollment import arm
 from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 from provisioner.serving.http import DeviceHttpApp
@@ -334,7 +333,7 @@ def test_connections_past_the_limit_get_503_and_are_closed(
 @pytest.mark.skipif(not CURL, reason="needs curl (apt-get install curl)")
 def test_devices_and_the_rest_api_are_served_as_before(stack: Stack, tmp_path: Path) -> None:
     inv = stack.inventory
-    arm(inv, "WT-2026-000123", 30, actor="test")
+    inv.arm("WT-2026-000123", 30, actor="test")
     expected = Renderer(inv.settings, inv).files_for_mac(PHONE_MAC)[PHONE_FILE]
     with inv.db.write() as session:
         token = tokens.create(session, "viewer", name="limits")[1]

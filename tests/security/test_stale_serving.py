@@ -23,7 +23,6 @@ from liveserve import Stack, serve_stack
 from typer.testing import CliRunner
 
 from provisioner.cli.app import app
-from provisioner.orders.enrollment import arm
 from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 from provisioner.store import tokens
@@ -43,7 +42,7 @@ pytestmark = pytest.mark.skipif(not CURL, reason="needs curl (apt-get install cu
 def stack(sample_inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
     root = tmp_path / "tftp_root"
     root.mkdir()
-    arm(sample_inventory, ORDER, 60, actor="test")
+    sample_inventory.arm(ORDER, 60, actor="test")
     with serve_stack(sample_inventory, root, api=True) as st:
         yield st
 
@@ -54,14 +53,13 @@ def _file(mac: str) -> str:
 
 def _expected(inv: OrdersService, mac: str) -> bytes | None:
     """What the store says a device with this MAC gets now (from 127.0.0.1, in its window)."""
-    from provisioner.orders.enrollment import status
 
     files = Renderer(inv.settings, inv).files_for_mac(mac)
     if _file(mac) not in files:
         return None  # unknown, unbound, swapped out or cancelled
     with inv.db.read() as s:
         order_id = inv.find_device(s, mac).order.order_id
-    row = next(r for r in status(inv, order_id) if r.identity == mac)
+    row = next(r for r in inv.status(order_id) if r.identity == mac)
     return files[_file(mac)] if row.window_until is not None else None
 
 
@@ -247,7 +245,6 @@ def test_a_swapped_in_box_fetches_inside_the_same_window_and_the_old_one_gets_no
     tftp, _ = _served(stack, NEW)
     assert tftp is not None and b"Giulia Rossi" in tftp
     stack.service.flush()
-    from provisioner.orders.enrollment import status
 
-    row = next(r for r in status(inv, ORDER) if r.device_id == "phone-201")
+    row = next(r for r in inv.status(ORDER) if r.device_id == "phone-201")
     assert row.identity == NEW and row.last_file == _file(NEW)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from provisioner.orders.enrollment import arm
 from provisioner.orders.service import OrdersService
 from provisioner.serving.stack import build_service, tftp_service
 from provisioner.store.models import AuditEvent
@@ -101,7 +100,7 @@ def test_a_device_file_is_audited_when_its_transfer_completes(
 ) -> None:
     service, port = tftp
     assert CURL
-    arm(sample_inventory, "WT-2026-000123", 30, actor="test")
+    sample_inventory.arm("WT-2026-000123", 30, actor="test")
     # A client that asks and walks away: the transfer is abandoned, not served.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from lab.phones import Phone
 from provisioner.cli.app import app
 from provisioner.documents.validate import check_text
-from provisioner.orders.enrollment import arm, status
 from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
 
@@ -57,7 +56,7 @@ def office(inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
     checked = check_text(_office_order())
     assert checked.ok and checked.document is not None, checked.lines()
     inventory.apply(checked.document, actor="test")
-    arm(inventory, ORDER, 60, actor="test")
+    inventory.arm(ORDER, 60, actor="test")
     root = tmp_path / "tftp_root"
     root.mkdir()
     (root / "IP150.img").write_bytes(b"\x7fFIRMWARE" * 100)  # one model's firmware is there
@@ -89,7 +88,7 @@ def test_thirty_phones_behind_one_address_boot_with_their_generic_requests_and_a
     assert asked >= 2 * OFFICE * 3  # far past the 20 that would have blocked the office
     assert office.service.guard.blocked_sources() == []
     office.service.flush()
-    rows = status(office.inventory, ORDER)
+    rows = office.inventory.status(ORDER)
     assert sum(r.state == "fetched" for r in rows) == OFFICE
 
 

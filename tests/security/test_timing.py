@@ -15,8 +15,6 @@ import httpx
 import pytest
 from liveserve import Stack, serve_stack
 
-from provisioner.orders.enrollment import arm
-from provisioner.orders.rotation import rotate
 from provisioner.orders.service import OrdersService
 
 BOUND_ELSEWHERE = "0080f0000002.cfg"  # phone-201 of WT-2026-000123, claimed by another box
@@ -27,7 +25,7 @@ TRIES = 200
 
 @pytest.fixture
 def stack(sample_inventory: OrdersService, tmp_path: Path) -> Iterator[Stack]:
-    arm(sample_inventory, "WT-2026-000123", 60, actor="test")
+    sample_inventory.arm("WT-2026-000123", 60, actor="test")
     root = tmp_path / "tftp_root"
     root.mkdir()
     with serve_stack(sample_inventory, root) as st:
@@ -74,7 +72,7 @@ def test_the_first_probe_after_an_order_write_costs_what_the_others_do(
         for _ in range(15):
             steady.extend(_timed(c, BOUND_ELSEWHERE) for _ in range(10))
             # A write to the probed device's order: the server reloads (re-renders) it.
-            rotate(sample_inventory, "WT-2026-000123", [205], actor="test")
+            sample_inventory.rotate("WT-2026-000123", [205], actor="test")
             first.append(_timed(c, BOUND_ELSEWHERE))
             stack.settle()
     # Rendering this order on the request path would cost 20 ms and more (it did: 25 ms);

@@ -14,7 +14,6 @@ from livehttp import LiveServer
 from typer.testing import CliRunner
 
 from provisioner.cli.app import app as cli
-from provisioner.orders.enrollment import arm, status
 from provisioner.orders.service import OrdersService
 from provisioner.serving.http import DeviceHttpApp
 from provisioner.serving.stack import build_service
@@ -32,14 +31,14 @@ def _fetch_source(inventory: OrdersService, tmp_path: Path, trusted_proxies: str
     root.mkdir(exist_ok=True)
     service = build_service(inventory, root)
     try:
-        arm(inventory, ORDER, 30, actor="test")
+        inventory.arm(ORDER, 30, actor="test")
         with LiveServer(DeviceHttpApp(service), settings) as server:
             r = httpx.get(f"{server.url}/{PHONE_FILE}", headers={"X-Forwarded-For": FORGED})
         assert r.status_code == 200
         service.flush()
     finally:
         service.close()
-    row = next(r for r in status(inventory, ORDER) if r.device_id == "phone-200")
+    row = next(r for r in inventory.status(ORDER) if r.device_id == "phone-200")
     assert row.last_source == row.bound_source
     return row.bound_source
 

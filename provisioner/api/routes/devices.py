@@ -23,7 +23,6 @@ from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_SCHEMA, api_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, RenderError
 from provisioner.orders.service import OrdersService
-from provisioner.store import audit
 from provisioner.store.models import Device
 
 router = APIRouter(tags=["devices"])
@@ -36,11 +35,9 @@ MacPath = Annotated[
 ]
 
 
-def _visible_device(inv: OrdersService, session: Session, principal: Principal, mac: str) -> Device:
-    dev = inv.find_device(session, mac)  # mac: normalised by MacPath
-    if not principal.sees(dev.order.order_id):
-        raise DeviceUnknown(f"MAC {dev.mac}: no device with this MAC in the store")
-    return dev
+def _where(session: Session, dev: Device) -> tuple[str, str, str]:
+    """(order id, device id, MAC) of a device."""
+    return dev.order.order_id, dev.device_id, dev.mac or ""
 
 
 def _check_order_visible(principal: Principal, order_id: str) -> None:
@@ -59,7 +56,7 @@ def bind_device(
 ) -> schemas.BindPublic:
     """409 past the terminal limit, for a taken extension, or a MAC already in use."""
     _check_order_visible(principal, order_id)
-    device_id = inv.bind(
+    done = inv.bind(
         order_id,
         mac=body.mac,
         serial=body.serial,
@@ -70,7 +67,7 @@ def bind_device(
     )
     return schemas.BindPublic(
         order=order_id,
-        device=device_id,
+        device=done.device_id,
         identity=body.mac or body.serial,
         state=schemas.DeviceState.bound,
     )
@@ -87,8 +84,10 @@ def unbind_device(
 ) -> schemas.BindPublic:
     """A terminal that a bind created goes away with its box."""
     _check_order_visible(principal, order_id)
-    device_id = inv.unbind(order_id, mac=body.mac, device_id=body.device, actor=principal.actor)
-    return schemas.BindPublic(order=order_id, device=device_id, state=schemas.DeviceState.planned)
+    done = inv.unbind(order_id, mac=body.mac, device_id=body.device, actor=principal.actor)
+    return schemas.BindPublic(
+        order=order_id, device=done.device_id, state=schemas.DeviceState.planned
+    )
 
 
 @router.get(
@@ -98,8 +97,7 @@ def unbind_device(
     responses=NOT_FOUND,
 )
 def get_device(principal: DevicesRead, inv: OrdersDep, mac: MacPath) -> schemas.DeviceDetail:
-    with inv.db.read() as session:
-        return views.device_detail(_visible_device(inv, session, principal, mac))
+    return inv.read_device(mac, lambda _s, dev: views.device_detail(dev), visible=principal.sees)
 
 
 @router.get(
@@ -110,17 +108,7 @@ def get_device(principal: DevicesRead, inv: OrdersDep, mac: MacPath) -> schemas.
 )
 def device_status(principal: DevicesRead, inv: OrdersDep, mac: MacPath) -> schemas.DeviceStatus:
     """Planned or bound; last fetch and push come from the audit log when recorded."""
-    with inv.db.read() as session:
-        dev = _visible_device(inv, session, principal, mac)
-        last = views.last_events(session, dev)
-        return schemas.DeviceStatus(
-            order=dev.order.order_id,
-            device=dev.device_id,
-            model=dev.model,
-            mac=dev.mac,
-            state=views.device_state(dev),
-            **last,
-        )
+    return inv.read_device(mac, views.device_status, visible=principal.sees)
 
 
 @router.post(
@@ -134,12 +122,11 @@ def swap_device(
 ) -> schemas.SwapPublic:
     """One write transaction: config, extension and secrets stay with the device; the old
     MAC stops matching anything, so the returned box can no longer fetch files."""
-    with inv.db.read() as session:
-        dev = _visible_device(inv, session, principal, mac)
-        order_id, old = dev.order.order_id, dev.mac or mac
-    new = body.new_mac
-    device_id = inv.swap(order_id, old, new, actor=principal.actor)
-    return schemas.SwapPublic(order=order_id, device=device_id, old_mac=old, new_mac=new)
+    order_id, _, old = inv.read_device(mac, _where, visible=principal.sees)
+    done = inv.swap(order_id, old, body.new_mac, actor=principal.actor)
+    return schemas.SwapPublic(
+        order=order_id, device=done.device_id, old_mac=old, new_mac=body.new_mac
+    )
 
 
 FileName = Annotated[
@@ -156,9 +143,7 @@ def _rendered(
     request: Request, inv: OrdersService, principal: Principal, mac: str
 ) -> tuple[Any, dict[str, Any]]:
     """(DeviceKey, name -> RenderedFile) of a device this caller may see."""
-    with inv.db.read() as session:
-        dev = _visible_device(inv, session, principal, mac)
-        mac = dev.mac or mac
+    mac = inv.read_device(mac, _where, visible=principal.sees)[2]
     try:
         key, files = renderer_of(request).device_files(mac)
     except RenderError as exc:
@@ -218,15 +203,8 @@ def preview_file(
         raise DeviceUnknown(f"MAC {mac}: no file {name} for this device")
     f = files[name]
     if reveal:
-        with inv.db.write() as session:
-            audit.record(
-                session,
-                principal.actor,
-                "file.revealed",
-                order_id=key.order_id,
-                device=key.device_id,
-                file=name,
-            )
+        inv.note(principal.actor, "file.revealed", order_id=key.order_id, device=key.device_id,
+                 file=name)  # fmt: skip
         data = f.data
     else:
         data = f.masked()
@@ -253,13 +231,9 @@ def arm_order(
 ) -> schemas.ArmedPublic:
     """Devices of the order may fetch their files without credentials until it closes;
     re-arming releases their source-address binding."""
-    from provisioner.orders import enrollment
-
     _check_order_visible(principal, order_id)
-    with inv.db.read() as session:
-        inv.get(session, order_id)  # an order id, never read as a MAC below
     minutes = body.minutes if body else None
-    return _armed(enrollment.arm(inv, order_id, minutes, actor=principal.actor))
+    return _armed(inv.arm(order_id, minutes, actor=principal.actor, only="order"))
 
 
 @router.post(
@@ -274,10 +248,6 @@ def arm_device(
     mac: MacPath,
     body: schemas.ArmCreate | None = None,
 ) -> schemas.ArmedPublic:
-    from provisioner.orders import enrollment
-
-    with inv.db.read() as session:
-        dev = _visible_device(inv, session, principal, mac)
-        norm = dev.mac or mac
+    norm = inv.read_device(mac, _where, visible=principal.sees)[2]
     minutes = body.minutes if body else None
-    return _armed(enrollment.arm(inv, norm, minutes, actor=principal.actor))
+    return _armed(inv.arm(norm, minutes, actor=principal.actor, only="device"))

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
 
 from provisioner.api import schemas, views
 from provisioner.api.auth import Principal
@@ -38,10 +37,9 @@ from provisioner.documents.workers import (
     WorkerPool,
     WorkersBusy,
 )
-from provisioner.errors import OrderConflict, OrderRejected, OrderUnknown
+from provisioner.errors import OrderConflict, OrderRejected
+from provisioner.orders.reads import OrderQuery
 from provisioner.orders.service import OrdersService
-from provisioner.store import audit
-from provisioner.store.models import Customer, Order, SecretRow, Site
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -190,13 +188,6 @@ def _apply(
     )
 
 
-def visible_order(inv: OrdersService, session: Any, principal: Principal, order_id: str) -> Order:
-    """The order, or 404 both when it does not exist and when this token may not see it."""
-    if not principal.sees(order_id):
-        raise OrderUnknown(f"order {order_id}: not in the store")
-    return inv.get(session, order_id)
-
-
 @router.get("", response_model=schemas.OrderPage, summary="List orders")
 def list_orders(
     principal: OrdersRead,
@@ -209,22 +200,15 @@ def list_orders(
     site: Annotated[str | None, Query(max_length=40, description="Has a site of this id.")] = None,
 ) -> schemas.OrderPage:
     """Orders by id, filtered; a technician sees only the orders on the token."""
-    stmt = select(Order).join(Customer, Order.customer_id == Customer.id)
-    if vat:
-        stmt = stmt.where(Customer.vat == vat)
-    if plan:
-        stmt = stmt.where(Order.plan == plan)
-    if state:
-        stmt = stmt.where(Order.state == state.value)
-    if site:
-        stmt = stmt.where(Order.sites.any(Site.site_id == site))
-    if principal.scoped:
-        stmt = stmt.where(Order.order_id.in_(sorted(principal.token.orders)))
-    with inv.db.read() as session:
-        total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-        rows = session.scalars(stmt.order_by(Order.order_id).offset(offset).limit(limit))
-        items = [views.order_summary(o) for o in rows]
-    return schemas.OrderPage(items=items, total=total, limit=limit, offset=offset)
+    query = OrderQuery(
+        vat=vat,
+        plan=plan,
+        state=state.value if state else None,
+        site=site,
+        only=principal.token.orders if principal.scoped else None,
+    )
+    page = inv.read_orders(query, views.order_summary, limit, offset)
+    return schemas.OrderPage(items=page.items, total=page.total, limit=limit, offset=offset)
 
 
 @router.post(
@@ -270,8 +254,7 @@ def validate_order(principal: OrdersRead, body: DocumentBody) -> schemas.OrderVa
 )
 def get_order(principal: OrdersRead, inv: OrdersDep, order_id: OrderId) -> schemas.OrderPublic:
     """Sites, extensions and devices (planned or bound). Never a secret."""
-    with inv.db.read() as session:
-        return views.order_public(visible_order(inv, session, principal, order_id))
+    return inv.read_order(order_id, views.order_public, visible=principal.sees)
 
 
 @router.put(
@@ -285,8 +268,7 @@ def replace_order(
     principal: OrdersWrite, inv: OrdersDep, order_id: OrderId, body: DocumentBody
 ) -> schemas.OrderApplied:
     """Re-apply (idempotent): status ``unchanged`` or ``updated``; binds are kept."""
-    with inv.db.read() as session:
-        inv.get(session, order_id)  # 404 before judging the body
+    inv.read_order(order_id, lambda _o: None)  # 404 before judging the body
     doc = _valid_document(inv, body, principal)
     if doc.order != order_id:
         raise DocumentRefused(
@@ -315,19 +297,9 @@ def cancel_order(principal: OrdersWrite, inv: OrdersDep, order_id: OrderId) -> s
 )
 def get_secrets(principal: SecretsRead, inv: OrdersDep, order_id: OrderId) -> schemas.SecretsPublic:
     """Every credential of the order, decrypted. Each read is audited."""
-    with inv.db.read() as session:
-        order = visible_order(inv, session, principal, order_id)
-        rows = session.scalars(
-            select(SecretRow)
-            .where(SecretRow.order_pk == order.id)
-            .order_by(SecretRow.owner, SecretRow.name)
-        ).all()
-        items = [
-            schemas.SecretPublic(
-                owner=r.owner, name=r.name, value=inv.vault.decrypt(r.ciphertext), source=r.source
-            )
-            for r in rows
-        ]
-    with inv.db.write() as session:
-        audit.record(session, principal.actor, "secrets.read", order_id=order_id, count=len(items))
+    values = inv.read_secrets(order_id, actor=principal.actor, visible=principal.sees)
+    items = [
+        schemas.SecretPublic(owner=v.owner, name=v.name, value=v.value, source=v.source)
+        for v in values
+    ]
     return schemas.SecretsPublic(order=order_id, secrets=items)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from provisioner.documents.document import normalize_mac
-from provisioner.orders.service import DEVICE_SECRETS
 from provisioner.render.context import DeviceView, OrderView, SecretBook
 from provisioner.settings import Settings
+from provisioner.store.vault import DEVICE_SECRETS
 
 # What a file-name pattern may use, and what each placeholder matches in a request.
 _PLACEHOLDERS = {
