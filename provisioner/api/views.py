@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import object_session
 
 from provisioner.api import schemas
 from provisioner.catalog import MODELS
@@ -52,7 +52,12 @@ def device_detail(dev: Device) -> schemas.DeviceDetail:
     )
 
 
-def device_status(session: Session, dev: Device) -> schemas.DeviceStatus:
+def device_ref(dev: Device) -> tuple[str, str, str]:
+    """(order id, device id, MAC) of a device."""
+    return dev.order.order_id, dev.device_id, dev.mac or ""
+
+
+def device_status(dev: Device) -> schemas.DeviceStatus:
     """Planned or bound, with its last fetch and push (read in the service's session)."""
     return schemas.DeviceStatus(
         order=dev.order.order_id,
@@ -60,7 +65,7 @@ def device_status(session: Session, dev: Device) -> schemas.DeviceStatus:
         model=dev.model,
         mac=dev.mac,
         state=device_state(dev),
-        **last_events(session, dev),
+        **last_events(dev),
     )
 
 
@@ -155,8 +160,10 @@ FETCH_ACTIONS = ("file.served",)
 PUSH_PREFIX = "push."
 
 
-def last_events(session: Session, dev: Device) -> dict[str, Any]:
+def last_events(dev: Device) -> dict[str, Any]:
     """Last fetch and last push of ``dev`` from the audit log (None while never recorded)."""
+    session = object_session(dev)
+    assert session is not None, "read inside the orders service's session"
     names = [n for n in (dev.device_id, dev.mac) if n]
     base = select(AuditEvent).where(
         AuditEvent.order_id == dev.order.order_id, AuditEvent.device.in_(names)

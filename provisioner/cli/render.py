@@ -127,4 +127,6 @@ def dhcp(
       provisioner dhcp --order WT-2026-000123 --site milano --format dnsmasq
       provisioner dhcp --order WT-2026-000123 --site roma --format kea
     """
-    sys.stdout.write(_renderer().dhcp(order, site, fmt))
+    from provisioner.render.dhcp import dhcp_snippet
+
+    sys.stdout.write(dhcp_snippet(_renderer(), order, site, fmt))

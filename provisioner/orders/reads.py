@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
 
 from provisioner.errors import DeviceUnknown, OrderUnknown
 from provisioner.orders.export import export_order
@@ -105,14 +104,15 @@ class OrderReads(Store):
             return Page([view(o) for o in session.scalars(page)], total)
 
     def read_device(
-        self, mac: str, view: Callable[[Session, Device], T], *, visible: Visible = _everyone
+        self, mac: str, view: Callable[[Device], T], *, visible: Visible = _everyone
     ) -> T:
-        """``view`` of the device with this MAC (it may read more in the session it gets)."""
+        """``view`` of the device with this MAC (it may read more through the device's
+        session, ``sqlalchemy.orm.object_session``)."""
         with self.db.read() as session:
             dev = self.find_device(session, mac)
             if not visible(dev.order.order_id):
                 raise DeviceUnknown(f"MAC {dev.mac}: no device with this MAC in the store")
-            return view(session, dev)
+            return view(dev)
 
     def export(self, order_id: str) -> dict[str, Any]:
         """The order as a document that re-applies to the same state; secrets left out."""

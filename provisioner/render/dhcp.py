@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from provisioner.errors import RenderError
 from provisioner.render.context import OrderView
 from provisioner.render.drivers.base import public_settings
+from provisioner.render.engine import RenderEngine, Renderer, check_format
 
 FORMATS = {"dnsmasq": ("dnsmasq.conf.j2", "text"), "kea": ("kea-dhcp4.json.j2", "json")}
 
@@ -25,9 +26,9 @@ class DhcpClient:
     mac: str
 
 
-def site_clients(engine: object, order: OrderView, site_id: str) -> list[DhcpClient]:
+def site_clients(engine: RenderEngine, order: OrderView, site_id: str) -> list[DhcpClient]:
     """Bound phones and DECT bases of ``site_id`` (planned ones have no MAC to match yet)."""
-    registry = engine.registry  # type: ignore[attr-defined]
+    registry = engine.registry
     order.site(site_id)  # unknown site: one-line error
     out = []
     for d in order.devices:
@@ -38,16 +39,20 @@ def site_clients(engine: object, order: OrderView, site_id: str) -> list[DhcpCli
     return out
 
 
-def render_dhcp(engine: object, order: OrderView, site_id: str, fmt: str) -> str:
-    """The snippet in ``fmt`` (dnsmasq | kea), checked like every rendered file."""
-    from provisioner.render.engine import check_format
+def dhcp_snippet(renderer: Renderer, order_id: str, site_id: str, fmt: str) -> str:
+    """The snippet (``dnsmasq`` or ``kea``) giving option 66 to a site's phones, from the store."""
+    order, _ = renderer.order_views(order_id)
+    return render_dhcp(renderer.engine, order, site_id, fmt)
 
+
+def render_dhcp(engine: RenderEngine, order: OrderView, site_id: str, fmt: str) -> str:
+    """The snippet in ``fmt`` (dnsmasq | kea), checked like every rendered file."""
     if fmt not in FORMATS:
         raise RenderError(f"DHCP format {fmt}: use one of {', '.join(FORMATS)}")
     template, check = FORMATS[fmt]
     clients = site_clients(engine, order, site_id)
-    settings = engine.settings  # type: ignore[attr-defined]
-    tpl = engine.template("dhcp", fmt, template)  # type: ignore[attr-defined]
+    settings = engine.settings
+    tpl = engine.template("dhcp", fmt, template)
     text: str = tpl.render(
         order=order,
         site=order.site(site_id),

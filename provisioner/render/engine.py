@@ -593,10 +593,3 @@ class Renderer:
                 what = "MAC" if any("{mac12}" in p for p in missing) else "serial"
                 out.append(f"{d.device_id}: planned (no {what} yet): {', '.join(missing)}")
         return out
-
-    def dhcp(self, order_id: str, site_id: str, fmt: str) -> str:
-        """The DHCP snippet (``dnsmasq`` or ``kea``) giving option 66 to a site's phones."""
-        from provisioner.render.dhcp import render_dhcp
-
-        order, _ = self.order_views(order_id)
-        return render_dhcp(self.engine, order, site_id, fmt)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from provisioner.errors import RenderError
+from provisioner.render.dhcp import dhcp_snippet
 from provisioner.render.drivers import (
     ENTRY_POINT_GROUP,
     Registry,
@@ -67,7 +68,7 @@ def test_a_new_model_is_one_driver_file_plus_templates(
     )
     # The rest of the order still renders, and the new phone is in the site's DHCP snippet.
     assert "acme-0080f0200002.xml" in r.render_order("WT-2026-000104")
-    assert "00:80:f0:20:00:02" in r.dhcp("WT-2026-000104", "catania", "dnsmasq")
+    assert "00:80:f0:20:00:02" in dhcp_snippet(r, "WT-2026-000104", "catania", "dnsmasq")
 
 
 def test_entry_point_drivers_are_registered(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from provisioner.documents.validate import check_text
+from provisioner.render.dhcp import dhcp_snippet
 from provisioner.render.engine import Renderer
 
 O123 = "WT-2026-000123"
@@ -294,7 +295,7 @@ def test_switch_me_cli(renderer: Renderer) -> None:
 
 
 def test_dnsmasq_snippet_passes_dnsmasq_test(renderer: Renderer, tmp_path: Path) -> None:
-    text = renderer.dhcp(O123, "milano", "dnsmasq")
+    text = dhcp_snippet(renderer, O123, "milano", "dnsmasq")
     assert "dhcp-host=00:80:f0:00:00:01,set:prov\n" in text
     assert 'dhcp-option=tag:prov,66,"http://prov.officesmart.example/"\n' in text
     assert "00:1d:73:a0:00:01" not in text  # the IAD is no phone
@@ -324,7 +325,7 @@ def _kea_config(snippet: dict) -> dict:  # type: ignore[type-arg]
 
 
 def test_kea_snippet_passes_kea_test(renderer: Renderer, tmp_path: Path) -> None:
-    snippet = json.loads(renderer.dhcp(O123, "roma", "kea"))
+    snippet = json.loads(dhcp_snippet(renderer, O123, "roma", "kea"))
     (cls,) = snippet["Dhcp4"]["client-classes"]
     assert cls["test"] == (
         "hexstring(pkt4.mac, ':') == '00:80:f0:00:01:01' or "
@@ -348,9 +349,9 @@ def test_kea_snippet_passes_kea_test(renderer: Renderer, tmp_path: Path) -> None
 
 
 def test_dhcp_snippet_for_a_site_without_phones_is_valid(renderer: Renderer) -> None:
-    snippet = json.loads(renderer.dhcp("WT-2026-000101", "napoli", "kea"))
+    snippet = json.loads(dhcp_snippet(renderer, "WT-2026-000101", "napoli", "kea"))
     assert snippet["Dhcp4"]["client-classes"][0]["test"].endswith("'none'")
-    assert "dhcp-host" not in renderer.dhcp("WT-2026-000101", "napoli", "dnsmasq")
+    assert "dhcp-host" not in dhcp_snippet(renderer, "WT-2026-000101", "napoli", "dnsmasq")
 
 
 def test_public_settings_is_not_the_settings(settings) -> None:  # type: ignore[no-untyped-def]

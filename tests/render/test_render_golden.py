@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.render.dhcp import dhcp_snippet
 from provisioner.render.engine import RenderedFile, Renderer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -50,7 +51,7 @@ def test_sample_order_matches_golden(
 @pytest.mark.parametrize("fmt", ["dnsmasq", "kea"])
 def test_dhcp_snippets_match_golden(renderer: Renderer, fmt: str, update_golden: bool) -> None:
     for order_id, site in [("WT-2026-000123", "milano"), ("WT-2026-000104", "catania")]:
-        text = renderer.dhcp(order_id, site, fmt)
+        text = dhcp_snippet(renderer, order_id, site, fmt)
         ext = "conf" if fmt == "dnsmasq" else "json"
         _check_golden(
             GOLDEN / "dhcp" / f"{order_id}-{site}.{fmt}.{ext}", text.encode(), update_golden

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from provisioner.catalog import MODELS
 from provisioner.documents.validate import check_text
+from provisioner.render.dhcp import dhcp_snippet
 from provisioner.render.engine import Renderer
 from provisioner.store.models import SecretRow
 
@@ -184,4 +185,4 @@ def test_random_orders_render_without_leaks(store: Any, doc: dict[str, Any]) -> 
     # The phones the IAD does not serve locally get option 66 from the site snippets.
     for site in doc["sites"]:
         for fmt in ("dnsmasq", "kea"):
-            r.dhcp(doc["order"], site["id"], fmt)
+            dhcp_snippet(r, doc["order"], site["id"], fmt)

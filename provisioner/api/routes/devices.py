@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import AfterValidator, WithJsonSchema
-from sqlalchemy.orm import Session
 
 from provisioner.api import schemas, views
 from provisioner.api.auth import Principal
@@ -23,7 +22,6 @@ from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_SCHEMA, api_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, RenderError
 from provisioner.orders.service import OrdersService
-from provisioner.store.models import Device
 
 router = APIRouter(tags=["devices"])
 
@@ -33,11 +31,6 @@ MacPath = Annotated[
     AfterValidator(api_mac),
     WithJsonSchema(MAC_SCHEMA),
 ]
-
-
-def _where(session: Session, dev: Device) -> tuple[str, str, str]:
-    """(order id, device id, MAC) of a device."""
-    return dev.order.order_id, dev.device_id, dev.mac or ""
 
 
 def _check_order_visible(principal: Principal, order_id: str) -> None:
@@ -97,7 +90,7 @@ def unbind_device(
     responses=NOT_FOUND,
 )
 def get_device(principal: DevicesRead, inv: OrdersDep, mac: MacPath) -> schemas.DeviceDetail:
-    return inv.read_device(mac, lambda _s, dev: views.device_detail(dev), visible=principal.sees)
+    return inv.read_device(mac, views.device_detail, visible=principal.sees)
 
 
 @router.get(
@@ -122,7 +115,7 @@ def swap_device(
 ) -> schemas.SwapPublic:
     """One write transaction: config, extension and secrets stay with the device; the old
     MAC stops matching anything, so the returned box can no longer fetch files."""
-    order_id, _, old = inv.read_device(mac, _where, visible=principal.sees)
+    order_id, _, old = inv.read_device(mac, views.device_ref, visible=principal.sees)
     done = inv.swap(order_id, old, body.new_mac, actor=principal.actor)
     return schemas.SwapPublic(
         order=order_id, device=done.device_id, old_mac=old, new_mac=body.new_mac
@@ -143,7 +136,7 @@ def _rendered(
     request: Request, inv: OrdersService, principal: Principal, mac: str
 ) -> tuple[Any, dict[str, Any]]:
     """(DeviceKey, name -> RenderedFile) of a device this caller may see."""
-    mac = inv.read_device(mac, _where, visible=principal.sees)[2]
+    mac = inv.read_device(mac, views.device_ref, visible=principal.sees)[2]
     try:
         key, files = renderer_of(request).device_files(mac)
     except RenderError as exc:
@@ -248,6 +241,6 @@ def arm_device(
     mac: MacPath,
     body: schemas.ArmCreate | None = None,
 ) -> schemas.ArmedPublic:
-    norm = inv.read_device(mac, _where, visible=principal.sees)[2]
+    norm = inv.read_device(mac, views.device_ref, visible=principal.sees)[2]
     minutes = body.minutes if body else None
     return _armed(inv.arm(norm, minutes, actor=principal.actor, only="device"))
