@@ -7,11 +7,8 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, err, handles_errors, out
-from provisioner.store import audit
-from provisioner.store.tokens import ROLES
 
 token_app = typer.Typer(
     help="API tokens for the NOC REST API (stored hashed; shown once).",
@@ -23,7 +20,7 @@ app.add_typer(token_app, name="token")
 @token_app.command("create")
 @handles_errors
 def token_create(
-    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
+    role: Annotated[str, typer.Option(help="viewer, technician, noc or admin (README: Roles).")],
     order: Annotated[
         list[str] | None,
         typer.Option("--order", help="Order a technician token may act on (repeat)."),
@@ -44,7 +41,7 @@ def token_create(
       provisioner token create --role noc --name dashboard --expires 30d
       provisioner token create --role technician --order WT-2026-000123 --name mario
     """
-    from provisioner.store import tokens
+    from provisioner.store import audit, tokens
 
     inv = _inventory()
     with inv.db.write() as session:
@@ -88,6 +85,8 @@ def token_list() -> None:
 
     Example: provisioner token list
     """
+    from rich.table import Table
+
     from provisioner.store import tokens
 
     inv = _inventory()
@@ -125,7 +124,7 @@ def token_revoke(
 
     Example: provisioner token revoke 3
     """
-    from provisioner.store import tokens
+    from provisioner.store import audit, tokens
 
     inv = _inventory()
     with inv.db.write() as session:

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
-from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, err, handles_errors, out
 from provisioner.errors import ProvisionerError
@@ -119,6 +117,8 @@ def orders() -> None:
 
     Example: provisioner orders
     """
+    from rich.table import Table
+
     inv = _inventory()
     with inv.db.read() as session:
         rows = inv.list_orders(session)
@@ -151,6 +151,8 @@ def show(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
 
     Example: provisioner show WT-2026-000123
     """
+    from rich.table import Table
+
     from provisioner.catalog import MODELS
 
     inv = _inventory()
@@ -212,6 +214,8 @@ def export(
 
     Example: provisioner export WT-2026-000123 --out WT-2026-000123.yaml
     """
+    import yaml
+
     inv = _inventory()
     with inv.db.read() as session:
         doc = inv.export(session, order)
