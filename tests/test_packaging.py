@@ -274,11 +274,11 @@ def test_no_module_of_the_product_imports_the_lab() -> None:
     assert bad == []
 
 
-def _cli(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh interpreter, then print which of the modules named in ``code``
-    it imported (start-up cost is what a fresh process pays)."""
+def _cli(code: str, *args: str, before: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh interpreter (``before`` first), then ``code`` (start-up cost is
+    what a fresh process pays)."""
     script = (
-        "import sys\n"
+        f"import sys\n{before}\n"
         f"sys.argv = ['provisioner', *{list(args)!r}]\n"
         "from provisioner.cli import app\n"
         "try:\n    app()\nexcept SystemExit as e:\n    code = e.code\n"
@@ -313,6 +313,30 @@ def test_status_imports_the_store_and_nothing_for_rendering_serving_or_pushing(
     # The store (SQLAlchemy), the order model (pydantic, yaml) and the vault are needed; no
     # migration check through alembic on a store that is current, no web stack, no push.
     assert set(_loaded(shown)) <= {"sqlalchemy", "pydantic", "yaml", "cryptography"}
+
+
+NO_LAB_EXTRA = """
+import importlib.abc
+class NoLabExtra(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("asyncssh", "httpx", "snmpsim", "pysmi"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoLabExtra())
+"""
+
+
+def test_lab_commands_without_the_lab_extra_say_which_package_is_missing() -> None:
+    listed = _cli("", "lab", "--help", before=NO_LAB_EXTRA)
+    assert listed.returncode == 0, listed.stderr
+    assert "phones" in listed.stdout
+    for args in (["up"], ["phones", "--order", ORDER]):
+        ran = _cli("sys.exit(code)", "lab", *args, before=NO_LAB_EXTRA)
+        assert ran.returncode == 1, ran.stdout + ran.stderr
+        assert re.fullmatch(
+            rf"error: lab {args[0]}: needs the lab extra \(pip install 'provisioner\[lab\]'\): "
+            r"no module named '(asyncssh|httpx)'\n",
+            ran.stderr,
+        ), ran.stderr
 
 
 def test_a_command_group_that_does_not_load_is_listed_with_the_reason_and_fails_alone(
