@@ -99,9 +99,9 @@ def main() -> None:
     parser.add_argument("--solo", type=int, default=5, help="pushes timed one at a time")
     args = parser.parse_args()
 
-    from lab.switch_sim import SwitchSim
     from provisioner.push.job import DeviceAddress, Timeouts, push_config
     from provisioner.render.engine import Renderer
+    from provisioner_lab.switch_sim import SwitchSim
 
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         home = Path(tmp)

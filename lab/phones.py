@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from lab.sip import Registration, SipAccount, register_accounts
+from provisioner_lab.sip import Registration, SipAccount, register_accounts
 
 _SECTION = re.compile(r"^\s*\[\s*(?P<name>[^\]]+?)\s*\]\s*$")
 _ACCOUNT_PATH = re.compile(r"sipAccount(\d+)\.cfg$")

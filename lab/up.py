@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.iad_sim import IadSim
-from lab.switch_sim import SwitchSim
 from provisioner.push import setplan as sp
 from provisioner.push.job import SNMP_V3_USER, DeviceAddress, device_keys, write_targets
 from provisioner.render.engine import DeviceKey, Renderer
+from provisioner_lab.iad_sim import IadSim
+from provisioner_lab.switch_sim import SwitchSim
 
 
 @dataclass

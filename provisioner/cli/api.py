@@ -6,10 +6,8 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, err, handles_errors, out
-from provisioner.store.tokens import ROLES
 
 token_app = typer.Typer(
     help="API tokens for the NOC REST API (stored hashed; shown once).",
@@ -21,7 +19,7 @@ app.add_typer(token_app, name="token")
 @token_app.command("create")
 @handles_errors
 def token_create(
-    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
+    role: Annotated[str, typer.Option(help="viewer, technician, noc or admin (README: Roles).")],
     order: Annotated[
         list[str] | None,
         typer.Option("--order", help="Order a technician token may act on (repeat)."),
@@ -67,6 +65,8 @@ def token_list() -> None:
 
     Example: provisioner token list
     """
+    from rich.table import Table
+
     from provisioner.api import tokens
 
     rows = tokens.listing(_inventory())

@@ -2,26 +2,85 @@
 
 Every command has ``--help`` with an example. Errors are one line on stderr and a non-zero
 exit status; no traceback reaches the user for an error we expected.
+
+Start-up is part of the interface (a technician types dozens of commands an appointment):
+command modules import typer, rich's console and this module only; everything else is
+imported inside the command that needs it. Other packages add command groups through the
+entry point group ``provisioner.commands`` (the lab's ``provisioner lab``), loaded only
+when they are named or listed.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from provisioner.errors import ProvisionerError
-from provisioner.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from provisioner.orders.service import OrdersService
+    from provisioner.settings import Settings
+
+PLUGIN_GROUP = "provisioner.commands"
+
+
+class Commands(TyperGroup):
+    """The top-level group: our commands, then the command groups other packages register
+    as entry points in :data:`PLUGIN_GROUP` (``name = "module:typer_app"``). A plugin is
+    imported only when its name is given or the command list is shown; ours win a clash."""
+
+    @functools.cached_property
+    def plugins(self) -> dict[str, Any]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        ours = super().list_commands(ctx)
+        return ours + sorted(n for n in self.plugins if n not in self.commands)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name not in self.plugins:
+            return found
+        ep = self.plugins[cmd_name]
+        try:
+            loaded = ep.load()
+            if not isinstance(loaded, typer.Typer):
+                raise TypeError(f"{type(loaded).__name__} is not a typer.Typer")
+            command = typer.main.get_command(loaded)
+        except Exception as exc:  # a broken plugin must not take the other commands down
+            command = _unavailable(cmd_name, f"{ep.value}: {type(exc).__name__}: {exc}")
+        self.add_command(command, cmd_name)
+        return command
+
+
+def _unavailable(name: str, why: str) -> typer.core.TyperCommand:
+    """A stand-in for a plugin that did not load: listed with the reason, exit 1 if run."""
+    first = why.splitlines()[0] if why else "unknown error"
+
+    def run() -> None:
+        err.print(f"error: provisioner {name}: cannot load {first}", markup=False)
+        raise typer.Exit(1)
+
+    return typer.core.TyperCommand(
+        name,
+        callback=run,
+        help=f"(unavailable: {first})",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+
 
 app = typer.Typer(
+    cls=Commands,
     name="provisioner",
     help="Zero-touch provisioning for the Office Smart virtual PBX: orders, device files, "
     "serving and push.",
@@ -40,6 +99,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _settings() -> Settings:
+    from provisioner.settings import load_settings
+
     return load_settings()
 
 
@@ -76,7 +137,9 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _inventory() -> Any:
+def orders_service() -> OrdersService:
+    """The orders service on the store the settings name, with logging set up: what a
+    command works on (plugins' commands too: the one write path, DESIGN.md §4)."""
     from provisioner.orders.service import OrdersService
 
     settings = _settings()
@@ -84,12 +147,4 @@ def _inventory() -> Any:
     return OrdersService(settings)
 
 
-def import_lab(name: str) -> ModuleType:
-    """``lab.<name>`` from the checkout (the lab is not part of the installed package)."""
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "lab" / f"{name}.py").is_file() and str(repo) not in sys.path:
-        sys.path.append(str(repo))
-    try:
-        return importlib.import_module(f"lab.{name}")
-    except ImportError as exc:
-        raise ProvisionerError(f"lab {name}: needs the repository checkout ({exc})") from None
+_inventory = orders_service  # the name the command modules use

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
-from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, err, handles_errors, out
 from provisioner.errors import ProvisionerError
@@ -134,6 +132,8 @@ def orders() -> None:
 
     Example: provisioner orders
     """
+    from rich.table import Table
+
     from provisioner.orders.reads import OrderQuery
 
     rows = _inventory().read_orders(OrderQuery(), _order_row).items
@@ -148,6 +148,8 @@ def orders() -> None:
 
 def _order_tables(o: Any) -> list[Any]:
     """What ``show`` prints of an order: a headline and three tables."""
+    from rich.table import Table
+
     from provisioner.catalog import MODELS
 
     head = (
@@ -204,6 +206,8 @@ def export(
 
     Example: provisioner export WT-2026-000123 --out WT-2026-000123.yaml
     """
+    import yaml
+
     doc = _inventory().export(order)
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
     if output:

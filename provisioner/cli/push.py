@@ -1,35 +1,19 @@
-"""``provisioner push``, ``backups``, ``rollback`` and ``lab up``: configure the devices that
-do not pull their files (the PoE switch over SNMP, the IAD over SSH)."""
+"""``provisioner push``, ``backups`` and ``rollback``: configure the devices that do not pull
+their files (the PoE switch over SNMP, the IAD over SSH)."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from provisioner.cli.app import _inventory, app, err, handles_errors, import_lab, out
+from provisioner.cli.app import _inventory, app, err, handles_errors, out
 from provisioner.errors import PushFailed
 
-
-def _lab_group() -> typer.Typer:
-    """The ``lab`` group: another module's, when it registered one first, else ours."""
-    for group in app.registered_groups:
-        if group.name == "lab" and group.typer_instance is not None:
-            return group.typer_instance
-    lab = typer.Typer(
-        help="Simulated devices on loopback (a demo, and what the end-to-end tests run).",
-        no_args_is_help=True,
-        rich_markup_mode=None,
-    )
-    app.add_typer(lab, name="lab")
-    return lab
-
-
-lab_app = _lab_group()
+if TYPE_CHECKING:
+    from rich.table import Table
 
 TargetsOpt = Annotated[
     Path | None,
@@ -76,6 +60,8 @@ def _renderer(inv: Any) -> Any:
 
 
 def _table(results: list[Any], title: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=title)
     for col in ("device", "changed", "diff lines", "result", "time"):
         table.add_column(col, justify="right" if col in ("diff lines", "time") else "left")
@@ -125,6 +111,8 @@ def push(
 
     Example: provisioner push WT-2026-000104 --targets lab-targets.yaml --dry-run
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from provisioner.push.job import device_keys, push_many
 
     inv = _inventory()
@@ -189,6 +177,8 @@ def backups(
 
     Example: provisioner backups b0:c5:54:10:00:01
     """
+    from rich.table import Table
+
     from provisioner.push.job import list_backups
 
     inv = _inventory()
@@ -246,44 +236,3 @@ def rollback(
     _show_details([res], dry_run)
     if res.failed:
         raise typer.Exit(1)
-
-
-@lab_app.command("up")
-@handles_errors
-def lab_up(
-    order: Annotated[
-        list[str] | None, typer.Option("--order", help="Order id (repeatable; default: all).")
-    ] = None,
-    targets_out: Annotated[
-        Path, typer.Option("--targets-out", help="Where to write the targets file.")
-    ] = Path("lab-targets.yaml"),
-) -> None:
-    """Start a simulated switch/IAD for every pushed device; run until Ctrl-C or SIGTERM.
-
-    Prints each device's address and how to reach it, and writes a targets file for
-    `provisioner push --targets`.
-
-    Example: provisioner lab up --order WT-2026-000104 && provisioner push WT-2026-000104
-    --targets lab-targets.yaml --trust-on-first-use
-    """
-    up = import_lab("up")
-    inv = _inventory()
-    renderer = _renderer(inv)
-    if not order:
-        from provisioner.orders.reads import OrderQuery
-
-        active = OrderQuery(state="active")
-        order = inv.read_orders(active, lambda o: o.order_id).items
-    workdir = inv.settings.data_dir / "lab"
-    lab = up.start_lab(inv, renderer, order, workdir, targets_file=targets_out)
-    try:
-        for d in lab.devices:
-            out.print(f"{d.key} ({d.key.model}, {d.kind}) at {d.address}", markup=False)
-            for line in d.how_to_reach():
-                out.print(f"    {line}", markup=False)
-        out.print(f"targets: {targets_out}  (provisioner push ORDER --targets {targets_out})")
-        out.print("running; Ctrl-C stops every simulator")
-        up.wait_for_stop()
-    finally:
-        lab.stop()
-    out.print("stopped")

@@ -9,17 +9,20 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, err, handles_errors, out
 from provisioner.errors import DeviceUnknown, ProvisionerError
-from provisioner.render.engine import RenderedFile, Renderer
+
+if TYPE_CHECKING:
+    from provisioner.render.engine import RenderedFile, Renderer
 
 
 def _renderer() -> Renderer:
+    from provisioner.render.engine import Renderer
+
     inv = _inventory()
     return Renderer(inv.settings, inv)
 
@@ -71,6 +74,8 @@ def render(
       provisioner render ALCL1A2B3C4D
       provisioner render --order WT-2026-000123 --out /tmp/wt123
     """
+    from rich.table import Table
+
     r = _renderer()
     if order is not None:
         if mac is not None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from provisioner.cli.app import _inventory, app, handles_errors, out
 from provisioner.errors import ProvisionerError, SettingsError
-from provisioner.serving.stack import build_service, tftp_service
 
 log = logging.getLogger("provisioner.serve")
 
@@ -33,10 +29,14 @@ def serve(
 
     Example: provisioner serve --tftp-port 1069 --http-port 8080
     """
+    import asyncio
+    import threading
+
     import uvicorn
 
     from provisioner.serving.http import DeviceHttpApp
     from provisioner.serving.httpserver import server_config
+    from provisioner.serving.stack import build_service, tftp_service
 
     inv = _inventory()
     s = inv.settings
@@ -128,6 +128,8 @@ def status(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
 
     Example: provisioner status WT-2026-000123
     """
+    from rich.table import Table
+
     from provisioner.serving.blocks import active
 
     inv = _inventory()
@@ -187,6 +189,8 @@ def blocks() -> None:
     Example:
       provisioner blocks
     """
+    from rich.table import Table
+
     from provisioner.serving.blocks import active
 
     rows = active(_inventory())

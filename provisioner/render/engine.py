@@ -44,6 +44,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import htmlsafe_json_dumps
 from sqlalchemy import select
 
+from provisioner import data_path
 from provisioner.documents.document import normalize_mac
 from provisioner.errors import DeviceUnknown, RenderError
 from provisioner.render.context import (
@@ -59,7 +60,8 @@ from provisioner.render.drivers.base import Driver, FileSpec
 from provisioner.settings import Settings
 from provisioner.store.models import Device, Order
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "device_templates"
+# Package data: provisioner/device_templates in the wheel, device_templates/ in a checkout.
+BUILTIN_TEMPLATES = data_path("device_templates")
 MASK = "********"
 _SERIAL = re.compile(r"^[A-Z]{4}[0-9A-F]{8}$")  # GPON serial: vendor id + 8 hex digits
 

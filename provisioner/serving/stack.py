@@ -7,7 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-REPO_TFTP_ROOT = Path(__file__).resolve().parents[2] / "tftp_root"
+from provisioner import data_path
+
+# Package data: provisioner/tftp_root in the wheel, tftp_root/ in a checkout.
+DEFAULT_TFTP_ROOT = data_path("tftp_root")
 
 
 def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
@@ -31,7 +34,7 @@ def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
             REGISTRY.files_served.inc(protocol=protocol)
 
     s = inventory.settings
-    root = tftp_root or (Path(s.tftp_root) if s.tftp_root else REPO_TFTP_ROOT)
+    root = tftp_root or (Path(s.tftp_root) if s.tftp_root else DEFAULT_TFTP_ROOT)
     guard = SourceGuard(
         GuardPolicy(max_misses=s.sweep_max_misses, block_seconds=s.sweep_block_seconds)
     )

@@ -7,6 +7,7 @@ PostgreSQL the same writers lock the order row (``SELECT ... FOR UPDATE``).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,19 +65,55 @@ def make_engine(url: str) -> Engine:
 
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
+_REVISION_LINE = re.compile(
+    r"""^(revision|down_revision)\b[^=\n]*=\s*(?:"([^"]*)"|'([^']*)'|None)\s*$""", re.M
+)
+
+
+def _script_head() -> str | None:
+    """The newest migration's revision, read from the scripts' text: importing alembic costs
+    more than a short command's whole run. None unless the scripts form one plain chain."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        found = {m[1]: m[2] or m[3] for m in _REVISION_LINE.finditer(script.read_text())}
+        if "revision" not in found or "down_revision" not in found or not found["revision"]:
+            return None
+        revisions.add(found["revision"])
+        if found["down_revision"]:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _is_current(engine: Engine) -> bool:
+    """True when the store is at the scripts' head (a plain read; any doubt says False)."""
+    head = _script_head()
+    if head is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    except Exception:  # no table yet, no database yet: alembic decides and reports
+        return False
+    return [r[0] for r in rows] == [head]
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent; cheap when already current)."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
+    """Bring the schema to the newest migration (idempotent; cheap when already current:
+    alembic is imported only when the store is not at the newest migration)."""
     key = engine.url.render_as_string(hide_password=False)
     with _migrate_lock:
         if key in _migrated:
             return
+        if _is_current(engine):
+            _migrated.add(key)
+            return
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         head = ScriptDirectory.from_config(cfg).get_current_head()

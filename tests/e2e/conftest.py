@@ -6,22 +6,18 @@ the Debian packages are missing: ``apt-get install kamailio baresip-core``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from liveserve import Stack, serve_stack
 from typer.testing import CliRunner
 
+from provisioner.cli.app import app
+from provisioner_lab.sip import PACKAGES, Kamailio, free_udp_port, missing_tools
+
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from liveserve import Stack, serve_stack  # noqa: E402
-
-from lab.sip import PACKAGES, Kamailio, free_udp_port, missing_tools  # noqa: E402
-from provisioner.cli.app import app  # noqa: E402
 
 _MISSING = missing_tools()
 

@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
-from lab.phones import Phone, order_phones
-from lab.sip import Kamailio, SipAccount, register_accounts
 from provisioner.documents.validate import check_text
 from provisioner.render.engine import Renderer
 from provisioner.store.models import AuditEvent, Enrollment, SecretRow, utcnow
+from provisioner_lab.phones import Phone, order_phones
+from provisioner_lab.sip import Kamailio, SipAccount, register_accounts
 
 ORDER = "WT-2026-000104"  # two desk phones (200, 201) and a DECT kit (slots 1, 2: 202, 203)
 SAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "orders" / f"{ORDER}.yaml"
@@ -220,7 +220,7 @@ def test_rotation_marks_the_secret_and_warns_when_the_document_owns_it(
 def test_an_iad_analog_line_registers_in_the_sip_domain_its_config_sets(
     served: Any, registrar: Kamailio
 ) -> None:
-    from lab.iad_sim import parse_config
+    from provisioner_lab.iad_sim import parse_config
 
     analog = "WT-2026-000101"  # Super Office One: the extension is the analog phone on FXS 1
     files = Renderer(served.inventory.settings, served.inventory).render_order(analog)

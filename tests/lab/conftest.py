@@ -8,19 +8,15 @@ modules never import a conftest: helpers are fixtures (``net_snmp``, ``openssh``
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-# `lab` (the simulators) is a top-level folder, not part of the installed package.
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from provisioner_lab.iad_sim import IadSim
+from provisioner_lab.switch_sim import SwitchSim
 
-from lab.iad_sim import IadSim  # noqa: E402
-from lab.switch_sim import SwitchSim  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _need(tool: str) -> str:

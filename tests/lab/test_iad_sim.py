@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.iad_sim import IadSim, config_lines, parse_config, quote, tokens
+from provisioner_lab.iad_sim import IadSim, config_lines, parse_config, quote, tokens
 
 
 def ssh_argv(ssh: str, sim: IadSim, key: Path, known_hosts: Path, *extra: str) -> list[str]:

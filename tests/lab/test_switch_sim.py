@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lab.switch_sim import SwitchSim, SwitchSimError
+from provisioner_lab.switch_sim import SwitchSim, SwitchSimError
 
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 SYS_NAME = "1.3.6.1.2.1.1.5.0"

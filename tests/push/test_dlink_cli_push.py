@@ -13,8 +13,8 @@ from napalm.base.exceptions import (
     ReplaceConfigException,
 )
 
-from lab.iad_sim import IadSim
 from provisioner.push.drivers.dlink_cli import DlinkCliDriver, parse_lines
+from provisioner_lab.iad_sim import IadSim
 
 # What device_templates/dlink/me.cli.j2 renders for a switch with phones on ports 1-2.
 RENDERED = """\

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from napalm.base.exceptions import CommitError, ConnectionException, MergeConfigException
 
-from lab.switch_sim import SwitchSim
 from provisioner.push import setplan as sp
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
+from provisioner_lab.switch_sim import SwitchSim
 
 SUBTREES = (
     "1.3.6.1.2.1.1.4",  # sysContact

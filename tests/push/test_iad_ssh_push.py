@@ -16,7 +16,6 @@ from napalm.base.exceptions import (
     MergeConfigException,
 )
 
-from lab.iad_sim import IadSim
 from provisioner.push.drivers.iad_ssh import (
     IadSshDriver,
     change_lines,
@@ -26,6 +25,7 @@ from provisioner.push.drivers.iad_ssh import (
     quote,
     split_line,
 )
+from provisioner_lab.iad_sim import IadSim
 
 CONFIG = """\
 set system hostname milano

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lab.iad_sim import IadSim
-from lab.switch_sim import SwitchSim
 from provisioner.push import setplan as sp
 from provisioner.push.drivers.dlink_cli import parse_lines
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 from provisioner.push.drivers.iad_ssh import IadSshDriver, parse_config
+from provisioner_lab.iad_sim import IadSim
+from provisioner_lab.switch_sim import SwitchSim
 
 GOLDEN = Path(__file__).resolve().parents[1] / "render" / "golden"
 SETPLANS = sorted(GOLDEN.glob("dlink-*/*.setplan.yaml"))

@@ -8,7 +8,6 @@ pinned (tests of unknown keys unpin it).
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from provisioner.push.job import DeviceAddress, Timeouts
+from provisioner.render.engine import DeviceKey, Renderer
+from provisioner.store.push_models import Backup, HostKey, PushLock, PushResultRow
+from provisioner_lab.iad_sim import IadSim
+from provisioner_lab.switch_sim import SwitchSim
+from provisioner_lab.up import Lab, start_lab
 
-from lab.iad_sim import IadSim  # noqa: E402
-from lab.switch_sim import SwitchSim  # noqa: E402
-from lab.up import Lab, start_lab  # noqa: E402
-from provisioner.push.job import DeviceAddress, Timeouts  # noqa: E402
-from provisioner.render.engine import DeviceKey, Renderer  # noqa: E402
-from provisioner.store.push_models import Backup, HostKey, PushLock, PushResultRow  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 ORDER = "WT-2026-000104"
 SAMPLE = ROOT / "inventory" / "orders" / f"{ORDER}.yaml"

@@ -2,12 +2,7 @@
 
 Run it alone with ``pytest tests/security``. Fuzzing tests run a reduced number of examples
 by default; ``PROVISIONER_FUZZ=full`` runs the full level (see ``tests/fuzzing.py``).
+
+The lab's simulated devices (``provisioner_lab``, installed with the ``lab`` extra) play the
+attacked offices.
 """
-
-import sys
-from pathlib import Path
-
-# The lab's simulated devices (lab/ at the repository root) play the attacked offices.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)

@@ -16,11 +16,11 @@ import yaml
 from liveserve import Stack, serve_stack
 from typer.testing import CliRunner
 
-from lab.phones import Phone
 from provisioner.cli.app import app
 from provisioner.documents.validate import check_text
 from provisioner.orders.service import OrdersService
 from provisioner.render.engine import Renderer
+from provisioner_lab.phones import Phone
 
 ORDER = "WT-2026-007030"
 OFFICE = 30  # phones behind one address

@@ -1,4 +1,4 @@
-"""napalm.get_network_driver("dlink_snmp") -> DlinkSnmpDriver."""
+"""napalm.get_network_driver("dlink_snmp") -> DlinkSnmpDriver (a community driver module)."""
 
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 

@@ -1,0 +1,171 @@
+"""``provisioner lab up`` and ``provisioner lab phones``: the lab's commands.
+
+The product does not know the lab: this Typer app is registered as the entry point
+``lab`` of the group ``provisioner.commands`` (pyproject.toml), which the ``provisioner``
+command loads only when ``lab`` is named or the command list is shown. Like every command
+module it imports typer and ``provisioner.cli.app`` only; the simulators (asyncssh,
+snmpsim, httpx: the ``lab`` extra) load when a command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated
+
+import typer
+
+from provisioner.cli.app import handles_errors, orders_service, out
+from provisioner.errors import ProvisionerError
+
+app = typer.Typer(
+    help="Simulated devices on loopback (a demo, and what the end-to-end tests run).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+def _lab_module(command: str, name: str) -> ModuleType:
+    """``provisioner_lab.<name>``, or one line saying which package of the extra is missing."""
+    try:
+        return importlib.import_module(f"provisioner_lab.{name}")
+    except ModuleNotFoundError as exc:
+        raise ProvisionerError(
+            f"lab {command}: needs the lab extra (pip install 'provisioner[lab]'): "
+            f"no module named {exc.name!r}"
+        ) from None
+
+
+@app.command("up")
+@handles_errors
+def up(
+    order: Annotated[
+        list[str] | None, typer.Option("--order", help="Order id (repeatable; default: all).")
+    ] = None,
+    targets_out: Annotated[
+        Path, typer.Option("--targets-out", help="Where to write the targets file.")
+    ] = Path("lab-targets.yaml"),
+) -> None:
+    """Start a simulated switch/IAD for every pushed device; run until Ctrl-C or SIGTERM.
+
+    Prints each device's address and how to reach it, and writes a targets file for
+    `provisioner push --targets`.
+
+    Example: provisioner lab up --order WT-2026-000104 && provisioner push WT-2026-000104
+    --targets lab-targets.yaml --trust-on-first-use
+    """
+    from provisioner.render.engine import Renderer
+
+    lab_up = _lab_module("up", "up")
+    inv = orders_service()
+    renderer = Renderer(inv.settings, inv)
+    if not order:
+        from provisioner.orders.reads import OrderQuery
+
+        order = inv.read_orders(OrderQuery(state="active"), lambda o: o.order_id).items
+    workdir = inv.settings.data_dir / "lab"
+    lab = lab_up.start_lab(inv, renderer, order, workdir, targets_file=targets_out)
+    try:
+        for d in lab.devices:
+            out.print(f"{d.key} ({d.key.model}, {d.kind}) at {d.address}", markup=False)
+            for line in d.how_to_reach():
+                out.print(f"    {line}", markup=False)
+        out.print(f"targets: {targets_out}  (provisioner push ORDER --targets {targets_out})")
+        out.print("running; Ctrl-C stops every simulator")
+        lab_up.wait_for_stop()
+    finally:
+        lab.stop()
+    out.print("stopped")
+
+
+@app.command("phones")
+@handles_errors
+def phones(
+    order: Annotated[str, typer.Option("--order", help="Order id.")],
+    registrar: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT to send REGISTER to (default: what each file says)."),
+    ] = None,
+    server: Annotated[str, typer.Option(help="Our provisioning server's address.")] = "127.0.0.1",
+    tftp_port: Annotated[
+        int | None, typer.Option(help="Its TFTP port (setting tftp_port).")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="Its HTTP port (setting http_port).")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="First fetch over tftp or http.")] = "tftp",
+    timeout: Annotated[float, typer.Option(help="Seconds per registration.")] = 5.0,
+    with_registrar: Annotated[
+        bool,
+        typer.Option(
+            "--with-registrar",
+            help="Start a Kamailio with the store's subscribers on a free loopback port.",
+        ),
+    ] = False,
+) -> None:
+    """Boot every IP phone and DECT base of an order: fetch its file, register each account.
+
+    The provisioning server (provisioner serve) must be running and the order armed
+    (provisioner arm) for a first fetch. The registrar too, unless --with-registrar starts
+    one (Kamailio, from pbx export) for this run. Exit status 1 unless every account got
+    200 OK.
+
+    Examples:
+      provisioner lab phones --order WT-2026-000104 --registrar 127.0.0.1:5060
+      provisioner lab phones --order WT-2026-000104 --with-registrar --tftp-port 1069
+    """
+    import contextlib
+    import tempfile
+
+    from rich.table import Table
+
+    if with_registrar and registrar:
+        raise ProvisionerError("give --registrar or --with-registrar, not both")
+    lab_phones = _lab_module("phones", "phones")
+    inv = orders_service()
+    s = inv.settings
+    with contextlib.ExitStack() as stack:
+        if with_registrar:
+            from provisioner.render.pbx import subscribers, write_kamailio
+            from provisioner_lab.sip import Kamailio, SipLabError
+
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lab-pbx-")))
+            write_kamailio(subscribers(inv), tmp / "db")
+            try:
+                kam = stack.enter_context(Kamailio(tmp / "db", workdir=tmp))
+            except SipLabError as exc:
+                raise ProvisionerError(f"lab phones: {exc}") from None
+            registrar = kam.address
+            out.print(
+                f"registrar: kamailio on {kam.address} (started in {kam.start_seconds:.3f} s)"
+            )
+        reports = lab_phones.boot_order(
+            inv,
+            order,
+            server=server,
+            tftp_port=s.tftp_port if tftp_port is None else tftp_port,
+            http_port=s.http_port if http_port is None else http_port,
+            registrar=registrar,
+            protocol=protocol,
+            timeout=timeout,
+        )
+    table = Table(
+        "device", "model", "MAC", "fetched", "sha256", "slot", "SIP user", "status", "seconds",
+        title=order,
+    )  # fmt: skip
+    ok = True
+    for r in reports:
+        fetched = r.fetched_via or f"no ({r.error})"
+        if not r.accounts:
+            ok = False
+            table.add_row(r.device_id, r.model, r.mac, fetched, r.sha256[:12] or "-",
+                          "-", "-", "-", f"{r.seconds:.2f}")  # fmt: skip
+        for a in r.accounts:
+            ok = ok and a.status == 200
+            table.add_row(r.device_id, r.model, r.mac, fetched, r.sha256[:12], str(a.slot),
+                          a.user, a.outcome, f"{r.seconds:.2f}")  # fmt: skip
+    out.print(table)
+    if not ok:
+        raise typer.Exit(1)
