@@ -14,7 +14,8 @@ from lab.switch_sim import SwitchSim
 from provisioner.push import setplan as sp
 from provisioner.push.drivers.dlink_cli import parse_lines
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
-from provisioner.push.drivers.iad_ssh import IadSshDriver, parse_config
+from provisioner.push.drivers.iad_ssh import IadSshDriver
+from provisioner.push.setlines import parse_config
 
 GOLDEN = Path(__file__).resolve().parents[1] / "render" / "golden"
 SETPLANS = sorted(GOLDEN.glob("dlink-*/*.setplan.yaml"))

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 from lab.iad_sim import IadSim  # noqa: E402
 from lab.switch_sim import SwitchSim  # noqa: E402
 from lab.up import Lab, start_lab  # noqa: E402
-from provisioner.push.job import DeviceAddress, Timeouts  # noqa: E402
+from provisioner.push.targets import DeviceAddress, Timeouts  # noqa: E402
 from provisioner.render.engine import DeviceKey, Renderer  # noqa: E402
 from provisioner.store.push_models import Backup, HostKey, PushLock, PushResultRow  # noqa: E402
 
@@ -56,10 +56,10 @@ class PushLab:
         raise KeyError(device_id)
 
     def device_pk(self, key: DeviceKey) -> int:
-        from provisioner.push.job import _device_row
+        from provisioner.push.targets import device_row
 
         with self.inv.db.read() as session:
-            return _device_row(session, key).id
+            return device_row(session, key).id
 
     def pin_iad(self) -> None:
         with self.inv.db.write() as session:

@@ -11,16 +11,12 @@ from typing import Any
 from sqlalchemy import select
 
 from provisioner.push import setplan as sp
-from provisioner.push.drivers.iad_ssh import parse_config
-from provisioner.push.job import (
-    DeviceAddress,
-    Timeouts,
-    backup_text,
-    list_backups,
-    push_device,
-    push_many,
-    results_of_job,
-)
+from provisioner.push.backups import list_backups, read_backup
+from provisioner.push.job import push_device
+from provisioner.push.results import results_of_job
+from provisioner.push.runner import push_many
+from provisioner.push.setlines import parse_config
+from provisioner.push.targets import DeviceAddress, Timeouts
 from provisioner.render.engine import MASK
 from provisioner.store.push_models import HostKey
 
@@ -137,7 +133,7 @@ def test_backups_are_encrypted_in_the_sqlite_file(push_lab: Any, fast: Timeouts)
     assert push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast).result == "ok"
     res = push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast)
     assert res.result == "no change" and res.backup_version == 2
-    version, text = backup_text(lab.inv, lab.iad_key)
+    version, _, text = read_backup(lab.inv, lab.iad_key)
     admin = lab.secret("iad-catania", "admin_password")
     assert version == 2 and f"set system admin password {admin}" in text
 

@@ -20,7 +20,7 @@ from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_sto
 from provisioner.api.routes.orders import OrderId
 from provisioner.errors import OrderConflict, OrderUnknown
 from provisioner.orders.service import OrdersService
-from provisioner.push.job import DeviceAddress, Timeouts, device_keys
+from provisioner.push.targets import DeviceAddress, Timeouts, device_keys
 
 router = APIRouter(tags=["push"])
 
@@ -111,15 +111,18 @@ def _addresses(
                 Violation(path=where, message="not a pushed device (switch or IAD) of this order")
             )
             continue
-        ip = ipaddress.ip_address(target.host)
-        if not any(ip.version == net.version and ip in net for net in networks):
+        address = DeviceAddress(
+            str(ipaddress.ip_address(target.host)),
+            target.port,
+            snmp_version=target.snmp_version,
+            username=target.username,
+        )
+        if not address.inside(networks):
             problems.append(
-                Violation(path=f"{where}.host", message=f"{ip} is outside push_networks")
+                Violation(path=f"{where}.host", message=f"{address.host} is outside push_networks")
             )
             continue
-        out[device_id] = DeviceAddress(
-            str(ip), target.port, snmp_version=target.snmp_version, username=target.username
-        )
+        out[device_id] = address
     if problems:
         raise TargetsRefused(problems)
     return out
