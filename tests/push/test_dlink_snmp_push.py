@@ -13,6 +13,7 @@ import pytest
 from napalm.base.exceptions import CommitError, ConnectionException, MergeConfigException
 
 from lab.switch_sim import SwitchSim
+from provisioner.catalog import MODELS
 from provisioner.push import setplan as sp
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 
@@ -93,7 +94,7 @@ def test_only_the_differences_are_written(switch: SwitchSim, plan_yaml: Callable
         dev.load_replace_candidate(config=plan_yaml(voice_ports=(1, 2, 3)))
         dev.commit_config()
     sent = [w["oid"] for w in switch.writes()[before:]]
-    assert sent == [f"{sp.VLAN_EGRESS}.20", sp.SNMP_MODELS["dlink-dgs-1100-24p"].save_oid]
+    assert sent == [f"{sp.VLAN_EGRESS}.20", MODELS["dlink-dgs-1100-24p"].snmp.save_oid]
 
 
 def test_snmpv3_auth_priv_push(

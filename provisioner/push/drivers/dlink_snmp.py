@@ -65,6 +65,7 @@ from typing import Any, ClassVar, TypeVar
 
 from napalm.base.exceptions import CommitError, MergeConfigException
 
+from provisioner.catalog import MODELS, snmp_model
 from provisioner.push import setplan as sp
 from provisioner.push.drivers import base
 from provisioner.push.errors import ConnectionException, ConnectTimeoutError, WrongDevice
@@ -394,9 +395,9 @@ class DlinkSnmpDriver(base.PushDriver):
             raise ConnectionException(str(exc)) from None
         object_id = answer[0][1] if answer else None
         self.sys_object_id = str(object_id or "")
-        found = sp.model_by_sys_object_id(self.sys_object_id)
+        found = snmp_model(self.sys_object_id)
         expected = self.expected_model
-        if found is None and expected in sp.SNMP_MODELS:
+        if found is None and expected in sp.snmp_switches():
             # sysObjectIDs we could not verify (the -08P) must not lock the real device out:
             # trust the inventory's model, and say so in the facts.
             found = expected
@@ -487,7 +488,7 @@ class DlinkSnmpDriver(base.PushDriver):
             "vendor": VENDOR,
             "os_version": bytes(values.get(sp.SYS_DESCR) or b"").decode("utf-8", "replace"),
             "serial_number": "",  # not in the standard MIBs
-            "model": sp.SNMP_MODELS[self.model].title,
+            "model": MODELS[self.model].product,
             "hostname": name,
             "fqdn": name,
             "interface_list": [str(p) for p in range(1, port_count + 1)],
@@ -576,9 +577,10 @@ class DlinkSnmpDriver(base.PushDriver):
                 f"{self._where}: {what} did not stick, still different:\n"
                 + sp.diff_text(after, desired)
             )
-        facts = sp.SNMP_MODELS[self.model]
+        ids = MODELS[self.model].snmp
+        assert ids is not None  # open() accepts SNMP switches only
         try:
-            client.set([sp.VarBind(facts.save_oid, "int", facts.save_value)], deadline)
+            client.set([sp.VarBind(ids.save_oid, "int", ids.save_value)], deadline)
         except SnmpError as exc:
             raise CommitError(f"{what}: applied but not saved ({exc})") from None
         return sent
