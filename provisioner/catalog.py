@@ -291,6 +291,15 @@ MODELS: dict[str, Model] = {
     )
 }
 
+# The secrets a device owns, by kind (generated when the order does not give them).
+DEVICE_SECRETS: dict[str, tuple[str, ...]] = {
+    "phone": ("admin_password", "provisioning_password"),
+    "dect_base": ("admin_password", "provisioning_password"),
+    "switch": ("admin_password", "snmp_community", "snmp_auth_key", "snmp_priv_key"),
+    "iad": ("admin_password", "provisioning_password"),
+    "ont": ("ploam_password",),
+}
+
 # Models a customer orders as a standalone device (handsets go inside a DECT base).
 DEVICE_MODELS = tuple(k for k, m in MODELS.items() if m.kind != "dect_handset")
 HANDSET_MODELS = tuple(k for k, m in MODELS.items() if m.kind == "dect_handset")

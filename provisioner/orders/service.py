@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from provisioner.catalog import MODELS, PLANS, terminal_quota
+from provisioner.catalog import DEVICE_SECRETS, MODELS, PLANS, terminal_quota
 from provisioner.documents.document import Device as DocDevice
 from provisioner.documents.document import OrderDocument, normalize_mac
 from provisioner.documents.rules import device_ids, handset_model
@@ -42,14 +42,8 @@ from provisioner.store.models import (
     Terminal,
 )
 
-# Which secrets each kind of owner carries (generated when the order does not give them).
-DEVICE_SECRETS: dict[str, tuple[str, ...]] = {
-    "phone": ("admin_password", "provisioning_password"),
-    "dect_base": ("admin_password", "provisioning_password"),
-    "switch": ("admin_password", "snmp_community", "snmp_auth_key", "snmp_priv_key"),
-    "iad": ("admin_password", "provisioning_password"),
-    "ont": ("ploam_password",),
-}
+# Which secrets each kind of owner carries (generated when the order does not give them);
+# a device's by its kind: catalog.DEVICE_SECRETS.
 EXTENSION_SECRETS = ("sip_password",)
 SITE_SECRETS = ("pppoe_password",)
 

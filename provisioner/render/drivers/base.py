@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from provisioner.catalog import MODELS, Model
+from provisioner.catalog import DEVICE_SECRETS, MODELS, Model
 from provisioner.documents.document import normalize_mac
-from provisioner.orders.service import DEVICE_SECRETS
 from provisioner.render.context import DeviceView, OrderView, SecretBook
 from provisioner.settings import Settings
 
