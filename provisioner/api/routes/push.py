@@ -9,8 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, HTTPException, Path, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from provisioner.api import schemas
 from provisioner.api.auth import Principal
@@ -30,6 +32,7 @@ JobId = Annotated[
 ]
 SSE_POLL = 0.2  # seconds between looks at a running job's events
 SSE_KEEPALIVE = 15.0  # a comment line this often, so proxies keep the stream open
+SSE_SEP = "\n"  # the event separator (sse-starlette's default is CRLF)
 
 
 def _event(name: str, data: dict[str, Any], about: str) -> dict[str, Any]:
@@ -192,31 +195,36 @@ def get_push_job(
     return _visible_job(request, inv, principal, job_id).public()
 
 
-def _sse(event_id: int, name: str, data: dict[str, Any]) -> str:
-    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+async def _events(
+    run: JobRun, seen: int, server_stops: anyio.Event
+) -> AsyncIterator[dict[str, str]]:
+    """The job's events after ``seen``, then new ones until the job is over.
 
-
-async def _stream(run: JobRun, seen: int) -> AsyncIterator[str]:
-    quiet = 0.0
+    sse-starlette encodes them, sends the keep-alive comments and drops the stream when the
+    client goes away. When the server shuts down it sets ``server_stops``: the stream then
+    ends cleanly, and the client reconnects (``Last-Event-ID``) to a server still running.
+    """
     while True:
         items, finished = run.events_after(seen)
         for event_id, name, data in items:
-            yield _sse(event_id, name, data)
+            yield {
+                "id": str(event_id),
+                "event": name,
+                "data": json.dumps(data, separators=(",", ":")),
+            }
             seen = event_id
-        if finished and not items:
+        if (finished and not items) or server_stops.is_set():
             return
-        if items:
-            quiet = 0.0
-        elif quiet >= SSE_KEEPALIVE:
-            yield ": keep-alive\n\n"
-            quiet = 0.0
         await asyncio.sleep(SSE_POLL)
-        quiet += SSE_POLL
+
+
+def _keep_alive() -> ServerSentEvent:
+    return ServerSentEvent(comment="keep-alive", sep=SSE_SEP)
 
 
 @router.get(
     "/push-jobs/{job_id}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     summary="Follow a push job as server-sent events",
     responses={**NOT_FOUND, **_SSE_DOC},
 )
@@ -231,11 +239,16 @@ def push_job_events(
         int,
         Header(ge=0, le=1_000_000, description="Resume after this event (SSE reconnect)."),
     ] = 0,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Every event so far, then new ones as they come; the stream ends after ``done``."""
     run = _visible_job(request, inv, principal, job_id)
-    return StreamingResponse(
-        _stream(run, last_event_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    server_stops = anyio.Event()
+    return EventSourceResponse(
+        _events(run, last_event_id, server_stops),
+        headers={"Cache-Control": "no-cache"},
+        ping=SSE_KEEPALIVE,
+        ping_message_factory=_keep_alive,
+        sep=SSE_SEP,
+        shutdown_event=server_stops,
+        shutdown_grace_period=5 * SSE_POLL,
     )
