@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from provisioner.errors import DeviceUnknown
 from provisioner.push.setlines import ConfigSyntaxError, split_line
 from provisioner.push.targets import device_row
@@ -20,7 +18,6 @@ from provisioner.store import audit
 from provisioner.store.models import utcnow
 from provisioner.store.push_models import PushResultRow
 
-RESULTS = ("ok", "no change", "failed", "rolled back", "dry-run")
 _SECRET_WORD = re.compile(r"(password|secret|psk|community|key|pin)", re.I)
 
 Step = Callable[[str, str], None]  # (device "ORDER/ID", step name): connect, backup, ...
@@ -33,6 +30,9 @@ def no_step(device: str, step: str) -> None:
 @dataclass
 class PushResult:
     """What one push did (Nornir's ``Result``): never "ok" unless verified on the device.
+
+    ``result``: "ok", "no change", "dry-run", "failed" or "rolled back" (failed, and the
+    device verified equal to its backup).
 
     ``exception`` is the typed error behind a failure (:mod:`provisioner.push.errors`), for
     a caller that acts on it (a CLI naming the option that helps); ``error`` its one line."""
@@ -157,9 +157,3 @@ def record_failure(
         return res
     record(inv, key, device_pk, res, utcnow(), actor)
     return res
-
-
-def results_of_job(inv: Any, job_id: str) -> list[PushResultRow]:
-    """The stored results of one job, every device's."""
-    with inv.db.read() as session:
-        return list(session.scalars(select(PushResultRow).where(PushResultRow.job_id == job_id)))
