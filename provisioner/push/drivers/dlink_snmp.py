@@ -174,8 +174,10 @@ class _SnmpClient:
         error_indication, error_status, error_index, var_binds = result
         where = f"{self._host}:{self._port}"
         if error_indication:
-            text = str(error_indication)
-            return self._fail(f"{where}: {what}: {text}", "timeout" in text.lower())
+            from pysnmp.proto.errind import RequestTimedOut
+
+            timed_out = isinstance(error_indication, RequestTimedOut)
+            return self._fail(f"{where}: {what}: {error_indication}", timed_out)
         if error_status:
             oid = "?"
             if error_index and 0 < int(error_index) <= len(var_binds):
