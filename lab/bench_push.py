@@ -5,7 +5,7 @@ Not a test. A throwaway store (temporary PROVISIONER_HOME) gets ``--sims`` extra
 gets a :class:`lab.switch_sim.SwitchSim` (one snmpsim process each). Every round pushes
 every switch a set-plan whose sysName/sysLocation differ from the last round, so every push
 reads, backs up, diffs, writes, verifies and saves. The job function is the real one
-(:func:`provisioner.push.job.push_config` through :func:`push_many`'s pool; results and
+(:func:`provisioner.push.job.push_config` in a pool like :func:`push_many`'s; results and
 backups stored, audited).
 
 Printed per concurrency: pushes, wall time, devices per second, and the ratio to the ideal
@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--solo", type=int, default=5, help="pushes timed one at a time")
     args = parser.parse_args()
 
-    from provisioner.push.job import DeviceAddress, Timeouts, push_config
+    from provisioner.push.job import push_config
+    from provisioner.push.targets import DeviceAddress, Timeouts
     from provisioner.render.engine import Renderer
     from provisioner_lab.switch_sim import SwitchSim
 

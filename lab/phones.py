@@ -25,7 +25,6 @@ registers as its own extension.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import re
 import socket
@@ -319,19 +318,11 @@ class Phone:
         return report
 
 
-@functools.cache
-def _registry() -> Any:
-    from provisioner.render.drivers import default_registry
-
-    return default_registry()
-
-
 def _facts(model: str) -> Any:
-    """The product's per-model facts (firmware name, ...), or None for a model it lacks."""
-    registry = _registry()
-    if not model or not registry.has_model(model):
-        return None
-    return registry.for_model(model).models.get(model)
+    """The catalog's row of a model (firmware name, ...), or None for a model it lacks."""
+    from provisioner.catalog import MODELS
+
+    return MODELS.get(model)
 
 
 # ---------------------------------------------------------------------- an order's phones

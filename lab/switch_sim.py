@@ -43,6 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from provisioner.catalog import MODELS
 from provisioner.push import setplan as sp
 
 FAULTS = ("no-reply", "slow", "drop-mid")
@@ -399,13 +400,14 @@ class SwitchSim:
         fault_after: int = 2,
         start_timeout: float = 20.0,
     ) -> None:
-        if model not in sp.SNMP_MODELS:
+        if model not in sp.snmp_switches():
             raise SwitchSimError(f"unknown switch model {model!r}")
         if v3_user and not (v3_auth_key and v3_priv_key):
             raise SwitchSimError("an SNMPv3 user needs v3_auth_key and v3_priv_key")
         self.model = model
         self.name = name
-        self.facts = sp.SNMP_MODELS[model]
+        self.facts = MODELS[model].snmp  # sysObjectID and save object, from the catalog
+        self.product = MODELS[model].product
         self.port_count, self.poe_ports = sp.model_ports(model)
         self.community_ro = community_ro
         self.community_rw = community_rw
@@ -472,7 +474,7 @@ class SwitchSim:
             return [T_STR, s.encode().hex()]
 
         values: dict[str, list[Any]] = {
-            sp.SYS_DESCR: text(f"D-Link {self.facts.title} Gigabit PoE Switch (provisioner lab)"),
+            sp.SYS_DESCR: text(f"D-Link {self.product} Gigabit PoE Switch (provisioner lab)"),
             sp.SYS_OBJECT_ID: [T_OID, self.facts.sys_object_id],
             sp.SYS_UPTIME: [T_TICKS, 0],
             sp.SYS_CONTACT: text(""),

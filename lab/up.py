@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.push import setplan as sp
-from provisioner.push.job import SNMP_V3_USER, DeviceAddress, device_keys, write_targets
+from provisioner.push.targets import (
+    SNMP_V3_USER,
+    DeviceAddress,
+    credentials,
+    device_keys,
+    write_targets,
+)
 from provisioner.render.engine import DeviceKey, Renderer
 from provisioner_lab.iad_sim import IadSim
 from provisioner_lab.switch_sim import SwitchSim
@@ -67,12 +73,6 @@ class Lab:
         self.stop()
 
 
-def _secrets(inv: Any, key: DeviceKey) -> dict[str, str]:
-    from provisioner.push.job import _credentials
-
-    return _credentials(inv, key)
-
-
 def start_lab(
     inv: Any,
     renderer: Renderer,
@@ -94,7 +94,7 @@ def start_lab(
                 if payload is None:
                     continue
                 kind, rendered = payload
-                secrets = _secrets(inv, key)
+                secrets = credentials(inv, key)
                 sim: SwitchSim | IadSim
                 if kind == "snmp":
                     plan = sp.parse_setplan(rendered.data.decode())

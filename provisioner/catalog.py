@@ -1,8 +1,11 @@
 """The offer's catalog as data: plans, options, extension types and equipment.
 
-Every fact here comes from the offer's pages (``shared/seeds``) as summarised in DESIGN.md §2.
-Readings of ours where the pages are vague are marked ``interp`` and listed in the README.
-Rules that use these facts live in :mod:`provisioner.documents.rules`.
+The offer's facts come from its pages (``shared/seeds``) as summarised in DESIGN.md §2; the
+device facts from research/device-facts.md. Readings of ours where a source is vague are
+marked ``interp`` and listed in the README. :data:`MODELS` is the one table of every model
+fact (kind, identity, files facts, ports, PoE ports, handset capacity, SNMP ids): the
+order rules (:mod:`provisioner.documents.rules`), the render drivers and the push drivers
+read it, and a new model is its row here plus a driver file and templates.
 """
 
 from __future__ import annotations
@@ -135,19 +138,47 @@ TERMINAL_QUOTA_TYPES = ("standard", "premium")
 
 
 @dataclass(frozen=True)
+class SnmpIds:
+    """How an SNMP-managed switch model is recognised and told to save (numeric OIDs).
+
+    ``*_verified``: a public source confirms the value (research/device-facts.md §2); an
+    unverified one is our best reading, to be replaced from a real device."""
+
+    sys_object_id: str
+    sys_object_id_verified: bool
+    save_oid: str
+    save_value: int
+    save_verified: bool
+
+
+@dataclass(frozen=True)
 class Model:
-    """One device model of the catalog. ``kind`` decides which document keys apply."""
+    """One device model of the catalog: every fact about it, in one row.
+
+    ``kind`` decides which document keys apply and which secrets the device owns
+    (:data:`DEVICE_SECRETS`); ``family`` names the driver and the template folder. Facts a
+    kind does not have stay at their empty default. Templates see the row as ``facts``.
+    """
 
     key: str
     title: str
     kind: str  # phone | dect_base | dect_handset | switch | iad | ont
     family: str  # template folder and driver family
+    identity: str = "mac"  # how the box in hand is recognised: mac | serial | none
+    product: str = ""  # the vendor's short name, as the device reports it (DGS-1100-24P)
+    # Phones and DECT bases.
+    firmware: str = ""  # firmware image at the TFTP/HTTP root (IP701G.img)
+    sip_accounts: int = 0  # SIP accounts a desk phone holds
+    dss_keys: int = 0  # programmable keys (BLF, call park)
+    handset_capacity: int = 0  # handset slots of a DECT base
+    included_handset: str = ""  # the handset that comes in the kit
+    # Switches.
     ports: int = 0
     poe_ports: tuple[int, ...] = ()
-    handset_capacity: int = 0
-    included_handset: str = ""  # the handset that comes in the kit
-    analog_ports: int = 0
-    identity: str = "mac"  # how the box in hand is recognised: mac | serial | none
+    snmp: SnmpIds | None = None  # an SNMP-only switch (no CLI)
+    # Access gateways and ONTs.
+    analog_ports: int = 0  # FXS ports
+    loid_format: str = ""  # ONT LOID, str.format with order_id and site [interp]
 
     @property
     def is_terminal(self) -> bool:
@@ -159,16 +190,41 @@ class Model:
         return self.kind in ("phone", "dect_base")
 
 
+# The DGS-1100 non-/ME save object is not documented anywhere we could find. We use the
+# DGS-1100-06/ME object (1.3.6.1.4.1.171.10.134.1.1.1.10.0 = 1, research/device-facts.md
+# §2.4) for both models: UNVERIFIED. Confirm with D-Link's DGS-1100 MIB zip; fixing it is a
+# change of the rows below only.
+_DGS1100_SAVE_OID_UNVERIFIED = "1.3.6.1.4.1.171.10.134.1.1.1.10.0"
+
 MODELS: dict[str, Model] = {
     m.key: m
     for m in (
-        Model("alcatel-temporis-ip150", "Alcatel Temporis IP150", "phone", "temporis"),
-        Model("alcatel-temporis-ip701g", "Alcatel Temporis IP701G", "phone", "temporis"),
+        # Key counts are from the vendor's datasheets [interp, unverified]; the firmware
+        # names follow the verified IP701G.img pattern.
+        Model(
+            "alcatel-temporis-ip150",
+            "Alcatel Temporis IP150",
+            "phone",
+            "temporis",
+            firmware="IP150.img",
+            sip_accounts=2,
+            dss_keys=2,
+        ),
+        Model(
+            "alcatel-temporis-ip701g",
+            "Alcatel Temporis IP701G",
+            "phone",
+            "temporis",
+            firmware="IP701G.img",
+            sip_accounts=6,
+            dss_keys=10,
+        ),
         Model(
             "alcatel-ip2215",
             "Alcatel IP2215 DECT kit (base + handset)",
             "dect_base",
             "dect",
+            firmware="IP2215.img",  # [interp] named like the IP701G's; unverified
             handset_capacity=5,  # interp: IP2215 base, up to 5 handsets
             included_handset="alcatel-ip2215-handset",
         ),
@@ -191,25 +247,71 @@ MODELS: dict[str, Model] = {
             "D-Link DGS-1100-08P PoE switch",
             "switch",
             "dlink",
+            product="DGS-1100-08P",
             ports=8,
             poe_ports=tuple(range(1, 9)),
+            snmp=SnmpIds(
+                # PLACEHOLDER: the -08P sysObjectID was not found (research §2.1). This arc
+                # (.134.900.8) is made up so the lab can tell the models apart; replace it
+                # with the real value from a device's sysObjectID.0.
+                sys_object_id="1.3.6.1.4.1.171.10.134.900.8",
+                sys_object_id_verified=False,
+                save_oid=_DGS1100_SAVE_OID_UNVERIFIED,
+                save_value=1,
+                save_verified=False,
+            ),
         ),
         Model(
             "dlink-dgs-1100-24p",
             "D-Link DGS-1100-24P switch (PoE on 1-12)",
             "switch",
             "dlink",
+            product="DGS-1100-24P",
             ports=24,
             poe_ports=tuple(range(1, 13)),
+            snmp=SnmpIds(
+                # DGS1100PRIMGMT-MIB dgs1100SeriesProd.9 (verified, research §2.1).
+                sys_object_id="1.3.6.1.4.1.171.10.134.9",
+                sys_object_id_verified=True,
+                save_oid=_DGS1100_SAVE_OID_UNVERIFIED,
+                save_value=1,
+                save_verified=False,
+            ),
         ),
         Model("iad", "Access gateway (IAD)", "iad", "iad", analog_ports=2),
-        Model("mini-ont", "Mini ONT (FTTH)", "ont", "ont", identity="serial"),
+        # The LOID is the order id and site [interp]: the operator's scheme is not public.
+        Model(
+            "mini-ont",
+            "Mini ONT (FTTH)",
+            "ont",
+            "ont",
+            identity="serial",
+            loid_format="{order_id}-{site}",
+        ),
     )
+}
+
+# The secrets a device owns, by kind (generated when the order does not give them).
+DEVICE_SECRETS: dict[str, tuple[str, ...]] = {
+    "phone": ("admin_password", "provisioning_password"),
+    "dect_base": ("admin_password", "provisioning_password"),
+    "switch": ("admin_password", "snmp_community", "snmp_auth_key", "snmp_priv_key"),
+    "iad": ("admin_password", "provisioning_password"),
+    "ont": ("ploam_password",),
 }
 
 # Models a customer orders as a standalone device (handsets go inside a DECT base).
 DEVICE_MODELS = tuple(k for k, m in MODELS.items() if m.kind != "dect_handset")
 HANDSET_MODELS = tuple(k for k, m in MODELS.items() if m.kind == "dect_handset")
+
+
+def snmp_model(sys_object_id: str) -> str | None:
+    """The key of the SNMP switch model with that sysObjectID, or None."""
+    wanted = sys_object_id.lstrip(".")
+    for key, model in MODELS.items():
+        if model.snmp is not None and model.snmp.sys_object_id == wanted:
+            return key
+    return None
 
 
 def terminal_quota(extension_types: list[str]) -> int:

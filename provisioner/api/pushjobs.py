@@ -1,6 +1,6 @@
 """Push jobs started over the API: run in a background thread, watched by status and SSE.
 
-A job is :func:`provisioner.push.job.push_many` over the devices a request names, with a job
+A job is :func:`provisioner.push.runner.push_many` over the devices a request names, with a job
 id made up front so the request can answer 202 at once. While it runs, the :class:`JobBoard`
 of the process holds its steps and results as numbered events (the ``id:`` of the
 server-sent events, so a client that reconnects with ``Last-Event-ID`` misses nothing).
@@ -21,7 +21,9 @@ from sqlalchemy import select
 
 from provisioner.api import schemas
 from provisioner.api.metrics import REGISTRY
-from provisioner.push.job import DeviceAddress, PushResult, Timeouts, push_many
+from provisioner.push.results import PushResult
+from provisioner.push.runner import push_many
+from provisioner.push.targets import DeviceAddress, Timeouts
 from provisioner.render.engine import DeviceKey, Renderer
 from provisioner.store.models import Device, Order, utcnow
 from provisioner.store.push_models import PushResultRow

@@ -36,17 +36,17 @@ CommandOpt = Annotated[
 
 
 def _targets(targets_file: Path | None, target: list[str] | None) -> dict[str, Any]:
-    from provisioner.push.job import load_targets, parse_target_option
+    from provisioner.push.targets import load_targets, parse_target
 
     found: dict[str, Any] = dict(load_targets(targets_file)) if targets_file else {}
     for item in target or []:
-        device_id, address = parse_target_option(item)
+        device_id, address = parse_target(item)
         found[device_id] = address
     return found
 
 
 def _timeouts(connect: float, command: float) -> Any:
-    from provisioner.push.job import Timeouts
+    from provisioner.push.targets import Timeouts
 
     if connect <= 0 or command <= 0:
         raise PushFailed("timeouts must be positive")
@@ -77,10 +77,24 @@ def _table(results: list[Any], title: str) -> Table:
     return table
 
 
+def _hint(res: Any) -> str:
+    """What the user can do about a failure, in this CLI's words (the error has none)."""
+    from provisioner.push.errors import HostKeyUnknown, NoAddress, RollbackIncomplete
+
+    exc, device_id = res.exception, res.device.rpartition("/")[2]
+    if isinstance(exc, NoAddress):
+        return f" (give --target {device_id}=HOST:PORT or --targets FILE)"
+    if isinstance(exc, HostKeyUnknown):
+        return " (--trust-on-first-use accepts and pins the key it shows)"
+    if isinstance(exc, RollbackIncomplete):
+        return f" (provisioner rollback <its MAC> --to {exc.backup_version} --target ...)"
+    return ""
+
+
 def _show_details(results: list[Any], dry_run: bool) -> None:
     for r in results:
         if r.error:
-            err.print(f"{r.device}: {r.error}", markup=False)
+            err.print(f"{r.device}: {r.error}{_hint(r)}", markup=False)
         if dry_run and r.diff:
             out.print(f"--- {r.device} (secrets masked)", markup=False)
             out.print(r.diff, markup=False)
@@ -113,7 +127,8 @@ def push(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from provisioner.push.job import device_keys, push_many
+    from provisioner.push.runner import push_many
+    from provisioner.push.targets import device_keys
 
     inv = _inventory()
     renderer = _renderer(inv)
@@ -160,7 +175,7 @@ def push(
 
 
 def _one_device(inv: Any, renderer: Any, mac: str) -> Any:
-    from provisioner.push.job import device_keys
+    from provisioner.push.targets import device_keys
 
     keys = device_keys(inv, renderer, mac)
     if len(keys) != 1 or keys[0].order_id == mac:
@@ -179,7 +194,7 @@ def backups(
     """
     from rich.table import Table
 
-    from provisioner.push.job import list_backups
+    from provisioner.push.backups import list_backups
 
     inv = _inventory()
     key = _one_device(inv, _renderer(inv), mac)

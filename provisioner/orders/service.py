@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from provisioner.catalog import MODELS, PLANS, terminal_quota
+from provisioner.catalog import DEVICE_SECRETS, MODELS, PLANS, terminal_quota
 from provisioner.documents.document import OrderDocument, normalize_mac
 from provisioner.errors import (
     BindRefused,
@@ -42,7 +42,6 @@ from provisioner.store import audit, vault
 from provisioner.store.changes import Touched
 from provisioner.store.changes import touched as touched_by
 from provisioner.store.models import Device, DeviceState, Order, SecretRow, Terminal, utcnow
-from provisioner.store.vault import DEVICE_SECRETS
 
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 SIP_SECRET = "sip_password"  # noqa: S105 - the name of a secret, not a value

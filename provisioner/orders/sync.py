@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from provisioner.catalog import MODELS, terminal_quota
+from provisioner.catalog import DEVICE_SECRETS, MODELS, terminal_quota
 from provisioner.documents.document import Device as DocDevice
 from provisioner.documents.document import OrderDocument
 from provisioner.documents.rules import device_ids, handset_model
@@ -28,7 +28,6 @@ from provisioner.store.models import (
     Terminal,
     utcnow,
 )
-from provisioner.store.vault import DEVICE_SECRETS
 
 
 def lock_order(session: Session, order_id: str) -> Order | None:

@@ -18,9 +18,8 @@ that describe the device state (:func:`to_varbinds`), read such varbinds back in
 the SETs that turn one state into another (:func:`plan_writes`). The SNMP I/O lives in
 :mod:`provisioner.push.drivers.dlink_snmp`.
 
-Per-model facts are data: port counts and PoE ports come from the catalog
-(:data:`provisioner.catalog.MODELS`), SNMP facts (sysObjectID, save object) from
-:data:`SNMP_MODELS` below.
+Per-model facts are data in the catalog (:data:`provisioner.catalog.MODELS`): port counts,
+PoE ports and the SNMP ids (sysObjectID, save object).
 """
 
 from __future__ import annotations
@@ -75,54 +74,9 @@ NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class SnmpModel:
-    """SNMP facts of one switch model. ``verified`` flags say which facts have a source."""
-
-    sys_object_id: str
-    sys_object_id_verified: bool
-    save_oid: str
-    save_value: int
-    save_verified: bool
-    title: str
-
-
-# The DGS-1100 non-/ME save object is not documented anywhere we could find. We use the
-# DGS-1100-06/ME object (1.3.6.1.4.1.171.10.134.1.1.1.10.0 = 1, research/device-facts.md
-# §2.4) for both models: UNVERIFIED. Confirm with D-Link's DGS-1100 MIB zip; fixing it is a
-# change of this table only.
-_DGS1100_SAVE_OID_UNVERIFIED = "1.3.6.1.4.1.171.10.134.1.1.1.10.0"
-
-SNMP_MODELS: dict[str, SnmpModel] = {
-    "dlink-dgs-1100-24p": SnmpModel(
-        # DGS1100PRIMGMT-MIB dgs1100SeriesProd.9 (verified, research §2.1).
-        sys_object_id="1.3.6.1.4.1.171.10.134.9",
-        sys_object_id_verified=True,
-        save_oid=_DGS1100_SAVE_OID_UNVERIFIED,
-        save_value=1,
-        save_verified=False,
-        title="DGS-1100-24P",
-    ),
-    "dlink-dgs-1100-08p": SnmpModel(
-        # PLACEHOLDER: the -08P sysObjectID was not found (research §2.1). This arc
-        # (.134.900.8) is made up so the lab can tell the models apart; replace it with
-        # the real value from a device's sysObjectID.0.
-        sys_object_id="1.3.6.1.4.1.171.10.134.900.8",
-        sys_object_id_verified=False,
-        save_oid=_DGS1100_SAVE_OID_UNVERIFIED,
-        save_value=1,
-        save_verified=False,
-        title="DGS-1100-08P",
-    ),
-}
-
-
-def model_by_sys_object_id(sys_object_id: str) -> str | None:
-    """The catalog key of the switch model with that sysObjectID, or None."""
-    for key, facts in SNMP_MODELS.items():
-        if facts.sys_object_id == sys_object_id.lstrip("."):
-            return key
-    return None
+def snmp_switches() -> tuple[str, ...]:
+    """The catalog's SNMP-only switch models (the ones a set-plan can be for)."""
+    return tuple(key for key, model in MODELS.items() if model.snmp is not None)
 
 
 def model_ports(model: str) -> tuple[int, tuple[int, ...]]:
@@ -309,9 +263,10 @@ def parse_setplan(text: str) -> SetPlan:
     problems: list[str] = []
     _unknown(doc, _TOP_KEYS, "set-plan", problems)
     model = doc.get("model")
-    if model not in SNMP_MODELS:
+    known = snmp_switches()
+    if model not in known:
         raise SetPlanError(
-            [f"set-plan: model {model!r} is not an SNMP switch (known: {', '.join(SNMP_MODELS)})"]
+            [f"set-plan: model {model!r} is not an SNMP switch (known: {', '.join(known)})"]
         )
     port_count, poe_ports = model_ports(model)
     where = model

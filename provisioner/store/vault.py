@@ -77,15 +77,3 @@ class Vault:
             raise SecretKeyError(
                 "a stored secret does not decrypt with this key (wrong PROVISIONER_SECRET_KEY?)"
             ) from None
-
-
-# Which secrets each kind of owner carries (generated when the order does not give them).
-DEVICE_SECRETS: dict[str, tuple[str, ...]] = {
-    "phone": ("admin_password", "provisioning_password"),
-    "dect_base": ("admin_password", "provisioning_password"),
-    "switch": ("admin_password", "snmp_community", "snmp_auth_key", "snmp_priv_key"),
-    "iad": ("admin_password", "provisioning_password"),
-    "ont": ("ploam_password",),
-}
-EXTENSION_SECRETS = ("sip_password",)
-SITE_SECRETS = ("pppoe_password",)

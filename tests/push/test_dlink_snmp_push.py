@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from napalm.base.exceptions import CommitError, ConnectionException, MergeConfigException
 
+from provisioner.catalog import MODELS
 from provisioner.push import setplan as sp
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 from provisioner_lab.switch_sim import SwitchSim
@@ -93,7 +94,7 @@ def test_only_the_differences_are_written(switch: SwitchSim, plan_yaml: Callable
         dev.load_replace_candidate(config=plan_yaml(voice_ports=(1, 2, 3)))
         dev.commit_config()
     sent = [w["oid"] for w in switch.writes()[before:]]
-    assert sent == [f"{sp.VLAN_EGRESS}.20", sp.SNMP_MODELS["dlink-dgs-1100-24p"].save_oid]
+    assert sent == [f"{sp.VLAN_EGRESS}.20", MODELS["dlink-dgs-1100-24p"].snmp.save_oid]
 
 
 def test_snmpv3_auth_priv_push(

@@ -12,7 +12,8 @@ import pytest
 from provisioner.push import setplan as sp
 from provisioner.push.drivers.dlink_cli import parse_lines
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
-from provisioner.push.drivers.iad_ssh import IadSshDriver, parse_config
+from provisioner.push.drivers.iad_ssh import IadSshDriver
+from provisioner.push.setlines import parse_config
 from provisioner_lab.iad_sim import IadSim
 from provisioner_lab.switch_sim import SwitchSim
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from provisioner.catalog import MODELS, snmp_model
 from provisioner.errors import ProvisionerError
 from provisioner.push import setplan as sp
 
@@ -165,12 +166,12 @@ def test_diff_names_objects_and_ports(plan_yaml: Callable[..., str]) -> None:
 
 
 def test_model_facts_are_data() -> None:
-    assert sp.model_by_sys_object_id("1.3.6.1.4.1.171.10.134.9") == "dlink-dgs-1100-24p"
-    assert sp.model_by_sys_object_id(".1.3.6.1.4.1.171.10.134.9") == "dlink-dgs-1100-24p"
-    assert sp.model_by_sys_object_id("1.3.6.1.4.1.9.1.1") is None
+    assert snmp_model("1.3.6.1.4.1.171.10.134.9") == "dlink-dgs-1100-24p"
+    assert snmp_model(".1.3.6.1.4.1.171.10.134.9") == "dlink-dgs-1100-24p"
+    assert snmp_model("1.3.6.1.4.1.9.1.1") is None
     assert sp.model_ports("dlink-dgs-1100-08p") == (8, tuple(range(1, 9)))
-    assert not sp.SNMP_MODELS["dlink-dgs-1100-08p"].sys_object_id_verified
-    assert not sp.SNMP_MODELS["dlink-dgs-1100-24p"].save_verified
+    assert not MODELS["dlink-dgs-1100-08p"].snmp.sys_object_id_verified
+    assert not MODELS["dlink-dgs-1100-24p"].snmp.save_verified
 
 
 def test_a_plan_without_the_default_vlan_empties_it(plan_yaml: Callable[..., str]) -> None:

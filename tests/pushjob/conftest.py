@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-from provisioner.push.job import DeviceAddress, Timeouts
+from provisioner.push.targets import DeviceAddress, Timeouts
 from provisioner.render.engine import DeviceKey, Renderer
 from provisioner.store.push_models import Backup, HostKey, PushLock, PushResultRow
 from provisioner_lab.iad_sim import IadSim
@@ -53,10 +53,10 @@ class PushLab:
         raise KeyError(device_id)
 
     def device_pk(self, key: DeviceKey) -> int:
-        from provisioner.push.job import _device_row
+        from provisioner.push.targets import device_row
 
         with self.inv.db.read() as session:
-            return _device_row(session, key).id
+            return device_row(session, key).id
 
     def pin_iad(self) -> None:
         with self.inv.db.write() as session:

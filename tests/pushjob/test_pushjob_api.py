@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -254,3 +256,79 @@ def test_jobs_past_the_running_limit_get_429(
         )
         assert third.status_code == 202  # the slot is free again
         _wait(c, third.json()["id"])
+
+
+def _follow(server: Any, token: str, job: str, lines: list[tuple[float, str]]) -> threading.Thread:
+    """Read the job's event stream in a thread, each line with the time it came."""
+
+    def read() -> None:
+        with (
+            _client(server, token) as c,
+            c.stream("GET", f"/api/v1/push-jobs/{job}/events") as r,
+        ):
+            for line in r.iter_lines():
+                lines.append((time.monotonic(), line))
+        lines.append((time.monotonic(), "<end>"))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def _slow_job(c: httpx.Client, lab: Any, mute: socket.socket, seconds: int) -> str:
+    """A job that waits ``seconds`` on an SSH peer that never speaks."""
+    slow = {lab.iad_key.device_id: {"host": "127.0.0.1", "port": mute.getsockname()[1]}}
+    body = {"targets": slow, "connect_timeout": seconds, "command_timeout": 2, "retries": 0}
+    r = c.post(f"/api/v1/orders/{ORDER}/push", json=body)
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def test_a_quiet_stream_gets_keep_alive_comments(
+    api: tuple[Any, Any, Any], api_tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab, server, app = api
+    from provisioner.api.routes import push as push_routes
+
+    monkeypatch.setattr(push_routes, "SSE_KEEPALIVE", 0.3)
+    lines: list[tuple[float, str]] = []
+    with socket.socket() as mute, _client(server, api_tokens["noc"]) as c:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        job = _slow_job(c, lab, mute, 3)
+        reader = _follow(server, api_tokens["noc"], job, lines)
+        reader.join(timeout=30)
+        assert app.state.push_jobs.wait(job, 30)
+    text = [line for _, line in lines]
+    assert text[-1] == "<end>" and "event: done" in text
+    assert text.count(": keep-alive") >= 3  # about 3 s of waiting, one every 0.3 s
+
+
+def test_streams_end_when_the_server_stops_even_while_a_job_runs(
+    api: tuple[Any, Any, Any], api_tokens: dict[str, str]
+) -> None:
+    lab, server, app = api
+    lines: list[tuple[float, str]] = []
+    with socket.socket() as mute, _client(server, api_tokens["noc"]) as c:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        job = _slow_job(c, lab, mute, 8)
+        reader = _follow(server, api_tokens["noc"], job, lines)
+        deadline = time.monotonic() + 10
+        while not any(line.startswith("event: step") for _, line in lines):
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        try:
+            # What SIGINT/SIGTERM does to `provisioner serve` or `provisioner api`.
+            stopped_at = time.monotonic()
+            server.server.handle_exit(signal.SIGINT, None)
+            reader.join(timeout=20)
+            server.thread.join(timeout=20)
+            assert lines[-1][1] == "<end>" and lines[-1][0] - stopped_at < 3, lines
+            assert not server.thread.is_alive()  # the job runs on; shutting down did not wait
+            assert "event: done" not in [line for _, line in lines]
+        finally:
+            from sse_starlette.sse import AppStatus
+
+            AppStatus.should_exit = False  # process-wide: later servers of this test run stream
+            assert app.state.push_jobs.wait(job, 30)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from provisioner.cli.app import app
-from provisioner.push.job import write_targets
+from provisioner.push.targets import write_targets
 
 ORDER = "WT-2026-000104"
 FAST = ["--connect-timeout", "3", "--command-timeout", "2"]

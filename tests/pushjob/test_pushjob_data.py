@@ -7,21 +7,15 @@ from pathlib import Path
 import pytest
 
 from provisioner.errors import PushFailed
-from provisioner.push.job import (
-    DeviceAddress,
-    count_diff_lines,
-    load_targets,
-    mask_diff,
-    parse_target_option,
-    write_targets,
-)
+from provisioner.push.results import count_diff_lines, mask_diff
+from provisioner.push.targets import DeviceAddress, load_targets, parse_target, write_targets
 
 
 def test_addresses_parse_and_print() -> None:
     assert DeviceAddress.parse("127.0.0.1:161") == DeviceAddress("127.0.0.1", 161)
     assert DeviceAddress.parse("[::1]:2222") == DeviceAddress("::1", 2222)
     assert str(DeviceAddress("::1", 2222)) == "[::1]:2222"
-    assert parse_target_option("sw-catania=sw1.lan:161") == (
+    assert parse_target("sw-catania=sw1.lan:161") == (
         "sw-catania",
         DeviceAddress("sw1.lan", 161),
     )
@@ -39,7 +33,7 @@ def test_addresses_that_could_be_read_as_options_or_commands_are_refused(text: s
 
 def test_bad_target_options_are_refused() -> None:
     with pytest.raises(PushFailed):
-        parse_target_option("127.0.0.1:161")
+        parse_target("127.0.0.1:161")
     with pytest.raises(PushFailed):
         DeviceAddress("127.0.0.1", 161, username="-oProxyCommand=x")
 

@@ -8,16 +8,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from provisioner.push.backups import list_backups, read_backup
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
-from provisioner.push.drivers.iad_ssh import parse_config
-from provisioner.push.job import (
-    Timeouts,
-    backup_text,
-    list_backups,
-    push_device,
-    push_many,
-    rollback_device,
-)
+from provisioner.push.errors import RollbackIncomplete
+from provisioner.push.job import push_device, rollback_device
+from provisioner.push.runner import push_many
+from provisioner.push.setlines import parse_config
+from provisioner.push.targets import Timeouts
 from provisioner.store.models import AuditEvent
 
 
@@ -56,7 +53,9 @@ def test_switch_dropped_mid_commit_is_rolled_back(push_lab: Any, fast: Timeouts)
     assert "half-changed" in res.error or "failed after" in res.error
     assert lab.switch.write_count() > 0  # it really was half-written before the rollback
     assert switch_state(lab) == before
-    assert res.backup_version == 1 and backup_text(lab.inv, lab.sw_key)[1].strip() == before.strip()
+    assert (
+        res.backup_version == 1 and read_backup(lab.inv, lab.sw_key).text.strip() == before.strip()
+    )
 
 
 def test_switch_dark_for_good_fails_then_rollback_restores_the_backup(
@@ -71,7 +70,8 @@ def test_switch_dark_for_good_fails_then_rollback_restores_the_backup(
             lab.switch.set_fault("drop-mid", after=5)
 
     res = push_device(lab.inv, lab.renderer, lab.sw_key, lab.sw_at, timeouts=quick, on_step=on_step)
-    assert res.result == "failed" and "provisioner rollback" in res.error
+    assert res.result == "failed" and "restore backup 1" in res.error
+    assert isinstance(res.exception, RollbackIncomplete) and res.exception.backup_version == 1
     assert switch_state(lab) not in (before, new_switch_state(lab))  # a mix, for now
 
     lab.switch.set_fault(None)

@@ -11,20 +11,20 @@ from typing import Any
 from sqlalchemy import select
 
 from provisioner.push import setplan as sp
-from provisioner.push.drivers.iad_ssh import parse_config
-from provisioner.push.job import (
-    DeviceAddress,
-    Timeouts,
-    backup_text,
-    list_backups,
-    push_device,
-    push_many,
-    results_of_job,
-)
+from provisioner.push.backups import list_backups, read_backup
+from provisioner.push.job import push_device
+from provisioner.push.runner import push_many
+from provisioner.push.setlines import parse_config
+from provisioner.push.targets import DeviceAddress, Timeouts
 from provisioner.render.engine import MASK
-from provisioner.store.push_models import HostKey
+from provisioner.store.push_models import HostKey, PushResultRow
 
 ORDER = "WT-2026-000104"
+
+
+def results_of_job(lab: Any, job_id: str) -> list[PushResultRow]:
+    with lab.inv.db.read() as session:
+        return list(session.scalars(select(PushResultRow).where(PushResultRow.job_id == job_id)))
 
 
 def rendered(lab: Any, key: Any) -> str:
@@ -67,7 +67,7 @@ def test_push_then_net_snmp_and_openssh_read_the_rendered_config(
     )  # fmt: skip
     assert [r.result for r in results] == ["ok", "ok"], [r.error for r in results]
     assert all(r.changed and r.diff_lines > 0 and r.backup_version == 1 for r in results)
-    stored = results_of_job(lab.inv, job_id)
+    stored = results_of_job(lab, job_id)
     assert sorted(r.result for r in stored) == ["ok", "ok"]
 
     # The switch, read by net-snmp from the agent itself: every varbind of the set-plan.
@@ -124,7 +124,7 @@ def test_dry_run_changes_nothing_and_masks_secrets(push_lab: Any, fast: Timeouts
     assert admin not in res.diff
     assert f"+set system admin password {MASK}" in res.diff
     assert "+set system provisioning password " + MASK in res.diff
-    stored = results_of_job(lab.inv, res.job_id)
+    stored = results_of_job(lab, res.job_id)
     assert stored[0].result == "dry-run" and admin not in stored[0].diff
 
     sw = push_device(lab.inv, lab.renderer, lab.sw_key, lab.sw_at, dry_run=True, timeouts=fast)
@@ -137,7 +137,7 @@ def test_backups_are_encrypted_in_the_sqlite_file(push_lab: Any, fast: Timeouts)
     assert push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast).result == "ok"
     res = push_device(lab.inv, lab.renderer, lab.iad_key, lab.iad_at, timeouts=fast)
     assert res.result == "no change" and res.backup_version == 2
-    version, text = backup_text(lab.inv, lab.iad_key)
+    version, _, text = read_backup(lab.inv, lab.iad_key)
     admin = lab.secret("iad-catania", "admin_password")
     assert version == 2 and f"set system admin password {admin}" in text
 

@@ -1,23 +1,22 @@
-"""A made-up desk phone, added the way a new model is: this one driver file plus templates.
+"""A made-up desk phone, added the way a new model is: its catalog row, this one driver file
+plus templates.
 
 The ACME SP-1 pulls ``acme/<mac>.xml``; its templates live in an override folder the test
-writes (``acme/sp1.xml.j2``), as an operator or a driver package would ship them.
+writes (``acme/sp1.xml.j2``), as an operator or a driver package would ship them. Its
+catalog row (:data:`ACME_SP1`) is what ``provisioner/catalog.py`` would hold; the tests put
+it in the catalog.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from provisioner.catalog import Model
 from provisioner.render.context import DeviceView, OrderView, SecretBook
 from provisioner.render.drivers.base import Driver, FileSpec, public_settings
 from provisioner.settings import Settings
 
-
-@dataclass(frozen=True)
-class AcmeFacts:
-    firmware: str
-    lines: int
+ACME_SP1 = Model("acme-sp1", "ACME SP-1", "phone", "acme", firmware="sp1-2.0.bin", sip_accounts=1)
 
 
 class AcmeDriver(Driver):
@@ -25,7 +24,7 @@ class AcmeDriver(Driver):
 
     family: ClassVar[str] = "acme"
     kind: ClassVar[str] = "phone"
-    models: ClassVar[dict[str, Any]] = {"acme-sp1": AcmeFacts(firmware="sp1-2.0.bin", lines=1)}
+    models: ClassVar[tuple[str, ...]] = ("acme-sp1",)
     files: ClassVar[tuple[FileSpec, ...]] = (FileSpec("acme-{mac12}.xml", "sp1.xml.j2", "xml"),)
     wants_option66: ClassVar[bool] = True
 

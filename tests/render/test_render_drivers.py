@@ -10,6 +10,7 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import select
 
+from provisioner.catalog import MODELS
 from provisioner.errors import RenderError
 from provisioner.render.dhcp import dhcp_snippet
 from provisioner.render.drivers import (
@@ -38,6 +39,14 @@ def _acme_importable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
 
 
+@pytest.fixture
+def acme_in_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its model's row joins the catalog, as a new model's row is added there.
+    from acme_driver import ACME_SP1
+
+    monkeypatch.setitem(MODELS, ACME_SP1.key, ACME_SP1)
+
+
 def _make_acme(sample_inventory, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
     from acme_driver import AcmeDriver
 
@@ -54,7 +63,7 @@ def _make_acme(sample_inventory, settings, tmp_path: Path):  # type: ignore[no-u
 
 
 def test_a_new_model_is_one_driver_file_plus_templates(
-    sample_inventory, settings, tmp_path: Path
+    sample_inventory, settings, tmp_path: Path, acme_in_catalog: None
 ) -> None:  # type: ignore[no-untyped-def]
     r = _make_acme(sample_inventory, settings, tmp_path)
     files = r.files_for_mac("00:80:f0:20:00:02")
@@ -71,7 +80,7 @@ def test_a_new_model_is_one_driver_file_plus_templates(
     assert "00:80:f0:20:00:02" in dhcp_snippet(r, "WT-2026-000104", "catania", "dnsmasq")
 
 
-def test_entry_point_drivers_are_registered(tmp_path: Path) -> None:
+def test_entry_point_drivers_are_registered(tmp_path: Path, acme_in_catalog: None) -> None:
     reg = Registry(list(builtin_drivers()))
     ep = EntryPoint(name="acme", value="acme_driver:AcmeDriver", group=ENTRY_POINT_GROUP)
     reg.load_entry_points([ep])
@@ -85,7 +94,7 @@ def test_a_model_claimed_by_two_families_is_refused() -> None:
     class Impostor(Driver):
         family = "impostor"
         kind = "phone"
-        models: ClassVar[dict[str, object]] = {"alcatel-temporis-ip150": object()}
+        models: ClassVar[tuple[str, ...]] = ("alcatel-temporis-ip150",)
 
     reg = Registry(list(builtin_drivers()))
     with pytest.raises(RenderError, match="already TemporisDriver's"):
@@ -98,8 +107,6 @@ def test_unknown_model_is_a_one_line_error() -> None:
 
 
 def test_every_catalog_model_with_a_network_interface_has_a_driver() -> None:
-    from provisioner.catalog import MODELS
-
     reg = default_registry()
     for key, model in MODELS.items():
         if model.kind != "dect_handset":

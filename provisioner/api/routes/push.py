@@ -9,8 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, HTTPException, Path, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from provisioner.api import schemas
 from provisioner.api.auth import Principal
@@ -20,7 +22,7 @@ from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_sto
 from provisioner.api.routes.orders import OrderId
 from provisioner.errors import OrderConflict, OrderUnknown
 from provisioner.orders.service import OrdersService
-from provisioner.push.job import DeviceAddress, Timeouts, device_keys
+from provisioner.push.targets import DeviceAddress, Timeouts, device_keys
 
 router = APIRouter(tags=["push"])
 
@@ -30,6 +32,7 @@ JobId = Annotated[
 ]
 SSE_POLL = 0.2  # seconds between looks at a running job's events
 SSE_KEEPALIVE = 15.0  # a comment line this often, so proxies keep the stream open
+SSE_SEP = "\n"  # the event separator (sse-starlette's default is CRLF)
 
 
 def _event(name: str, data: dict[str, Any], about: str) -> dict[str, Any]:
@@ -111,15 +114,18 @@ def _addresses(
                 Violation(path=where, message="not a pushed device (switch or IAD) of this order")
             )
             continue
-        ip = ipaddress.ip_address(target.host)
-        if not any(ip.version == net.version and ip in net for net in networks):
+        address = DeviceAddress(
+            str(ipaddress.ip_address(target.host)),
+            target.port,
+            snmp_version=target.snmp_version,
+            username=target.username,
+        )
+        if not address.inside(networks):
             problems.append(
-                Violation(path=f"{where}.host", message=f"{ip} is outside push_networks")
+                Violation(path=f"{where}.host", message=f"{address.host} is outside push_networks")
             )
             continue
-        out[device_id] = DeviceAddress(
-            str(ip), target.port, snmp_version=target.snmp_version, username=target.username
-        )
+        out[device_id] = address
     if problems:
         raise TargetsRefused(problems)
     return out
@@ -189,31 +195,36 @@ def get_push_job(
     return _visible_job(request, inv, principal, job_id).public()
 
 
-def _sse(event_id: int, name: str, data: dict[str, Any]) -> str:
-    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+async def _events(
+    run: JobRun, seen: int, server_stops: anyio.Event
+) -> AsyncIterator[dict[str, str]]:
+    """The job's events after ``seen``, then new ones until the job is over.
 
-
-async def _stream(run: JobRun, seen: int) -> AsyncIterator[str]:
-    quiet = 0.0
+    sse-starlette encodes them, sends the keep-alive comments and drops the stream when the
+    client goes away. When the server shuts down it sets ``server_stops``: the stream then
+    ends cleanly, and the client reconnects (``Last-Event-ID``) to a server still running.
+    """
     while True:
         items, finished = run.events_after(seen)
         for event_id, name, data in items:
-            yield _sse(event_id, name, data)
+            yield {
+                "id": str(event_id),
+                "event": name,
+                "data": json.dumps(data, separators=(",", ":")),
+            }
             seen = event_id
-        if finished and not items:
+        if (finished and not items) or server_stops.is_set():
             return
-        if items:
-            quiet = 0.0
-        elif quiet >= SSE_KEEPALIVE:
-            yield ": keep-alive\n\n"
-            quiet = 0.0
         await asyncio.sleep(SSE_POLL)
-        quiet += SSE_POLL
+
+
+def _keep_alive() -> ServerSentEvent:
+    return ServerSentEvent(comment="keep-alive", sep=SSE_SEP)
 
 
 @router.get(
     "/push-jobs/{job_id}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     summary="Follow a push job as server-sent events",
     responses={**NOT_FOUND, **_SSE_DOC},
 )
@@ -228,11 +239,16 @@ def push_job_events(
         int,
         Header(ge=0, le=1_000_000, description="Resume after this event (SSE reconnect)."),
     ] = 0,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Every event so far, then new ones as they come; the stream ends after ``done``."""
     run = _visible_job(request, inv, principal, job_id)
-    return StreamingResponse(
-        _stream(run, last_event_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    server_stops = anyio.Event()
+    return EventSourceResponse(
+        _events(run, last_event_id, server_stops),
+        headers={"Cache-Control": "no-cache"},
+        ping=SSE_KEEPALIVE,
+        ping_message_factory=_keep_alive,
+        sep=SSE_SEP,
+        shutdown_event=server_stops,
+        shutdown_grace_period=5 * SSE_POLL,
     )

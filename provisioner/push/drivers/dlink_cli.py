@@ -19,30 +19,21 @@ What it does:
   checks that every line now shows in the current config. Lines are applied one by one
   (the device applies each at once): a failure can leave part of them applied.
 
-``optional_args``: as :mod:`provisioner.push.drivers.iad_ssh` (``port``, ``known_hosts``,
-``host_key``, ``trust_on_first_use``, ``key_file``, ``conn_timeout``, ``auth_timeout``,
-``banner_timeout``, ``command_timeout``); host keys are pinned the same way. Error
-messages name the command words only: arguments may hold secrets.
-
-Registration (by the lead): ``custom_napalm/dlink_cli.py`` holding
-``from provisioner.push.drivers.dlink_cli import DlinkCliDriver``.
+``optional_args``: those of :class:`~provisioner.push.drivers.base.SshDriver`; host keys
+are pinned the same way as the IAD's. Error messages name the command words only: arguments
+may hold secrets.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
-from napalm.base import base as napalm_base
-from napalm.base.exceptions import (
-    CommitError,
-    ConnectionException,
-    MergeConfigException,
-    ReplaceConfigException,
-)
+from napalm.base.exceptions import CommitError, MergeConfigException, ReplaceConfigException
 
-from provisioner.push.drivers.iad_ssh import DEFAULTS, open_pinned, with_pinned_keys
+from provisioner.push import hostkeys
+from provisioner.push.drivers import base
+from provisioner.push.errors import ConnectionException
 
 PROMPT = r"^[A-Za-z0-9][^\s#]*:[A-Za-z0-9_-]+#[ \t]*$"  # DGS-1100-24P/ME:admin#
 ERRORS = re.compile(r"Available commands:|Next possible completions:|Fail!")
@@ -52,7 +43,7 @@ CONFIG_LINE = re.compile(r"^(config|create|delete|enable|disable) \S")
 def _dlink_connection_class() -> type:
     from netmiko.dlink.dlink_ds import DlinkDSSSH
 
-    class DlinkConnection(with_pinned_keys(DlinkDSSSH)):  # type: ignore[misc]
+    class DlinkConnection(hostkeys.with_pinned_keys(DlinkDSSSH)):  # type: ignore[misc]
         def cleanup(self, command: str = "logout") -> None:
             # netmiko re-enables clipaging with send_command_timing (2 s of waiting);
             # clipaging is per session on D-Link, and closing the channel ends it.
@@ -82,7 +73,7 @@ def parse_lines(text: str) -> list[str]:
     return lines
 
 
-class DlinkCliDriver(napalm_base.NetworkDriver):
+class DlinkCliDriver(base.SshDriver):
     """DGS-1100 /ME over SSH CLI: merge-only, save after commit."""
 
     def __init__(
@@ -93,45 +84,15 @@ class DlinkCliDriver(napalm_base.NetworkDriver):
         timeout: int = 60,
         optional_args: dict[str, Any] | None = None,
     ) -> None:
-        self.hostname = hostname
-        self.username = username
-        self.password = password
-        self.timeout = timeout
-        args = dict(DEFAULTS)
-        args.update(optional_args or {})
-        self.optional_args = args
-        self.port = int(args["port"])
-        self.command_timeout = float(args["command_timeout"])
-        self.new_host_key: str | None = None
+        super().__init__(hostname, username, password, timeout, optional_args)
         self.candidate: list[str] | None = None
         self.last_changes: list[str] = []
-        self._conn: Any = None
-
-    @property
-    def _where(self) -> str:
-        return f"{self.hostname}:{self.port}"
 
     def open(self) -> None:
-        self._conn, self.new_host_key = open_pinned(
-            _dlink_connection_class(),
-            "dlink_ds",
-            self.hostname,
-            self.username,
-            self.password,
-            self.optional_args,
-        )
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.disconnect()
-
-    def is_alive(self) -> dict[str, bool]:
-        conn = self._conn
-        return {"is_alive": bool(conn is not None and conn.is_alive())}
+        self._connect(_dlink_connection_class(), "dlink_ds")
 
     def _send(self, command: str) -> str:
-        conn = self._conn
+        conn = self._session
         if conn is None:
             raise ConnectionException(f"{self._where}: not open")
         conn.write_channel(command + "\n")
@@ -163,9 +124,7 @@ class DlinkCliDriver(napalm_base.NetworkDriver):
         return out
 
     def load_merge_candidate(self, filename: str | None = None, config: str | None = None) -> None:
-        if (filename is None) == (config is None):
-            raise MergeConfigException("give exactly one of filename= or config=")
-        text = config if config is not None else Path(str(filename)).read_text()
+        text = self._candidate_text(filename, config)
         try:
             self.candidate = parse_lines(text)
         except ValueError as exc:
@@ -178,9 +137,6 @@ class DlinkCliDriver(napalm_base.NetworkDriver):
             "D-Link CLI cannot replace a config without a TFTP download: use load_merge_candidate"
         )
 
-    def discard_config(self) -> None:
-        self.candidate = None
-
     def _missing(self) -> list[str]:
         assert self.candidate is not None
         present = set(self._running_lines())
@@ -192,8 +148,7 @@ class DlinkCliDriver(napalm_base.NetworkDriver):
         return "\n".join(f"+{line}" for line in self._missing())
 
     def commit_config(self, message: str = "", revert_in: int | None = None) -> None:
-        if revert_in is not None:
-            raise CommitError("commit-confirm (revert_in) is not supported by D-Link CLI")
+        self._no_revert(revert_in, "D-Link CLI")
         if self.candidate is None:
             raise CommitError(f"{self._where}: no candidate loaded")
         try:

@@ -14,10 +14,11 @@ Contract (what the push job can rely on):
   After it, :attr:`DlinkSnmpDriver.last_writes` holds the varbinds sent;
 * ``rollback()`` re-applies the state read at the start of the last commit (also after a
   commit that failed half-way), verifies and saves;
-* failures are napalm exceptions: ``ConnectionException`` (no answer, wrong community/keys,
-  not a known D-Link model), ``MergeConfigException`` (bad plan), ``CommitError`` (the
-  device refused or stopped answering during commit/rollback; SNMPv2c write refused by
-  policy).
+* failures are typed (:mod:`provisioner.push.errors`): ``ConnectTimeoutError`` (no answer:
+  unreachable, or a wrong v2c community, which agents do not answer), ``WrongDevice`` (not
+  a known D-Link model, or another model than expected), ``ConnectionException`` (any other
+  failed read), ``MergeConfigException`` (bad plan), ``CommitError`` (the device refused or
+  stopped answering during commit/rollback; SNMPv2c write refused by policy).
 
 ``optional_args``:
 
@@ -46,12 +47,11 @@ driver owns one event loop in a private thread and one engine created inside it;
 synchronous methods submit coroutines to it (safe to call from any thread, and from code
 that itself runs inside another event loop).
 
-Registration (done by the lead, not here): ``napalm.get_network_driver("dlink_snmp")``
-looks for ``custom_napalm.dlink_snmp``, ``napalm.dlink_snmp``, ``napalm_dlink_snmp``. A
-module ``custom_napalm/dlink_snmp.py`` (or ``napalm_dlink_snmp.py``) containing only
-``from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver`` does it. This module imports
-the napalm base *module*, not the ``NetworkDriver`` class, so even a star-import shim
-cannot make napalm return the abstract base class.
+Registration: ``napalm.get_network_driver("dlink_snmp")`` looks for
+``custom_napalm.dlink_snmp``, ``napalm.dlink_snmp``, ``napalm_dlink_snmp``; a module there
+holding ``from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver`` does it. This
+module imports the base *module*, not a base class, so even a star-import shim cannot make
+napalm return an abstract base class.
 """
 
 from __future__ import annotations
@@ -59,30 +59,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from napalm.base import base as napalm_base
-from napalm.base.exceptions import CommitError, ConnectionException, MergeConfigException
+from napalm.base.exceptions import CommitError, MergeConfigException
 
+from provisioner.catalog import MODELS, snmp_model
 from provisioner.push import setplan as sp
+from provisioner.push.drivers import base
+from provisioner.push.errors import ConnectionException, ConnectTimeoutError, WrongDevice
 
 T = TypeVar("T")
 
 VENDOR = "D-Link"
-DEFAULTS: dict[str, Any] = {
-    "port": 161,
-    "snmp_version": "2c",
-    "auth_protocol": "SHA",
-    "priv_protocol": "AES",
-    "context_name": "",
-    "require_v3": False,
-    "snmp_timeout": 2.0,
-    "snmp_retries": 1,
-    "max_varbinds": 10,
-    "model": None,
-}
 _GET_CHUNK = 20  # OIDs per GET PDU: small enough for any agent's response size
 
 
@@ -184,8 +174,10 @@ class _SnmpClient:
         error_indication, error_status, error_index, var_binds = result
         where = f"{self._host}:{self._port}"
         if error_indication:
-            text = str(error_indication)
-            return self._fail(f"{where}: {what}: {text}", "timeout" in text.lower())
+            from pysnmp.proto.errind import RequestTimedOut
+
+            timed_out = isinstance(error_indication, RequestTimedOut)
+            return self._fail(f"{where}: {what}: {error_indication}", timed_out)
         if error_status:
             oid = "?"
             if error_index and 0 < int(error_index) <= len(var_binds):
@@ -317,8 +309,21 @@ def _auth_protocols() -> tuple[dict[str, Any], dict[str, Any]]:
     return auth, priv
 
 
-class DlinkSnmpDriver(napalm_base.NetworkDriver):
+class DlinkSnmpDriver(base.PushDriver):
     """D-Link DGS-1100 (non-/ME) over SNMP: set-plan in, only the differing varbinds out."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "port": 161,
+        "snmp_version": "2c",
+        "auth_protocol": "SHA",
+        "priv_protocol": "AES",
+        "context_name": "",
+        "require_v3": False,
+        "snmp_timeout": 2.0,
+        "snmp_retries": 1,
+        "max_varbinds": 10,
+        "model": None,
+    }
 
     def __init__(
         self,
@@ -328,15 +333,8 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
         timeout: int = 60,
         optional_args: dict[str, Any] | None = None,
     ) -> None:
-        # The napalm base __init__ only raises NotImplementedError: not called on purpose.
-        self.hostname = hostname
-        self.username = username
-        self.password = password
-        self.timeout = timeout
-        args = dict(DEFAULTS)
-        args.update(optional_args or {})
-        self.optional_args = args
-        self.port = int(args["port"])
+        super().__init__(hostname, username, password, timeout, optional_args)
+        args = self.optional_args
         self.snmp_version = str(args["snmp_version"])
         if self.snmp_version not in ("2c", "3"):
             raise ConnectionException(f"snmp_version {self.snmp_version!r}: use '2c' or '3'")
@@ -351,13 +349,9 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
         self.last_writes: list[sp.VarBind] = []
         self._rollback_state: list[sp.VarBind] | None = None
         self._attempted = False
-        self._client: _SnmpClient | None = None
+        self._session: _SnmpClient | None = None
 
     # --- connection ------------------------------------------------------------------
-
-    @property
-    def _where(self) -> str:
-        return f"{self.hostname}:{self.port}"
 
     def _auth(self) -> dict[str, Any]:
         args = self.optional_args
@@ -383,7 +377,7 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
 
     def open(self) -> None:
         """Read sysObjectID: proves the device answers and tells which model it is."""
-        self._client = _SnmpClient(
+        client = self._session = _SnmpClient(
             self.hostname,
             self.port,
             self._auth(),
@@ -392,41 +386,39 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
             str(self.optional_args["context_name"]),
         )
         try:
-            self._client.setup(max(float(self.timeout), 10.0))
-            answer = self._client.get([sp.SYS_OBJECT_ID], self._request_deadline())
+            client.setup(max(float(self.timeout), 10.0))
+            answer = client.get([sp.SYS_OBJECT_ID], self._request_deadline())
         except SnmpError as exc:
             self.close()
-            hint = " (unreachable, or wrong community/credentials)" if exc.timeout else ""
-            raise ConnectionException(f"{exc}{hint}") from None
+            if exc.timeout:  # an agent does not answer a wrong community at all
+                raise ConnectTimeoutError(
+                    f"{exc} (unreachable, or wrong community/credentials)"
+                ) from None
+            raise ConnectionException(str(exc)) from None
         object_id = answer[0][1] if answer else None
         self.sys_object_id = str(object_id or "")
-        found = sp.model_by_sys_object_id(self.sys_object_id)
+        found = snmp_model(self.sys_object_id)
         expected = self.expected_model
-        if found is None and expected in sp.SNMP_MODELS:
+        if found is None and expected in sp.snmp_switches():
             # sysObjectIDs we could not verify (the -08P) must not lock the real device out:
             # trust the inventory's model, and say so in the facts.
             found = expected
         if found is None:
             self.close()
-            raise ConnectionException(
+            raise WrongDevice(
                 f"{self._where}: sysObjectID {self.sys_object_id or '(none)'} is not a known"
-                f" D-Link DGS-1100 model (pass optional_args model= to force one)"
+                " D-Link DGS-1100 model"
             )
         if expected and expected != found:
             self.close()
-            raise ConnectionException(
+            raise WrongDevice(
                 f"{self._where}: the device is a {found}, the inventory says {expected}"
             )
         self.model = found
 
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def is_alive(self) -> dict[str, bool]:
-        """SNMP has no session: alive means opened and not closed."""
-        return {"is_alive": self._client is not None}
+    def _end(self, session: _SnmpClient) -> None:
+        # SNMP has no session on the device: alive means opened and not closed.
+        session.close()
 
     def _request_deadline(self) -> float:
         # pysnmp gives up after timeout * (retries + 1) by itself; this is only a safety net
@@ -434,9 +426,9 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
         return self.snmp_timeout * (self.snmp_retries + 1) + 5.0
 
     def _need(self) -> _SnmpClient:
-        if self._client is None or self.model is None:
+        if self._session is None or self.model is None:
             raise ConnectionException(f"{self._where}: not open")
-        return self._client
+        return self._session
 
     # --- reading ---------------------------------------------------------------------
 
@@ -478,6 +470,8 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
         try:
             return self.read_varbinds()
         except SnmpError as exc:
+            if exc.timeout and error is ConnectionException:
+                error = ConnectTimeoutError
             raise error(f"reading the device failed: {exc}") from None
 
     def get_facts(self) -> dict[str, Any]:
@@ -488,7 +482,7 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
                 client.get([sp.SYS_DESCR, sp.SYS_UPTIME, sp.SYS_NAME], self._request_deadline())
             )
         except SnmpError as exc:
-            raise ConnectionException(str(exc)) from None
+            raise (ConnectTimeoutError if exc.timeout else ConnectionException)(str(exc)) from None
         port_count, _ = sp.model_ports(self.model)
         name = bytes(values.get(sp.SYS_NAME) or b"").decode("utf-8", "replace")
         return {
@@ -496,7 +490,7 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
             "vendor": VENDOR,
             "os_version": bytes(values.get(sp.SYS_DESCR) or b"").decode("utf-8", "replace"),
             "serial_number": "",  # not in the standard MIBs
-            "model": sp.SNMP_MODELS[self.model].title,
+            "model": MODELS[self.model].product,
             "hostname": name,
             "fqdn": name,
             "interface_list": [str(p) for p in range(1, port_count + 1)],
@@ -523,9 +517,7 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
         self, filename: str | None = None, config: str | None = None
     ) -> None:
         """Load a set-plan (text or file). Raises MergeConfigException if it is invalid."""
-        if (filename is None) == (config is None):
-            raise MergeConfigException("give exactly one of filename= or config=")
-        text = config if config is not None else Path(str(filename)).read_text()
+        text = self._candidate_text(filename, config)
         try:
             plan = sp.parse_setplan(text)
         except sp.SetPlanError as exc:
@@ -539,9 +531,6 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
     def load_merge_candidate(self, filename: str | None = None, config: str | None = None) -> None:
         """Same as replace: a set-plan names every managed object, there is nothing to merge."""
         self.load_replace_candidate(filename=filename, config=config)
-
-    def discard_config(self) -> None:
-        self.candidate = None
 
     def compare_config(self) -> str:
         """Unified diff, device vs candidate, as varbind lines; "" when equal or no candidate."""
@@ -590,17 +579,17 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
                 f"{self._where}: {what} did not stick, still different:\n"
                 + sp.diff_text(after, desired)
             )
-        facts = sp.SNMP_MODELS[self.model]
+        ids = MODELS[self.model].snmp
+        assert ids is not None  # open() accepts SNMP switches only
         try:
-            client.set([sp.VarBind(facts.save_oid, "int", facts.save_value)], deadline)
+            client.set([sp.VarBind(ids.save_oid, "int", ids.save_value)], deadline)
         except SnmpError as exc:
             raise CommitError(f"{what}: applied but not saved ({exc})") from None
         return sent
 
     def commit_config(self, message: str = "", revert_in: int | None = None) -> None:
         """Send only the differing varbinds, verify, save. Nothing is sent when equal."""
-        if revert_in is not None:
-            raise CommitError("commit-confirm (revert_in) is not supported over SNMP")
+        self._no_revert(revert_in, "SNMP")
         if self.candidate is None:
             raise CommitError(f"{self._where}: no candidate loaded")
         self._check_policy()
@@ -623,8 +612,3 @@ class DlinkSnmpDriver(napalm_base.NetworkDriver):
             return
         self._check_policy()
         self._apply(self._rollback_state, "rollback")
-
-    def set_rollback_state(self, varbinds: Iterable[sp.VarBind]) -> None:
-        """Give rollback() a state to return to (e.g. a backup read by another driver)."""
-        self._rollback_state = list(varbinds)
-        self._attempted = True

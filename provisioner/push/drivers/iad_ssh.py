@@ -1,6 +1,6 @@
-"""NAPALM driver for the IAD's SSH CLI (the ``set``-line dialect described in lab/README.md).
+"""NAPALM driver for the IAD's SSH CLI: set lines (:mod:`provisioner.push.setlines`).
 
-Contract (what the push job can rely on):
+Contract (beyond :mod:`provisioner.push.drivers.base`, what the push job can rely on):
 
 * the config is text of ``set <path...> <value>`` lines (blank lines and ``#`` comments
   ignored); ``get_config()`` returns running, startup and candidate as sorted set lines;
@@ -20,314 +20,51 @@ Contract (what the push job can rely on):
   logging or storing. Error messages never carry values (:func:`redact`);
 * ``rollback()`` re-applies the config read at the start of the last commit (reconnecting
   first if the commit killed the session);
-* host keys are pinned: ``known_hosts`` (an OpenSSH known_hosts file) and/or ``host_key``
-  (one ``ssh-ed25519 AAAA...`` line). An unknown key is refused unless
-  ``trust_on_first_use=True``, which accepts it and leaves it in
-  :attr:`IadSshDriver.new_host_key` for the caller to store. A *changed* key is always
-  refused (``ConnectionException`` saying so).
+* host keys are pinned (:class:`~provisioner.push.drivers.base.SshDriver`): an unknown key
+  raises ``HostKeyUnknown`` unless ``trust_on_first_use``, a changed one always raises
+  ``HostKeyChanged``.
 
-``optional_args``: ``port`` (22), ``known_hosts``, ``host_key``, ``trust_on_first_use``
-(False), ``key_file`` (client private key; password auth otherwise), ``conn_timeout`` (10),
-``auth_timeout`` (10), ``banner_timeout`` (10), ``command_timeout`` (30: seconds to wait
-for the prompt after each command).
+``optional_args``: those of :class:`~provisioner.push.drivers.base.SshDriver`.
 
-Why netmiko and not scrapli 2: host keys. netmiko sits on paramiko, whose ``SSHClient``
-lets us pin keys from a file or a string, tell "unknown" from "changed" and implement
-trust-on-first-use with a policy object; scrapli 2's new Zig core was not checked for any
-of that. netmiko's ``terminal_server`` class does no session preparation, and commands go
-through ``write_channel``/``read_until_pattern`` with our own prompt pattern (its
-``send_command`` sleeps 0.2 s per read loop and waits a fixed 10 s for the echo).
+Why netmiko and not scrapli 2: host keys (see :mod:`provisioner.push.hostkeys`). netmiko's
+``terminal_server`` class does no session preparation, and commands go through
+``write_channel``/``read_until_pattern`` with our own prompt pattern (its ``send_command``
+sleeps 0.2 s per read loop and waits a fixed 10 s for the echo).
 
 Every line sent is built from validated tokens and quoted here: a value cannot carry a
 newline (refused), so data can never start a second command. No shell is involved.
-
-Registration: see :mod:`provisioner.push.drivers.dlink_snmp` (same rule; module
-``custom_napalm/iad_ssh.py`` holding ``from provisioner.push.drivers.iad_ssh import IadSshDriver``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
 import re
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import paramiko
-from napalm.base import base as napalm_base
-from napalm.base.exceptions import (
-    CommandErrorException,
-    CommitError,
-    ConnectAuthError,
-    ConnectionException,
-    MergeConfigException,
+from napalm.base.exceptions import CommandErrorException, CommitError, MergeConfigException
+
+from provisioner.push import hostkeys
+from provisioner.push.drivers import base
+from provisioner.push.errors import ConnectionException, ConnectTimeoutError
+from provisioner.push.setlines import (
+    Config,
+    ConfigSyntaxError,
+    change_lines,
+    diff_configs,
+    format_config,
+    merge_configs,
+    parse_config,
+    redact,
 )
 
-Config = dict[tuple[str, ...], str]
-
 PROMPT = r"^iad-[A-Za-z0-9._-]+(?:\(config\))?#[ \t]*$"
-CONFIG_PROMPT = r"\(config\)#[ \t]*$"
 ERROR_MARK = "% Invalid command"
-PATH_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+@-]*$")
-_NEEDS_QUOTES = re.compile(r'[\s"\\]')
-DEFAULTS: dict[str, Any] = {
-    "port": 22,
-    "known_hosts": None,
-    "host_key": None,
-    "trust_on_first_use": False,
-    "key_file": None,
-    "conn_timeout": 10.0,
-    "auth_timeout": 10.0,
-    "banner_timeout": 10.0,
-    "command_timeout": 30.0,
-}
-
-
-# --- the dialect as pure functions ------------------------------------------------------
-
-
-class ConfigSyntaxError(ValueError):
-    """A config text is not valid ``set``-line dialect."""
-
-
-def split_line(line: str) -> list[str]:
-    """Words of one CLI line: ``"..."`` quotes with ``\\"`` and ``\\\\`` escapes."""
-    words: list[str] = []
-    i, n = 0, len(line)
-    while i < n:
-        ch = line[i]
-        if ch in " \t":
-            i += 1
-        elif ch == '"':
-            word: list[str] = []
-            i += 1
-            while i < n and line[i] != '"':
-                if line[i] == "\\" and i + 1 < n and line[i + 1] in '"\\':
-                    i += 1
-                word.append(line[i])
-                i += 1
-            if i >= n:
-                raise ConfigSyntaxError(f"unterminated quote in {line!r}")
-            i += 1
-            if i < n and line[i] not in " \t":
-                raise ConfigSyntaxError(f"text right after a closing quote in {line!r}")
-            words.append("".join(word))
-        else:
-            start = i
-            while i < n and line[i] not in " \t":
-                if line[i] == '"':
-                    raise ConfigSyntaxError(f"quote inside a word in {line!r}")
-                i += 1
-            words.append(line[start:i])
-    return words
-
-
-def quote(value: str) -> str:
-    """A value as the CLI reads it back: quoted when empty or holding space, quote, ``\\``."""
-    if value and not _NEEDS_QUOTES.search(value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _check_path(path: tuple[str, ...], where: str) -> None:
-    for part in path:
-        if not PATH_TOKEN.match(part):
-            raise ConfigSyntaxError(f"{where}: {part!r} is not a valid path word")
-
-
-def _check_value(value: str, where: str) -> None:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ConfigSyntaxError(f"{where}: control characters are not allowed in a value")
-
-
-def parse_config(text: str) -> Config:
-    """Read ``set`` lines into {path: value}. Raises ConfigSyntaxError with the line number."""
-    config: Config = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"line {number}"
-        words = split_line(line)
-        if words[0] != "set" or len(words) < 3:
-            raise ConfigSyntaxError(f"{where}: expected 'set <path...> <value>', got {line!r}")
-        path, value = tuple(words[1:-1]), words[-1]
-        _check_path(path, where)
-        _check_value(value, where)
-        for other in config:
-            if other != path and (other[: len(path)] == path or path[: len(other)] == other):
-                raise ConfigSyntaxError(
-                    f"{where}: {' '.join(path)} clashes with {' '.join(other)}"
-                    " (a path cannot be both a value and a section)"
-                )
-        config[path] = value
-    return config
-
-
-def redact(line: str) -> str:
-    """A CLI line fit for an error message or a log: a ``set`` value becomes ``<value>``.
-
-    Values include passwords; only the caller knows which, so none is ever echoed here.
-    """
-    try:
-        words = split_line(line)
-    except ConfigSyntaxError:
-        return "<malformed line>"
-    if len(words) >= 3 and words[0] == "set":
-        return " ".join([*words[:-1], "<value>"])
-    return line
-
-
-def format_config(config: Mapping[tuple[str, ...], str]) -> str:
-    """Sorted ``set`` lines, as the device shows them."""
-    return "\n".join(f"set {' '.join(p)} {quote(config[p])}" for p in sorted(config))
-
-
-def diff_configs(old: Mapping[tuple[str, ...], str], new: Mapping[tuple[str, ...], str]) -> str:
-    """Unified diff of sorted set lines; "" when equal."""
-    if dict(old) == dict(new):
-        return ""
-    return "\n".join(
-        difflib.unified_diff(
-            format_config(old).splitlines(),
-            format_config(new).splitlines(),
-            "running",
-            "candidate",
-            lineterm="",
-        )
-    )
-
-
-def change_lines(
-    old: Mapping[tuple[str, ...], str], new: Mapping[tuple[str, ...], str]
-) -> list[str]:
-    """Config-mode lines that turn ``old`` into ``new``: deletes first, then sets.
-
-    Deleting first lets a leaf become a section (and back) within one commit. Each removed
-    path is deleted at its shortest prefix that ``new`` does not use (``delete`` removes a
-    whole subtree), so dropping a phone line is one ``delete``, not one per setting.
-    """
-    deletes: list[tuple[str, ...]] = []
-    for path in sorted(p for p in old if p not in new):
-        for k in range(1, len(path) + 1):
-            if not any(n[:k] == path[:k] for n in new):
-                top = path[:k]
-                break
-        else:  # pragma: no cover - path is in new's prefixes only if it is a section there
-            top = path
-        if top not in deletes:
-            deletes.append(top)
-    lines = [f"delete {' '.join(p)}" for p in deletes]
-    lines += [f"set {' '.join(p)} {quote(new[p])}" for p in sorted(new) if old.get(p) != new[p]]
-    return lines
-
-
-def merge_configs(
-    running: Mapping[tuple[str, ...], str], candidate: Mapping[tuple[str, ...], str]
-) -> Config:
-    """Running plus candidate (candidate wins); running paths that clash are dropped."""
-    merged = {
-        p: v
-        for p, v in running.items()
-        if not any(p[: len(c)] == c or c[: len(p)] == p for c in candidate)
-    }
-    merged.update(candidate)
-    return merged
-
-
-# --- host keys ---------------------------------------------------------------------------
-
-
-class HostKeyChanged(Exception):
-    """The server's host key differs from the pinned one (not an SSHException on purpose:
-    netmiko turns those into timeouts and the message would be lost)."""
-
-
-class HostKeyUnknown(Exception):
-    """No pinned key for this host and trust-on-first-use is off."""
-
-
-def openssh_key(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.get_base64()}"
-
-
-class _PinnedClient(paramiko.SSHClient):
-    """paramiko client that reports a changed key as :class:`HostKeyChanged`."""
-
-    def connect(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            super().connect(*args, **kwargs)
-        except paramiko.BadHostKeyException as exc:
-            self.close()
-            raise HostKeyChanged(
-                f"host key for {exc.hostname} CHANGED: pinned {openssh_key(exc.expected_key)},"
-                f" offered {openssh_key(exc.key)}; refusing to connect (re-provision the key"
-                " only if the device was really replaced)"
-            ) from None
-        except HostKeyUnknown:
-            self.close()
-            raise
-
-
-class _Policy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, tofu: bool) -> None:
-        self.tofu = tofu
-        self.accepted: str | None = None
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        if not self.tofu:
-            raise HostKeyUnknown(
-                f"host key for {hostname} is unknown ({openssh_key(key)}); pin it with"
-                " known_hosts/host_key, or pass trust_on_first_use=True"
-            )
-        self.accepted = openssh_key(key)
-
-
-def pinned_keys(
-    hostname: str, port: int, known_hosts: str | None, host_key: str | None
-) -> paramiko.HostKeys:
-    """The host keys we accept: a known_hosts file and/or one ``type base64`` line."""
-    keys = paramiko.HostKeys()
-    if known_hosts:
-        try:
-            keys.load(str(known_hosts))
-        except OSError as exc:
-            raise ConnectionException(f"known_hosts {known_hosts}: {exc}") from None
-    if host_key:
-        name = hostname if port == 22 else f"[{hostname}]:{port}"  # known_hosts spelling
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{name} {host_key.strip()}")
-        if entry is None or entry.key is None:
-            raise ConnectionException(f"host_key {host_key!r}: not an OpenSSH public key line")
-        keys.add(name, entry.key.get_name(), entry.key)
-    return keys
-
-
-def with_pinned_keys(base: type) -> type:
-    """A netmiko connection class that trusts only the keys in ``pinned``."""
-
-    class Pinned(base):
-        pinned: paramiko.HostKeys
-        policy: _Policy
-
-        def _build_ssh_client(self) -> paramiko.SSHClient:
-            client = _PinnedClient()  # no system or user known_hosts: only what we pin
-            for name, keys in self.pinned.items():
-                for key_type in keys:
-                    client.get_host_keys().add(name, key_type, keys[key_type])
-            client.set_missing_host_key_policy(self.policy)
-            return client
-
-    return Pinned
 
 
 def _iad_connection_class() -> type:
     """netmiko's terminal_server class, pinned keys, our prompt (built lazily: import cost)."""
     from netmiko.terminal_server.terminal_server import TerminalServerSSH
 
-    class IadConnection(with_pinned_keys(TerminalServerSSH)):  # type: ignore[misc]
+    class IadConnection(hostkeys.with_pinned_keys(TerminalServerSSH)):  # type: ignore[misc]
         prompt_timeout: float
 
         def session_preparation(self) -> None:
@@ -336,73 +73,7 @@ def _iad_connection_class() -> type:
     return IadConnection
 
 
-def open_pinned(
-    conn_class: type,
-    device_type: str,
-    hostname: str,
-    username: str,
-    password: str,
-    args: Mapping[str, Any],
-    **extra: Any,
-) -> tuple[Any, str | None]:
-    """Connect with netmiko, host keys pinned; returns (connection, key accepted by TOFU).
-
-    Failures are napalm exceptions: ConnectAuthError, or ConnectionException saying what
-    (changed key, unknown key, no answer).
-    """
-    from netmiko.exceptions import NetmikoAuthenticationException
-
-    port = int(args["port"])
-    where = f"{hostname}:{port}"
-    conn = conn_class(
-        host=hostname,
-        port=port,
-        username=username,
-        password=password,
-        device_type=device_type,
-        use_keys=bool(args["key_file"]),
-        key_file=args["key_file"],
-        allow_agent=False,
-        system_host_keys=False,
-        alt_host_keys=False,
-        ssh_strict=True,
-        conn_timeout=float(args["conn_timeout"]),
-        auth_timeout=float(args["auth_timeout"]),
-        banner_timeout=float(args["banner_timeout"]),
-        fast_cli=True,
-        auto_connect=False,
-    )
-    conn.pinned = pinned_keys(hostname, port, args["known_hosts"], args["host_key"])
-    conn.policy = _Policy(bool(args["trust_on_first_use"]))
-    for name, value in extra.items():
-        setattr(conn, name, value)
-    try:
-        # Not conn._open(): that sends a blind Enter first, whose extra prompt would
-        # arrive later and put every answer one prompt out of step.
-        conn.establish_connection()
-        conn.session_preparation()
-    except (HostKeyChanged, HostKeyUnknown) as exc:
-        _disconnect(conn)
-        raise ConnectionException(f"{where}: {exc}") from None
-    except NetmikoAuthenticationException:
-        _disconnect(conn)
-        raise ConnectAuthError(f"{where}: authentication failed") from None
-    except Exception as exc:
-        _disconnect(conn)
-        text = " ".join(str(exc).split())[:300]
-        raise ConnectionException(f"{where}: cannot connect: {text}") from None
-    return conn, conn.policy.accepted
-
-
-def _disconnect(conn: Any) -> None:
-    with contextlib.suppress(Exception):  # best effort on a connection that failed
-        conn.disconnect()
-
-
-# --- the driver --------------------------------------------------------------------------
-
-
-class IadSshDriver(napalm_base.NetworkDriver):
+class IadSshDriver(base.SshDriver):
     """The IAD over SSH: set-line config, candidate/commit on the device, pinned host keys."""
 
     def __init__(
@@ -413,50 +84,18 @@ class IadSshDriver(napalm_base.NetworkDriver):
         timeout: int = 60,
         optional_args: dict[str, Any] | None = None,
     ) -> None:
-        # The napalm base __init__ only raises NotImplementedError: not called on purpose.
-        self.hostname = hostname
-        self.username = username
-        self.password = password
-        self.timeout = timeout
-        args = dict(DEFAULTS)
-        args.update(optional_args or {})
-        self.optional_args = args
-        self.port = int(args["port"])
-        self.command_timeout = float(args["command_timeout"])
-        self.new_host_key: str | None = None
+        super().__init__(hostname, username, password, timeout, optional_args)
         self.candidate: Config | None = None
         self._merge = False
         self.last_changes: list[str] = []
         self._rollback_config: Config | None = None
         self._attempted = False
-        self._conn: Any = None
-
-    @property
-    def _where(self) -> str:
-        return f"{self.hostname}:{self.port}"
 
     def open(self) -> None:
         """Connect, check the host key, log in, wait for the prompt."""
-        self._conn, self.new_host_key = open_pinned(
-            _iad_connection_class(),
-            "terminal_server",
-            self.hostname,
-            self.username,
-            self.password,
-            self.optional_args,
-            prompt_timeout=self.command_timeout,
+        self._connect(
+            _iad_connection_class(), "terminal_server", prompt_timeout=self.command_timeout
         )
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            # Closing the SSH channel ends the CLI session; an "exit" typed first would
-            # race the close and make the device write into a dead socket.
-            _disconnect(conn)
-
-    def is_alive(self) -> dict[str, bool]:
-        conn = self._conn
-        return {"is_alive": bool(conn is not None and conn.is_alive())}
 
     # --- commands ---
 
@@ -466,7 +105,7 @@ class IadSshDriver(napalm_base.NetworkDriver):
         Raises ``CommandErrorException`` on ``% Invalid command``; netmiko ReadTimeout or
         OSError/EOFError when the device hangs or the session is dropped.
         """
-        conn = self._conn
+        conn = self._session
         if conn is None:
             raise ConnectionException(f"{self._where}: not open")
         conn.write_channel(command + "\n")
@@ -486,20 +125,16 @@ class IadSshDriver(napalm_base.NetworkDriver):
         return out
 
     def _guard(self, what: str, command: str) -> str:
-        """_send, with every failure as a ConnectionException (reads)."""
+        """_send, with every failure as a ConnectionException (reads): ConnectTimeoutError
+        when the device did not answer in time."""
         try:
             return self._send(command)
         except (ConnectionException, CommandErrorException):
             raise
         except Exception as exc:
-            self._drop()
-            raise ConnectionException(f"{self._where}: {what}: {_describe(exc)}") from None
-
-    def _drop(self) -> None:
-        """Forget a session that timed out or died: its output stream is out of step."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            _disconnect(conn)
+            self.close()  # its output stream is out of step: never read it again
+            error = ConnectTimeoutError if hostkeys.timed_out(exc) else ConnectionException
+            raise error(f"{self._where}: {what}: {_describe(exc)}") from None
 
     def cli(self, commands: list[str], encoding: str = "text") -> dict[str, str]:
         """Run exec-mode commands; {command: output}."""
@@ -548,9 +183,7 @@ class IadSshDriver(napalm_base.NetworkDriver):
     # --- candidate ---
 
     def _load(self, filename: str | None, config: str | None, merge: bool) -> None:
-        if (filename is None) == (config is None):
-            raise MergeConfigException("give exactly one of filename= or config=")
-        text = config if config is not None else Path(str(filename)).read_text()
+        text = self._candidate_text(filename, config)
         try:
             self.candidate = parse_config(text)
         except ConfigSyntaxError as exc:
@@ -566,9 +199,6 @@ class IadSshDriver(napalm_base.NetworkDriver):
     def load_merge_candidate(self, filename: str | None = None, config: str | None = None) -> None:
         """The candidate's paths are added/changed; other running paths stay."""
         self._load(filename, config, merge=True)
-
-    def discard_config(self) -> None:
-        self.candidate = None
 
     def _desired(self, running: Config) -> Config:
         assert self.candidate is not None
@@ -596,7 +226,7 @@ class IadSshDriver(napalm_base.NetworkDriver):
                 f"{self._where}: {what}: the device refused {redact(step)!r}"
             ) from None
         except Exception as exc:
-            self._drop()
+            self.close()
             raise CommitError(
                 f"{self._where}: {what} failed at {redact(step)!r}: {_describe(exc)}; the running"
                 " config is the old or the new one (commit is atomic on the device)"
@@ -607,7 +237,7 @@ class IadSshDriver(napalm_base.NetworkDriver):
             running_now = parse_config(self._send("show running-config"))
             startup_now = parse_config(self._send("show startup-config"))
         except Exception as exc:
-            self._drop()
+            self.close()
             raise CommitError(
                 f"{self._where}: {what}: committed, but saving/verifying failed: {_describe(exc)}"
             ) from None
@@ -628,12 +258,11 @@ class IadSshDriver(napalm_base.NetworkDriver):
             self._send("discard")
             self._send("end")
         except Exception:
-            self._drop()
+            self.close()
 
     def commit_config(self, message: str = "", revert_in: int | None = None) -> None:
         """Apply the candidate (nothing is sent when it equals running); verify; save."""
-        if revert_in is not None:
-            raise CommitError("commit-confirm (revert_in) is not supported by the IAD")
+        self._no_revert(revert_in, "the IAD")
         if self.candidate is None:
             raise CommitError(f"{self._where}: no candidate loaded")
         self.last_changes = []
@@ -663,7 +292,7 @@ class IadSshDriver(napalm_base.NetworkDriver):
         if self._rollback_config is None:
             return
         if not self.is_alive()["is_alive"]:
-            self._drop()
+            self.close()
             self.open()
         try:
             running = self.read_running()

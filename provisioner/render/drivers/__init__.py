@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
+from provisioner.catalog import MODELS
 from provisioner.errors import RenderError
 from provisioner.render.drivers.base import Driver, FileSpec, Identity
 
@@ -45,6 +46,18 @@ class Registry:
         drv = driver() if isinstance(driver, type) else driver
         if not drv.family or not drv.models:
             raise RenderError(f"driver {type(drv).__name__}: declares no family or no models")
+        for model in drv.models:
+            row = MODELS.get(model)
+            if row is None:
+                raise RenderError(
+                    f"driver {type(drv).__name__}: model {model} is not in the catalog"
+                    " (provisioner/catalog.py holds every model's facts)"
+                )
+            if row.kind != drv.kind:
+                raise RenderError(
+                    f"driver {type(drv).__name__}: model {model} is a {row.kind} in the"
+                    f" catalog, the driver serves {drv.kind}s"
+                )
         for model in drv.models:
             other = self._models.get(model)
             if other is not None and not replace and other.family != drv.family:

@@ -1,7 +1,8 @@
 """The one base class every device-family driver derives from.
 
-A driver is small: it declares data (which models, which files, per-model facts) and builds
-the template context for one device. The render engine (:mod:`provisioner.render.engine`) does the
+A driver is small: it declares data (which models, which files) and builds the template
+context for one device; per-model facts are the models' catalog rows
+(:data:`provisioner.catalog.MODELS`). The render engine (:mod:`provisioner.render.engine`) does the
 template lookup, the rendering and the checks, the same way for every family.
 """
 
@@ -9,15 +10,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from provisioner.catalog import DEVICE_SECRETS, MODELS, Model
 from provisioner.documents.document import normalize_mac
 from provisioner.render.context import DeviceView, OrderView, SecretBook
 from provisioner.settings import Settings
-from provisioner.store.vault import DEVICE_SECRETS
 
 # What a file-name pattern may use, and what each placeholder matches in a request.
 _PLACEHOLDERS = {
@@ -83,8 +83,9 @@ class Driver:
     - ``family``: registry key and template folder (``device_templates/<family>/``).
     - ``kind``: catalog kind of its models (phone, dect_base, iad, ont, switch); decides the
       device's own secrets (:data:`KIND_SECRETS`).
-    - ``models``: model key -> per-model facts (a frozen dataclass or dict the templates see
-      as ``facts``): firmware names, key counts, port lists. No ``if model == ...`` branches.
+    - ``models``: the catalog keys of the models it serves. Their facts (firmware names,
+      key counts, ports) are their rows in :data:`provisioner.catalog.MODELS`, which
+      templates see as ``facts``. No ``if model == ...`` branches.
     - ``files``: the :class:`FileSpec` list: what it serves, pushes or shows.
     - ``push``: ``None`` for devices that pull; ``"ssh"`` or ``"snmp"`` for pushed ones, and
       ``push_file`` the pattern of the file handed to the pusher.
@@ -104,7 +105,7 @@ class Driver:
 
     family: ClassVar[str] = ""
     kind: ClassVar[str] = ""
-    models: ClassVar[Mapping[str, Any]] = {}
+    models: ClassVar[tuple[str, ...]] = ()
     files: ClassVar[tuple[FileSpec, ...]] = ()
     push: ClassVar[str | None] = None
     push_file: ClassVar[str | None] = None
@@ -144,8 +145,9 @@ class Driver:
 
     # ---------------------------------------------------------------- rendering
 
-    def facts(self, device: DeviceView) -> Any:
-        return self.models[device.model]
+    def facts(self, device: DeviceView) -> Model:
+        """The device's model row in the catalog."""
+        return MODELS[device.model]
 
     def owned_secrets(self, device: DeviceView, order: OrderView) -> list[tuple[str, str]]:
         """(owner, name) of every secret that belongs in this device's files.

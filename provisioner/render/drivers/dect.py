@@ -8,8 +8,7 @@ IP15s) have no file: they register on the base.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from provisioner.errors import RenderError
 from provisioner.render.context import DeviceView, OrderView, SecretBook
@@ -18,21 +17,12 @@ from provisioner.render.drivers.phonebook import PHONEBOOK
 from provisioner.render.drivers.temporis import DssKey, SipLine, TemporisDriver, sip_line
 
 
-@dataclass(frozen=True)
-class DectFacts:
-    title: str
-    firmware: str  # [interp] named like the IP701G's (IP701G.img); unverified
-    handsets: int  # handset slots of the base (catalog handset_capacity)
-
-
 class DectDriver(TemporisDriver):
     """IP2215 base: one account per handset slot, slot and extension exactly as ordered."""
 
     family: ClassVar[str] = "dect"
     kind: ClassVar[str] = "dect_base"
-    models: ClassVar[dict[str, Any]] = {
-        "alcatel-ip2215": DectFacts("Alcatel IP2215 DECT base", firmware="IP2215.img", handsets=5),
-    }
+    models: ClassVar[tuple[str, ...]] = ("alcatel-ip2215",)
     files: ClassVar[tuple[FileSpec, ...]] = (
         FileSpec("{mac12}.cfg", "base.cfg.j2", "ini"),
         PHONEBOOK,
@@ -42,10 +32,10 @@ class DectDriver(TemporisDriver):
         facts = self.facts(device)
         out = []
         for t in device.terminals:
-            if not 1 <= t.slot <= facts.handsets:
+            if not 1 <= t.slot <= facts.handset_capacity:
                 raise RenderError(
                     f"device {device.device_id}: handset slot {t.slot} "
-                    f"(the {device.model} base has slots 1-{facts.handsets})"
+                    f"(the {device.model} base has slots 1-{facts.handset_capacity})"
                 )
             password = secrets.get(f"extension:{t.extension.short}", "sip_password")
             out.append(sip_line(t.slot - 1, t.slot, t.extension, password))

@@ -11,10 +11,8 @@ ports with a phone or DECT base, PoE on exactly those ports):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from provisioner.catalog import MODELS
 from provisioner.errors import RenderError
 from provisioner.render.context import DeviceView, OrderView, SecretBook
 from provisioner.render.drivers.base import Driver, FileSpec, public_settings
@@ -24,26 +22,12 @@ from provisioner.settings import Settings
 DEFAULT_CONTACT = "noc@officesmart.example"
 
 
-@dataclass(frozen=True)
-class SwitchFacts:
-    title: str
-    ports: tuple[int, ...]
-    poe_ports: tuple[int, ...]
-
-
-def _facts(key: str) -> SwitchFacts:
-    m = MODELS[key]
-    return SwitchFacts(m.title, tuple(range(1, m.ports + 1)), tuple(m.poe_ports))
-
-
 class DlinkDriver(Driver):
     """DGS-1100: set-plan YAML for SNMP, CLI text for /ME variants."""
 
     family: ClassVar[str] = "dlink"
     kind: ClassVar[str] = "switch"
-    models: ClassVar[dict[str, Any]] = {
-        k: _facts(k) for k in ("dlink-dgs-1100-08p", "dlink-dgs-1100-24p")
-    }
+    models: ClassVar[tuple[str, ...]] = ("dlink-dgs-1100-08p", "dlink-dgs-1100-24p")
     files: ClassVar[tuple[FileSpec, ...]] = (
         FileSpec("{device_id}.setplan.yaml", "setplan.yaml.j2", "yaml", served=False),
         FileSpec("{device_id}.me.cli", "me.cli.j2", "dlink-cli", served=False),
@@ -55,7 +39,7 @@ class DlinkDriver(Driver):
         self, device: DeviceView, order: OrderView, secrets: SecretBook, settings: Settings
     ) -> dict[str, Any]:
         ctx = super().context(device, order, secrets, settings)
-        facts: SwitchFacts = self.facts(device)
+        facts = self.facts(device)
         pub = public_settings(settings)
         if pub.lan_voice_vlan == pub.lan_data_vlan:
             raise RenderError(
@@ -71,7 +55,7 @@ class DlinkDriver(Driver):
             contact=getattr(settings, "noc_contact", "") or DEFAULT_CONTACT,
             data_vlan=pub.lan_data_vlan,
             voice_vlan=pub.lan_voice_vlan,
-            ports=list(facts.ports),
+            ports=list(range(1, facts.ports + 1)),
             poe_ports=list(facts.poe_ports),
             voice_ports=powered,
             poe_on=[p for p in facts.poe_ports if p in powered],

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from provisioner.catalog import MODELS
 from provisioner.errors import RenderError
 from provisioner.render.context import DeviceView, ExtensionView, OrderView, SecretBook
 from provisioner.render.drivers.base import Driver, FileSpec, public_settings
@@ -68,12 +67,6 @@ FXS_PROFILES: dict[str, FxsProfile] = {
 
 
 @dataclass(frozen=True)
-class IadFacts:
-    title: str
-    fxs_ports: int
-
-
-@dataclass(frozen=True)
 class FxsPort:
     port: int
     use: str  # phone | fax | pos
@@ -94,9 +87,7 @@ class IadDriver(Driver):
 
     family: ClassVar[str] = "iad"
     kind: ClassVar[str] = "iad"
-    models: ClassVar[dict[str, Any]] = {
-        "iad": IadFacts("Access gateway (IAD)", fxs_ports=MODELS["iad"].analog_ports),
-    }
+    models: ClassVar[tuple[str, ...]] = ("iad",)
     files: ClassVar[tuple[FileSpec, ...]] = (
         FileSpec("{mac12}.cfg", "iad.cli.j2", "iad-cli"),
         FileSpec("{device_id}.cli", "iad.cli.j2", "iad-cli", served=False),
@@ -120,10 +111,10 @@ class IadDriver(Driver):
         if ext is not None:
             uses.append(("phone", ext))
         uses += [(use, None) for use in device.fax_pos]
-        if len(uses) > facts.fxs_ports:
+        if len(uses) > facts.analog_ports:
             raise RenderError(
                 f"device {device.device_id}: {len(uses)} analog ports needed, "
-                f"the IAD has {facts.fxs_ports}"
+                f"the IAD has {facts.analog_ports}"
             )
         out = []
         for i, (use, e) in enumerate(uses):

@@ -7,7 +7,6 @@ scheme is not public.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from provisioner.errors import RenderError
@@ -16,20 +15,12 @@ from provisioner.render.drivers.base import Driver, FileSpec
 from provisioner.settings import Settings
 
 
-@dataclass(frozen=True)
-class OntFacts:
-    title: str
-    loid_format: str  # str.format with order_id and site
-
-
 class OntDriver(Driver):
     """Mini ONT: ``ont-<serial>.txt`` (fetched by serial, or read out by the technician)."""
 
     family: ClassVar[str] = "ont"
     kind: ClassVar[str] = "ont"
-    models: ClassVar[dict[str, Any]] = {
-        "mini-ont": OntFacts("Mini ONT (FTTH)", loid_format="{order_id}-{site}"),
-    }
+    models: ClassVar[tuple[str, ...]] = ("mini-ont",)
     files: ClassVar[tuple[FileSpec, ...]] = (FileSpec("ont-{serial}.txt", "ont.txt.j2", "yaml"),)
 
     def context(

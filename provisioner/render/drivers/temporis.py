@@ -21,16 +21,6 @@ from provisioner.settings import Settings
 
 
 @dataclass(frozen=True)
-class TemporisFacts:
-    """Per-model facts. Key counts are from the vendor's datasheets [interp, unverified]."""
-
-    title: str
-    firmware: str  # file name at the TFTP/HTTP root (pattern verified for IP701G.img)
-    accounts: int  # SIP accounts the phone holds
-    dss_keys: int  # programmable keys available for BLF / call park
-
-
-@dataclass(frozen=True)
 class IniFormat:
     """Constants of the Yealink-legacy format the templates write (assumed for Temporis)."""
 
@@ -161,14 +151,7 @@ class TemporisDriver(Driver):
 
     family: ClassVar[str] = "temporis"
     kind: ClassVar[str] = "phone"
-    models: ClassVar[dict[str, Any]] = {
-        "alcatel-temporis-ip150": TemporisFacts(
-            "Alcatel Temporis IP150", firmware="IP150.img", accounts=2, dss_keys=2
-        ),
-        "alcatel-temporis-ip701g": TemporisFacts(
-            "Alcatel Temporis IP701G", firmware="IP701G.img", accounts=6, dss_keys=10
-        ),
-    }
+    models: ClassVar[tuple[str, ...]] = ("alcatel-temporis-ip150", "alcatel-temporis-ip701g")
     files: ClassVar[tuple[FileSpec, ...]] = (
         FileSpec("{mac12}.cfg", "phone.cfg.j2", "ini"),
         PHONEBOOK,
@@ -177,10 +160,10 @@ class TemporisDriver(Driver):
 
     def lines(self, device: DeviceView, secrets: SecretBook) -> list[SipLine]:
         facts = self.facts(device)
-        if len(device.terminals) > facts.accounts:
+        if len(device.terminals) > facts.sip_accounts:
             raise RenderError(
                 f"device {device.device_id}: {len(device.terminals)} extensions on a "
-                f"{device.model} (it holds {facts.accounts} SIP accounts)"
+                f"{device.model} (it holds {facts.sip_accounts} SIP accounts)"
             )
         out = []
         for i, t in enumerate(device.terminals):
