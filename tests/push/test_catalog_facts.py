@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from lab.switch_sim import SwitchSim
 from provisioner.catalog import MODELS
 from provisioner.errors import RenderError
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
@@ -16,6 +15,7 @@ from provisioner.render.context import DeviceView
 from provisioner.render.drivers import Registry, builtin_drivers, default_registry
 from provisioner.render.drivers.base import Driver
 from provisioner.render.engine import Renderer
+from provisioner_lab.switch_sim import SwitchSim
 
 
 def test_every_driver_reads_its_models_facts_from_the_catalog() -> None:

@@ -7,8 +7,6 @@ from typing import Any
 
 import pytest
 
-from lab.iad_sim import IadSim
-from lab.switch_sim import SwitchSim
 from provisioner.errors import ProvisionerError
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 from provisioner.push.drivers.iad_ssh import IadSshDriver
@@ -21,6 +19,8 @@ from provisioner.push.errors import (
     WrongDevice,
     retried,
 )
+from provisioner_lab.iad_sim import IadSim
+from provisioner_lab.switch_sim import SwitchSim
 
 
 def iad_driver(sim: IadSim, **options: Any) -> IadSshDriver:

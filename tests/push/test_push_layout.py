@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.switch_sim import SwitchSim
 from provisioner.push.drivers import base
 from provisioner.push.drivers.dlink_cli import DlinkCliDriver
 from provisioner.push.drivers.dlink_snmp import DlinkSnmpDriver
 from provisioner.push.drivers.iad_ssh import IadSshDriver
+from provisioner_lab.switch_sim import SwitchSim
 
 ROOT = Path(__file__).resolve().parents[2]
 PUSH = ROOT / "provisioner" / "push"
