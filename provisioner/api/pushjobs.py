@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from provisioner.api import schemas
-from provisioner.api.metrics import REGISTRY
+from provisioner.metrics import METRICS
 from provisioner.push.job import DeviceAddress, PushResult, Timeouts, push_many
 from provisioner.render.engine import DeviceKey, Renderer
 from provisioner.store.models import Device, Order, utcnow
@@ -173,7 +173,7 @@ class JobBoard:
 
         def on_done(res: PushResult) -> None:
             run.result(res.device.rpartition("/")[2], res)
-            REGISTRY.push_results.inc(result=_metric_label(res.result))
+            METRICS.push_results.labels(result=_metric_label(res.result)).inc()
 
         def work() -> None:
             try:
