@@ -231,7 +231,7 @@ def job_from_store(inv: Any, job_id: str) -> JobRun | None:
         actor=None,
         dry_run=any(r.result == "dry-run" for r, *_ in rows),
         models={device_id: model for _, device_id, model, _ in rows},
-        started_at=schemas.as_utc(first.started_at),
+        started_at=first.started_at,
     )
     for row, device_id, _, _ in rows:
         res = PushResult(

@@ -8,8 +8,7 @@ second claimant from another address is refused (and audited) until the device i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import overload
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,17 +18,6 @@ from provisioner.errors import BindRefused, DeviceUnknown, OrderUnknown
 from provisioner.orders.service import OrdersService
 from provisioner.store import audit
 from provisioner.store.models import Device, DeviceState, Enrollment, Order, utcnow
-
-
-@overload
-def aware(dt: datetime) -> datetime: ...
-@overload
-def aware(dt: None) -> None: ...
-def aware(dt: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; they were written in UTC."""
-    if dt is None or dt.tzinfo is not None:
-        return dt
-    return dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -124,7 +112,7 @@ def window_open(session: Session, device: Device, now: datetime | None = None) -
             (Enrollment.device_pk == device.id) | Enrollment.device_pk.is_(None),
         )
     ).all()
-    ends = [aware(r.expires_at) for r in rows]
+    ends = [r.expires_at for r in rows]
     open_ends = [e for e in ends if e is not None and e > now]
     return max(open_ends) if open_ends else None
 
@@ -175,11 +163,11 @@ def status(inv: OrdersService, order_id: str) -> list[DeviceStatus]:
                     st.bound_source if st else None,
                     st.last_file if st else None,
                     st.last_hash if st else None,
-                    aware(st.last_at) if st else None,
+                    st.last_at if st else None,
                     st.last_source if st else None,
                     st.last_user_agent if st else None,
                     st.refusals if st else 0,
-                    aware(st.last_refused_at) if st else None,
+                    st.last_refused_at if st else None,
                     st.last_refused_source if st else None,
                 )
             )

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pwd
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -63,9 +64,12 @@ def query(
     actor: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    orders: Collection[str] | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[AuditEvent]:
+    """Events newest first: of an order, a device, an actor, from ``since`` (inclusive) to
+    ``until``; ``orders`` limits them to those orders (a technician's token)."""
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
     if order_id:
         stmt = stmt.where(AuditEvent.order_id == order_id)
@@ -77,4 +81,6 @@ def query(
         stmt = stmt.where(AuditEvent.at >= since)
     if until:
         stmt = stmt.where(AuditEvent.at < until)
+    if orders is not None:
+        stmt = stmt.where(AuditEvent.order_id.in_(sorted(orders)))
     return list(session.scalars(stmt.offset(offset).limit(limit)))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
-from sqlalchemy import select
 
 from provisioner.api import schemas, views
 from provisioner.api.deps import AuditRead, OrdersDep, PageLimit, PageOffset
-from provisioner.store.models import AuditEvent
+from provisioner.store import audit
 
 router = APIRouter(tags=["audit"])
 
@@ -30,13 +29,6 @@ def _iso_only(value: object) -> object:
 When = Annotated[datetime | None, BeforeValidator(_iso_only)]
 
 
-def _utc_naive(value: datetime) -> datetime:
-    # Stored in UTC without an offset (SQLite); compare like with like.
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None)
-
-
 @router.get("/audit", response_model=schemas.AuditPage, summary="Query the audit log")
 def query_audit(
     principal: AuditRead,
@@ -49,21 +41,19 @@ def query_audit(
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> schemas.AuditPage:
-    """A technician sees only the events of the orders on the token."""
-    stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
-    if order:
-        stmt = stmt.where(AuditEvent.order_id == order)
-    if device:
-        stmt = stmt.where(AuditEvent.device == device)
-    if actor:
-        stmt = stmt.where(AuditEvent.actor == actor)
-    if since:
-        stmt = stmt.where(AuditEvent.at >= _utc_naive(since))
-    if until:
-        stmt = stmt.where(AuditEvent.at < _utc_naive(until))
-    if principal.scoped:
-        stmt = stmt.where(AuditEvent.order_id.in_(sorted(principal.token.orders)))
+    """A technician sees only the events of the orders on the token. A time without an
+    offset is UTC."""
     with inv.db.read() as session:
-        rows = session.scalars(stmt.offset(offset).limit(limit)).all()
+        rows = audit.query(
+            session,
+            order_id=order,
+            device=device,
+            actor=actor,
+            since=since,
+            until=until,
+            orders=principal.token.orders if principal.scoped else None,
+            limit=limit,
+            offset=offset,
+        )
         items = [views.audit_public(e) for e in rows]
     return schemas.AuditPage(items=items, limit=limit, offset=offset)
