@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.api import schemas
 from provisioner.catalog import MODELS
-from provisioner.store.models import AuditEvent, Device, Order
+from provisioner.store.models import AuditEvent, Device, DeviceState, Order
 
 
 def device_state(dev: Device) -> schemas.DeviceState:
@@ -154,16 +154,12 @@ def last_events(session: Session, dev: Device) -> dict[str, Any]:
         "last_push_at": push.at if push else None,
         "last_push_result": push.action.removeprefix(PUSH_PREFIX) if push else None,
     }
-    # The serving layer keeps each device's last fetch in device_state (when it exists).
-    from provisioner.store import models
-
-    state_table = getattr(models, "DeviceState", None)
-    if state_table is not None:
-        state = session.get(state_table, dev.id)
-        if state is not None:
-            out["last_fetch_at"] = state.last_at or out["last_fetch_at"]
-            out["last_fetch_file"] = state.last_file
-            out["last_fetch_source"] = state.last_source
-            out["bound_source"] = state.bound_source
-            out["fetches"] = state.fetches or 0
+    # The serving layer keeps each device's last fetch in device_state.
+    state = session.get(DeviceState, dev.id)
+    if state is not None:
+        out["last_fetch_at"] = state.last_at or out["last_fetch_at"]
+        out["last_fetch_file"] = state.last_file
+        out["last_fetch_source"] = state.last_source
+        out["bound_source"] = state.bound_source
+        out["fetches"] = state.fetches or 0
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -992,13 +991,3 @@ def _export_device(d: Device) -> dict[str, Any]:
     if d.fax_pos is not None:
         item["fax_pos"] = [x for x in d.fax_pos.split(",") if x]
     return item
-
-
-def iter_secret_owners(order: Order) -> Iterable[str]:
-    """Every owner key that carries secrets in ``order`` (for rotation and exports)."""
-    for e in order.extensions:
-        yield f"extension:{e.short}"
-    for s in order.sites:
-        yield f"site:{s.site_id}"
-    for d in order.devices:
-        yield f"device:{d.device_id}"
