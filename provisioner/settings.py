@@ -238,7 +238,6 @@ class _SettingsFile(TomlConfigSettingsSource):
     """The settings file: TOML, keys named like the fields, none unknown."""
 
     def __init__(self, settings_cls: type[BaseSettings], path: Path | None):
-        self.path = path
         super().__init__(settings_cls, toml_file=path)
         unknown = sorted(set(self.toml_data) - set(settings_cls.model_fields))
         if unknown:
