@@ -14,10 +14,6 @@ class SettingsError(ProvisionerError):
     """A setting (environment variable or settings file) is missing or wrong."""
 
 
-class DocumentError(ProvisionerError):
-    """An order document could not be read (YAML syntax, wrong type, unknown key)."""
-
-
 class InvalidMac(ProvisionerError, ValueError):
     """A value is not a device's MAC address. Also a ``ValueError``, so a pydantic validator
     that raises it gives a validation error (a 422 problem, a document violation)."""

@@ -1,8 +1,14 @@
 """Settings from one place: environment variables (``PROVISIONER_*``) over an optional file.
 
-The optional file is ``$PROVISIONER_HOME/settings.toml`` (or the path in
-``PROVISIONER_SETTINGS``); keys are the lower-case names below without the prefix.
-Every setting is listed in the README.
+One :class:`Settings` class (pydantic-settings). Its sources, strongest first: values given
+to the constructor, the environment (``PROVISIONER_<NAME>``), the settings file, the
+defaults below. The file is ``$PROVISIONER_HOME/settings.toml``, or the path in
+``PROVISIONER_SETTINGS`` (empty: no file); its keys are the lower-case names below without
+the prefix, and a key it does not know is an error (a typo must not pass silently).
+
+:func:`load_settings` is the entry point: it reads the process's environment (or the mapping
+it is given) and turns any wrong value into one :class:`~provisioner.errors.SettingsError`
+line, ``setting PROVISIONER_<NAME>: ...``. Every setting is listed in the README.
 """
 
 from __future__ import annotations
@@ -11,40 +17,96 @@ import ipaddress
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from provisioner.errors import SettingsError
 
 ENV_PREFIX = "PROVISIONER_"
+FILE_NAME = "settings.toml"
+# Settings whose value an error message must never repeat.
+_SECRET = frozenset({"secret_key"})
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+N = TypeVar("N", int, float)
+
+# The environment load_settings was given (None: the process's own).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("provisioner_environ", default=None)
 
 
 def _default_home() -> Path:
     return Path.home() / ".local" / "share" / "provisioner"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the provisioner can be told. Environment wins over the settings file."""
+def _positive(value: N) -> N:
+    # NaN and infinity would switch a limit off as surely as zero.
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{value} is not a positive number")
+    return value
 
-    home: Path = field(default_factory=_default_home)
-    database_url: str = ""
-    secret_key: str = ""
-    secret_key_file: str = ""
+
+# A limit that makes no sense at zero or below (a typo must not switch a limit off).
+PositiveInt = Annotated[int, AfterValidator(_positive)]
+PositiveFloat = Annotated[float, AfterValidator(_positive)]
+
+
+def _items(text: str) -> Iterator[str]:
+    """The non-empty items of a comma-separated setting."""
+    return (item.strip() for item in text.split(",") if item.strip())
+
+
+def _networks(text: str, what: str) -> list[Network]:
+    out = []
+    for item in _items(text):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not {what}") from None
+    return out
+
+
+class Settings(BaseSettings):
+    """Everything the provisioner can be told. Frozen (and hashable): read it, never set it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        coerce_numbers_to_str=True,  # `voicemail_number = 98` in the file is the text "98"
+        validate_default=True,
+    )
+
+    # Where the store, the secret key and the settings file live.
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = None  # default: SQLite in home
+    secret_key: str | None = Field(default=None, repr=False)
+    secret_key_file: str | None = None  # default: home/secret.key
     log_level: str = "INFO"
     # Voice platform the devices register to.
     sip_domain: str = "voip.officesmart.example"
     sip_registrar: str = "sip.officesmart.example"
     sip_registrar_port: int = 5060
-    sip_outbound_proxy: str = ""
+    sip_outbound_proxy: str = ""  # host[:port]; empty: none
     sip_transport: str = "udp"
     voicemail_number: str = "*98"
     # Where devices fetch their files.
     provisioning_host: str = "prov.officesmart.example"
     ntp_servers: str = "0.it.pool.ntp.org,1.it.pool.ntp.org"
     timezone: str = "Europe/Rome"
-    template_override_dir: str = ""
+    template_override_dir: str | None = None
     # Access network conventions (Italian FTTx): every value a setting.
     wan_data_vlan: int = 835
     wan_voice_vlan: int = 836
@@ -57,20 +119,20 @@ class Settings:
     http_port: int = 80
     https_port: int = 443
     bind_address: str = "0.0.0.0"  # noqa: S104 - a provisioning server listens for the LAN
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_cert: str | None = None
+    tls_key: str | None = None
     enrollment_minutes: int = 120
-    tftp_root: str = ""  # static files (firmware); default: the repository's tftp_root/
+    tftp_root: str | None = None  # static files (firmware); default: the shipped tftp_root
     sweep_max_misses: int = 20  # misses per minute from one source before it is blocked
     sweep_block_seconds: int = 900
     # HTTP limits, on every listener (device files and the REST API alike): the request head
     # (request line and header fields) in bytes and in fields, the seconds it may take to
     # arrive, the seconds a kept-alive connection may idle, and connections at once.
-    http_max_header_bytes: int = 16 * 1024
-    http_max_headers: int = 100
-    http_header_timeout: float = 10.0
-    http_keepalive_timeout: float = 5.0
-    http_max_connections: int = 2048
+    http_max_header_bytes: PositiveInt = 16 * 1024
+    http_max_headers: PositiveInt = 100
+    http_header_timeout: PositiveFloat = 10.0
+    http_keepalive_timeout: PositiveFloat = 5.0
+    http_max_connections: PositiveInt = 2048
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDRs,
     # comma-separated). Empty: the source of a request is always its TCP peer.
     trusted_proxies: str = ""
@@ -85,22 +147,56 @@ class Settings:
     )
     push_jobs_running: int = 4  # API push jobs at once; more get 429
     # REST API limits: requests per second per token, burst, largest body in bytes.
-    api_rate: float = 20.0
-    api_burst: int = 40
-    api_max_body: int = 1024 * 1024
+    api_rate: PositiveFloat = 20.0
+    api_burst: PositiveInt = 40
+    api_max_body: PositiveInt = 1024 * 1024
 
-    def __post_init__(self) -> None:
-        for name in _POSITIVE:
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):  # NaN and infinity switch a limit off
-                raise SettingsError(
-                    f"setting {ENV_PREFIX}{name.upper()}: {value} is not a positive number"
-                )
-        self.trusted_proxy_list  # noqa: B018 - a bad proxy is an error at start
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("snmp_require_v3", mode="before")
+    @classmethod
+    def _empty_is_false(cls, value: object) -> object:
+        # PROVISIONER_SNMP_REQUIRE_V3= (set but empty) has always meant off.
+        return False if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("push_networks")
+    @classmethod
+    def _check_push_networks(cls, value: str) -> str:
+        _networks(value, "a network")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        _networks(value, "an address or network")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        if environ is None:
+            environ = os.environ
+        given = init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        home = given.get("home")
+        return (
+            init_settings,
+            _Environment(settings_cls, environ),
+            _SettingsFile(settings_cls, settings_file(environ, home)),
+        )
 
     @property
     def data_dir(self) -> Path:
-        return Path(self.home)
+        return self.home
 
     @property
     def effective_database_url(self) -> str:
@@ -109,99 +205,98 @@ class Settings:
         return f"sqlite:///{self.data_dir / 'provisioner.db'}"
 
     @property
-    def push_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        out = []
-        for item in self.push_networks.split(","):
-            if item.strip():
-                try:
-                    out.append(ipaddress.ip_network(item.strip(), strict=False))
-                except ValueError:
-                    raise SettingsError(
-                        f"setting {ENV_PREFIX}PUSH_NETWORKS: {item.strip()!r} is not a network"
-                    ) from None
-        return out
+    def push_network_list(self) -> list[Network]:
+        return _networks(self.push_networks, "a network")
 
     @property
     def trusted_proxy_list(self) -> list[str]:
         """The trusted proxies as uvicorn takes them (each an address or a network)."""
-        out = []
-        for item in self.trusted_proxies.split(","):
-            text = item.strip()
-            if not text:
-                continue
-            try:
-                net = ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise SettingsError(
-                    f"setting {ENV_PREFIX}TRUSTED_PROXIES: {text!r} is not an address or network"
-                ) from None
-            one = net.prefixlen == net.max_prefixlen
-            out.append(str(net.network_address) if one else str(net))
-        return out
+        nets = _networks(self.trusted_proxies, "an address or network")
+        return [
+            str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+            for net in nets
+        ]
 
     @property
     def ntp_server_list(self) -> list[str]:
-        return [s.strip() for s in self.ntp_servers.split(",") if s.strip()]
+        return list(_items(self.ntp_servers))
 
 
-# Limits that make no sense at zero or below (a typo must not switch a limit off).
-_POSITIVE = (
-    "http_max_header_bytes",
-    "http_max_headers",
-    "http_header_timeout",
-    "http_keepalive_timeout",
-    "http_max_connections",
-)
+class _Environment(EnvSettingsSource):
+    """``PROVISIONER_*`` variables of the given environment (the process's by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Names are matched case-insensitively, as pydantic-settings does by default.
+        return {name.lower(): value for name, value in self._environ.items()}
 
 
-def _coerce(name: str, raw: Any, target: Any) -> Any:
-    try:
-        if target is bool:
-            if isinstance(raw, bool):
-                return raw
-            value = str(raw).strip().lower()
-            if value in {"1", "true", "yes", "on"}:
-                return True
-            if value in {"0", "false", "no", "off", ""}:
-                return False
-            raise ValueError(raw)
-        if target is int:
-            return int(raw)
-        if target is float:
-            return float(raw)
-        if target is Path:
-            return Path(str(raw)).expanduser()
-        return str(raw)
-    except ValueError:
-        raise SettingsError(
-            f"setting {ENV_PREFIX}{name.upper()}: {raw!r} is not a valid {target.__name__}"
-        ) from None
+class _SettingsFile(TomlConfigSettingsSource):
+    """The settings file: TOML, keys named like the fields, none unknown."""
 
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None):
+        super().__init__(settings_cls, toml_file=path)
+        unknown = sorted(set(self.toml_data) - set(settings_cls.model_fields))
+        if unknown:
+            raise SettingsError(f"{path}: unknown setting {unknown[0]!r}")
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read settings: defaults, then the settings file, then the environment."""
-    env = dict(os.environ if environ is None else environ)
-    types = {f.name: f.type for f in fields(Settings)}
-    type_map = {"Path": Path, "str": str, "int": int, "bool": bool, "float": float}
-    values: dict[str, Any] = {}
-
-    home_raw = env.get(f"{ENV_PREFIX}HOME")
-    home = Path(home_raw).expanduser() if home_raw else _default_home()
-    file_path = Path(env.get(f"{ENV_PREFIX}SETTINGS", str(home / "settings.toml")))
-    if file_path.is_file():
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
         try:
-            data = tomllib.loads(file_path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SettingsError(f"{file_path}: cannot read settings: {exc}") from None
-        for key, raw in data.items():
-            if key not in types:
-                raise SettingsError(f"{file_path}: unknown setting {key!r}")
-            values[key] = _coerce(key, raw, type_map[str(types[key])])
-    for name, type_name in types.items():
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None:
-            values[name] = _coerce(name, raw, type_map[str(type_name)])
-    values.setdefault("home", home)
-    settings = Settings(**values)
-    settings.push_network_list  # noqa: B018 - a bad network is an error at start, not at push
-    return settings
+            return super()._read_file(file_path)
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SettingsError(f"{file_path}: cannot read settings: {reason}") from None
+
+
+def settings_file(environ: Mapping[str, str], home: Path | str | None = None) -> Path | None:
+    """The settings file to read: ``PROVISIONER_SETTINGS`` if set (empty: none), else
+    ``settings.toml`` in the home (``home``, else ``PROVISIONER_HOME``, else the default)."""
+    explicit = environ.get(f"{ENV_PREFIX}SETTINGS")
+    if explicit is not None:
+        if not explicit.strip():
+            return None
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"setting {ENV_PREFIX}SETTINGS: {path}: no such file")
+        return path
+    if home is None:
+        home = environ.get(f"{ENV_PREFIX}HOME") or _default_home()
+    return Path(home).expanduser() / FILE_NAME
+
+
+def _one_line(error: ErrorDetails, environ: Mapping[str, str], file: Path | None) -> str:
+    """One wrong value as the line a user sees: which setting, what is wrong, where it was."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "value_error" and "error" in ctx:
+        reason = str(ctx["error"])  # our own validators' sentences
+    else:
+        msg = error["msg"]
+        shown = "(value hidden)" if name in _SECRET else _shown(error["input"])
+        reason = f"{shown}: {msg[:1].lower()}{msg[1:]}"
+    env_name = f"{ENV_PREFIX}{name.upper()}"
+    from_env = any(key.upper() == env_name for key in environ)
+    where = "" if from_env or file is None else f" (in {file})"
+    return f"setting {env_name}: {reason}{where}"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings: defaults, then the settings file, then the environment (``environ``,
+    or the process's). Raises :class:`SettingsError` (one line) for any wrong value."""
+    env = os.environ if environ is None else environ
+    token = _ENVIRON.set(env)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        line = _one_line(exc.errors()[0], env, settings_file(env))
+        raise SettingsError(line) from None
+    finally:
+        _ENVIRON.reset(token)

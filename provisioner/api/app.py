@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from provisioner import __version__
 from provisioner.api import problems
 from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
-from provisioner.api.metrics import REGISTRY, Registry
 from provisioner.api.routes import audit, blocks, devices, health, orders, push
 from provisioner.api.routing import iter_routes
 from provisioner.documents.document import OrderDocument
+from provisioner.metrics import METRICS, Metrics
 from provisioner.orders.service import OrdersService
 from provisioner.settings import Settings
 
@@ -33,7 +33,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class MetricsMiddleware:
     """Count requests and time them by route template (not raw path: bounded label values)."""
 
-    def __init__(self, app: ASGIApp, registry: Registry, templates: Callable[[], dict[Any, str]]):
+    def __init__(self, app: ASGIApp, registry: Metrics, templates: Callable[[], dict[Any, str]]):
         self.app = app
         self.registry = registry
         self._templates = templates
@@ -69,8 +69,8 @@ class MetricsMiddleware:
                 "method": method if method in _METHODS else "other",
                 "status": str(status),
             }
-            self.registry.requests.inc(**labels)
-            self.registry.latency.observe(time.perf_counter() - start, **labels)
+            self.registry.requests.labels(**labels).inc()
+            self.registry.latency.labels(**labels).observe(time.perf_counter() - start)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body=limits.max_body)
     app.add_middleware(
         MetricsMiddleware,
-        registry=REGISTRY,
+        registry=METRICS,
         templates=lambda: {getattr(r, "endpoint", None): path for path, _, r in iter_routes(app)},
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -1,13 +1,12 @@
 """Request limits: body size (413) and a per-token rate limit (429).
 
-The limits come from the environment (``PROVISIONER_API_RATE``, ``PROVISIONER_API_BURST``,
-``PROVISIONER_API_MAX_BODY``) until they join :class:`provisioner.settings.Settings`.
+The limits are settings (``PROVISIONER_API_RATE``, ``PROVISIONER_API_BURST``,
+``PROVISIONER_API_MAX_BODY``); tests make their own :class:`ApiLimits`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Hashable
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from provisioner.errors import SettingsError
 from provisioner.settings import Settings
 
 MIB = 1024 * 1024
@@ -34,28 +32,8 @@ class ApiLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiLimits:
-        if settings.api_rate <= 0 or settings.api_burst <= 0 or settings.api_max_body <= 0:
-            raise SettingsError("settings api_rate, api_burst, api_max_body: must be positive")
+        """The limits the settings give (positive numbers: the settings check that)."""
         return cls(settings.api_rate, settings.api_burst, settings.api_max_body)
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ApiLimits:
-        env = os.environ if environ is None else environ
-        values: dict[str, float | int] = {}
-        for name, kind in (("rate", float), ("burst", int), ("max_body", int)):
-            raw = env.get(f"PROVISIONER_API_{name.upper()}")
-            if raw is None:
-                continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise SettingsError(
-                    f"setting PROVISIONER_API_{name.upper()}: {raw!r} is not a number"
-                ) from None
-            if value <= 0:
-                raise SettingsError(f"setting PROVISIONER_API_{name.upper()}: must be positive")
-            values[name] = value
-        return cls(**values)  # type: ignore[arg-type]
 
 
 class RateLimiter:

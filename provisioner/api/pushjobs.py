@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from provisioner.api import schemas
-from provisioner.api.metrics import REGISTRY
+from provisioner.metrics import METRICS
 from provisioner.push.results import PushResult
 from provisioner.push.runner import push_many
 from provisioner.push.targets import DeviceAddress, Timeouts
@@ -175,7 +175,7 @@ class JobBoard:
 
         def on_done(res: PushResult) -> None:
             run.result(res.device.rpartition("/")[2], res)
-            REGISTRY.push_results.inc(result=_metric_label(res.result))
+            METRICS.push_results.labels(result=_metric_label(res.result)).inc()
 
         def work() -> None:
             try:
@@ -233,7 +233,7 @@ def job_from_store(inv: Any, job_id: str) -> JobRun | None:
         actor=None,
         dry_run=any(r.result == "dry-run" for r, *_ in rows),
         models={device_id: model for _, device_id, model, _ in rows},
-        started_at=schemas.as_utc(first.started_at),
+        started_at=first.started_at,
     )
     for row, device_id, _, _ in rows:
         res = PushResult(

@@ -8,11 +8,11 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -71,13 +71,8 @@ Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands datetimes back naive (they were written in UTC): every answer says UTC,
-    as the schema's date-time format requires an offset."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-Timestamp = Annotated[datetime, AfterValidator(as_utc)]
+# Every time in an answer carries its offset (the store hands back aware UTC datetimes).
+Timestamp = AwareDatetime
 
 
 class _In(BaseModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -11,12 +10,7 @@ from sqlalchemy.orm import object_session
 
 from provisioner.api import schemas
 from provisioner.catalog import MODELS
-from provisioner.store.models import AuditEvent, Device, Order
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; they were written in UTC."""
-    return None if value is None else schemas.as_utc(value)
+from provisioner.store.models import AuditEvent, Device, DeviceState, Order
 
 
 def device_state(dev: Device) -> schemas.DeviceState:
@@ -80,7 +74,7 @@ def order_summary(order: Order) -> schemas.OrderSummary:
         extensions=len(order.extensions),
         devices=len(order.devices),
         bound=sum(1 for d in order.devices if d.mac or d.serial),
-        updated_at=utc(order.updated_at),
+        updated_at=order.updated_at,
     )
 
 
@@ -131,7 +125,7 @@ def order_public(order: Order) -> schemas.OrderPublic:
             for e in order.extensions
         ],
         devices=[device_public(d) for d in order.devices],
-        updated_at=utc(order.updated_at),
+        updated_at=order.updated_at,
     )
 
 
@@ -142,11 +136,9 @@ def audit_public(event: AuditEvent) -> schemas.AuditEventPublic:
         detail = {"raw": event.detail}
     if not isinstance(detail, dict):
         detail = {"value": detail}
-    at = utc(event.at)
-    assert at is not None
     return schemas.AuditEventPublic(
         id=event.id,
-        at=at,
+        at=event.at,
         actor=event.actor,
         action=event.action,
         order=event.order_id,
@@ -177,20 +169,16 @@ def last_events(dev: Device) -> dict[str, Any]:
         .limit(1)
     )
     out: dict[str, Any] = {
-        "last_fetch_at": utc(fetch.at) if fetch else None,
-        "last_push_at": utc(push.at) if push else None,
+        "last_fetch_at": fetch.at if fetch else None,
+        "last_push_at": push.at if push else None,
         "last_push_result": push.action.removeprefix(PUSH_PREFIX) if push else None,
     }
-    # The serving layer keeps each device's last fetch in device_state (when it exists).
-    from provisioner.store import models
-
-    state_table = getattr(models, "DeviceState", None)
-    if state_table is not None:
-        state = session.get(state_table, dev.id)
-        if state is not None:
-            out["last_fetch_at"] = utc(state.last_at) or out["last_fetch_at"]
-            out["last_fetch_file"] = state.last_file
-            out["last_fetch_source"] = state.last_source
-            out["bound_source"] = state.bound_source
-            out["fetches"] = state.fetches or 0
+    # The serving layer keeps each device's last fetch in device_state.
+    state = session.get(DeviceState, dev.id)
+    if state is not None:
+        out["last_fetch_at"] = state.last_at or out["last_fetch_at"]
+        out["last_fetch_file"] = state.last_file
+        out["last_fetch_source"] = state.last_source
+        out["bound_source"] = state.bound_source
+        out["fetches"] = state.fetches or 0
     return out

@@ -90,11 +90,6 @@ def normalize_mac(value: str) -> str:
     return mac
 
 
-def mac_filename(mac: str) -> str:
-    """The device-file stem for a MAC: lowercase, no separators (``0080f0000001``)."""
-    return normalize_mac(mac).replace(":", "")
-
-
 def _e164(value: str) -> str:
     if not _E164_RE.match(value):
         raise ValueError(f"{_q(value)} is not an E.164 number with '+' (like +390212345601)")

@@ -18,7 +18,6 @@ from provisioner.catalog import (
     OPTIONS,
     PLANS,
     TERMINAL_QUOTA_TYPES,
-    Plan,
     terminal_quota,
 )
 from provisioner.documents.document import Device, OrderDocument, Problem, format_path
@@ -103,10 +102,6 @@ def _p(path: Path, message: str, limit: str = "", needs: tuple[str, ...] = ()) -
     or a reference into the list), so that it is not reported when the document had items of
     one of them left out for their shape (see document.WellShaped)."""
     return Problem(format_path(path), message, limit, needs=frozenset(needs))
-
-
-def _plan_limit(plan: Plan) -> str:
-    return f"plan {plan.key}"
 
 
 # --------------------------------------------------------------------------- plan and sites

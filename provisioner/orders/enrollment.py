@@ -8,8 +8,8 @@ it to the source address it came from, and a second claimant from another addres
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Literal, overload
+from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,17 +17,6 @@ from sqlalchemy.orm import Session
 from provisioner.documents.document import normalize_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown
 from provisioner.store.models import Device, Enrollment, Order, utcnow
-
-
-@overload
-def aware(dt: datetime) -> datetime: ...
-@overload
-def aware(dt: None) -> None: ...
-def aware(dt: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; they were written in UTC."""
-    if dt is None or dt.tzinfo is not None:
-        return dt
-    return dt.replace(tzinfo=UTC)
 
 
 def resolve_target(
@@ -89,6 +78,6 @@ def window_open(session: Session, device: Device, now: datetime | None = None) -
             (Enrollment.device_pk == device.id) | Enrollment.device_pk.is_(None),
         )
     ).all()
-    ends = [aware(r.expires_at) for r in rows]
+    ends = [r.expires_at for r in rows]
     open_ends = [e for e in ends if e is not None and e > now]
     return max(open_ends) if open_ends else None

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from provisioner.orders.enrollment import aware, window_open
+from provisioner.orders.enrollment import window_open
 from provisioner.store.models import DeviceState, Order, utcnow
 
 
@@ -56,11 +56,11 @@ def device_status(session: Session, order: Order) -> list[DeviceStatus]:
                 st.bound_source if st else None,
                 st.last_file if st else None,
                 st.last_hash if st else None,
-                aware(st.last_at) if st else None,
+                st.last_at if st else None,
                 st.last_source if st else None,
                 st.last_user_agent if st else None,
                 st.refusals if st else 0,
-                aware(st.last_refused_at) if st else None,
+                st.last_refused_at if st else None,
                 st.last_refused_source if st else None,
             )
         )

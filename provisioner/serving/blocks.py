@@ -13,7 +13,6 @@ from datetime import datetime
 from sqlalchemy import select
 
 from provisioner.errors import BlockUnknown
-from provisioner.orders.enrollment import aware
 from provisioner.store import audit
 from provisioner.store.access import Store
 from provisioner.store.models import SourceBlock, utcnow
@@ -36,9 +35,7 @@ def active(inv: Store) -> list[Block]:
             .where(SourceBlock.lifted_at.is_(None), SourceBlock.until > utcnow())
             .order_by(SourceBlock.blocked_at.desc())
         ).all()
-        return [
-            Block(r.source, aware(r.blocked_at), aware(r.until), r.protocol, r.names) for r in rows
-        ]
+        return [Block(r.source, r.blocked_at, r.until, r.protocol, r.names) for r in rows]
 
 
 def lift(inv: Store, source: str, actor: str = "") -> int:

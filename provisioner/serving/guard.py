@@ -70,6 +70,11 @@ class SourceGuard:
             return False
         return True
 
+    def remaining(self, source: str) -> float:
+        """Seconds until the block of ``source`` ends (0 when it is not blocked)."""
+        block = self._blocked.get(source)
+        return 0.0 if block is None else max(0.0, block.until - self._clock())
+
     def miss(self, source: str, identity: str) -> bool:
         """Count an unknown device ``identity`` asked for by ``source``; True if that blocks it."""
         now = self._clock()
@@ -101,11 +106,6 @@ class SourceGuard:
             block = self._blocked.get(source)
             if block is not None:
                 block.stored = self._clock()
-
-    def unblock(self, source: str) -> None:
-        with self._lock:
-            self._blocked.pop(source, None)
-            self._misses.pop(source, None)
 
     def sync(self, store_blocks: Mapping[str, datetime], as_of: float) -> None:
         """Take the store's active blocks (source -> until), read at ``as_of`` (this guard's

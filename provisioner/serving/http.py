@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -102,11 +103,18 @@ class DeviceHttpApp:
             ctype = _TYPES.get(name.rsplit(".", 1)[-1], _OCTETS)
             await _respond(send, 200, answer.data, [(b"content-type", ctype), *extra], head)
         elif answer.outcome == "blocked":
-            await _respond(send, 429, b"too many misses\n", [(b"retry-after", b"900")], head)
+            retry = (b"retry-after", self._retry_after(client[0]))
+            await _respond(send, 429, b"too many misses\n", [retry], head)
         elif answer.challenge:
             await _respond(send, 401, _NOT_FOUND, [_CHALLENGE], head)
         else:
             await _respond(send, 404, _NOT_FOUND, [], head)
+
+    def _retry_after(self, source: str) -> bytes:
+        """Whole seconds until the source's block ends (the block's length if it just did)."""
+        guard = self.service.guard
+        wait = guard.remaining(source) or guard.policy.block_seconds
+        return str(max(1, math.ceil(wait))).encode()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

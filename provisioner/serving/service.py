@@ -42,7 +42,6 @@ from typing import Any, Literal
 from sqlalchemy import func, insert, select, update
 
 from provisioner.errors import ProvisionerError
-from provisioner.orders.enrollment import aware
 from provisioner.serving.guard import SourceGuard
 from provisioner.serving.static import resolve_static
 from provisioner.store.access import Store
@@ -467,7 +466,7 @@ class ProvisioningService:
                     SourceBlock.lifted_at.is_(None), SourceBlock.until > utcnow()
                 )
             ).all()
-        self.guard.sync({src: aware(until) for src, until in blocks}, as_of)
+        self.guard.sync(dict(blocks), as_of)
         for pk, _ in rows:
             self._reload(pk)
         if rows:
@@ -753,14 +752,14 @@ def _new_state(s: Any, states: dict[int, DeviceState], pk: int) -> DeviceState:
 
 def _window(windows: Iterable[Enrollment], device_pk: int, now: datetime) -> datetime | None:
     """When the device's window (its own or its order's) closes, or None if it is closed."""
-    ends = [aware(w.expires_at) for w in windows if w.device_pk is None or w.device_pk == device_pk]
+    ends = [w.expires_at for w in windows if w.device_pk is None or w.device_pk == device_pk]
     open_ends = [e for e in ends if e is not None and e > now]
     return max(open_ends) if open_ends else None
 
 
 def _armed_at(windows: Iterable[Enrollment], device_pk: int) -> datetime | None:
     """When the device's window (its own or its order's) was last armed."""
-    stamps = [aware(w.armed_at) for w in windows if w.device_pk is None or w.device_pk == device_pk]
+    stamps = [w.armed_at for w in windows if w.device_pk is None or w.device_pk == device_pk]
     return max(stamps) if stamps else None
 
 
@@ -779,4 +778,4 @@ def _printable(name: str) -> str:
     return text[:200]
 
 
-__all__ = ["Answer", "ProvisioningService", "aware"]
+__all__ = ["Answer", "ProvisioningService"]

@@ -14,24 +14,18 @@ DEFAULT_TFTP_ROOT = data_path("tftp_root")
 
 
 def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
-    from provisioner.api.metrics import REGISTRY
+    from provisioner.metrics import METRICS
     from provisioner.render.engine import Renderer
     from provisioner.serving.guard import GuardPolicy, SourceGuard
     from provisioner.serving.service import ProvisioningService
 
-    fetches = REGISTRY.counter(
-        "provisioner_fetches_total",
-        "Device fetches by protocol and result (served, not_found, blocked).",
-        ("protocol", "result"),
-    )
-
     def count(protocol: str, outcome: str, _source: str) -> None:
         if outcome == "source_blocked":
-            REGISTRY.blocked_sources.inc(protocol=protocol)
+            METRICS.blocked_sources.labels(protocol=protocol).inc()
             return
-        fetches.inc(protocol=protocol, result=outcome)
+        METRICS.fetches.labels(protocol=protocol, result=outcome).inc()
         if outcome == "served":
-            REGISTRY.files_served.inc(protocol=protocol)
+            METRICS.files_served.labels(protocol=protocol).inc()
 
     s = inventory.settings
     root = tftp_root or (Path(s.tftp_root) if s.tftp_root else DEFAULT_TFTP_ROOT)

@@ -10,8 +10,8 @@ import json
 import logging
 import os
 import pwd
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -64,11 +64,12 @@ def query(
     actor: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    orders: Iterable[str] | None = None,
+    orders: Collection[str] | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[AuditEvent]:
-    """Events newest first; ``orders`` limits them to these order ids (a scoped caller)."""
+    """Events newest first: of an order, a device, an actor, from ``since`` (inclusive) to
+    ``until``; ``orders`` limits them to those orders (a technician's token)."""
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
     if order_id:
         stmt = stmt.where(AuditEvent.order_id == order_id)
@@ -77,16 +78,9 @@ def query(
     if actor:
         stmt = stmt.where(AuditEvent.actor == actor)
     if since:
-        stmt = stmt.where(AuditEvent.at >= _utc_naive(since))
+        stmt = stmt.where(AuditEvent.at >= since)
     if until:
-        stmt = stmt.where(AuditEvent.at < _utc_naive(until))
+        stmt = stmt.where(AuditEvent.at < until)
     if orders is not None:
         stmt = stmt.where(AuditEvent.order_id.in_(sorted(orders)))
     return list(session.scalars(stmt.offset(offset).limit(limit)))
-
-
-def _utc_naive(value: datetime) -> datetime:
-    # Stored in UTC without an offset (SQLite); compare like with like.
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -16,13 +16,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from provisioner.store.types import UtcDateTime
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
-    pass
+    # Every datetime column is a UtcDateTime: aware UTC in and out, on SQLite as on PostgreSQL.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime}
 
 
 class Customer(Base):
@@ -42,7 +45,7 @@ class Order(Base):
     options: Mapped[str] = mapped_column(Text)  # canonical JSON of the document's options
     state: Mapped[str] = mapped_column(String(16), default="active")  # active | cancelled
     source: Mapped[str] = mapped_column(String(500), default="")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The store generation of the order's last change (see store.changes): serving reloads
     # every order whose generation passed the last one it saw.
     generation: Mapped[int] = mapped_column(Integer, default=0, index=True)
@@ -183,7 +186,7 @@ class SecretRow(Base):
     name: Mapped[str] = mapped_column(String(32))  # "sip_password", "admin_password", ...
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     source: Mapped[str] = mapped_column(String(10))  # generated | document | rotated
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEvent(Base):
@@ -196,7 +199,7 @@ class AuditEvent(Base):
         Index("ix_audit_at", "at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(40))
     order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -215,8 +218,8 @@ class Enrollment(Base):
     device_pk: Mapped[int | None] = mapped_column(
         ForeignKey("devices.id", ondelete="CASCADE"), nullable=True, unique=True
     )
-    armed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    armed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
     armed_by: Mapped[str] = mapped_column(String(100))
 
 
@@ -228,17 +231,17 @@ class DeviceState(Base):
         ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
     bound_source: Mapped[str | None] = mapped_column(String(45), nullable=True)
-    bound_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    bound_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
     last_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_source: Mapped[str | None] = mapped_column(String(45), nullable=True)
     last_protocol: Mapped[str | None] = mapped_column(String(8), nullable=True)
     last_user_agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
     fetches: Mapped[int] = mapped_column(Integer, default=0)
     # Fetches of this device's files that were refused (window closed, another source).
     refusals: Mapped[int] = mapped_column(Integer, default=0)
-    last_refused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_refused_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_refused_source: Mapped[str | None] = mapped_column(String(45), nullable=True)
 
 
@@ -257,9 +260,9 @@ class SourceBlock(Base):
     __table_args__ = (Index("ix_source_blocks_source", "source"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(45))
-    blocked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    blocked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    until: Mapped[datetime] = mapped_column()
     protocol: Mapped[str] = mapped_column(String(8), default="")
     names: Mapped[int] = mapped_column(Integer, default=0)  # distinct unknown identities seen
-    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lifted_at: Mapped[datetime | None] = mapped_column(nullable=True)
     lifted_by: Mapped[str | None] = mapped_column(String(100), nullable=True)

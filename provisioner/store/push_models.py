@@ -10,7 +10,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -36,7 +35,7 @@ class Backup(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per device
-    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    taken_at: Mapped[datetime] = mapped_column(default=utcnow)
     method: Mapped[str] = mapped_column(String(8))  # snmp | ssh
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64))
@@ -51,7 +50,7 @@ class HostKey(Base):
         ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
     public_key: Mapped[str] = mapped_column(Text)
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     trusted_by: Mapped[str] = mapped_column(String(100))
 
 
@@ -66,8 +65,8 @@ class PushResultRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[str] = mapped_column(String(32))
     device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime] = mapped_column()
     changed: Mapped[bool] = mapped_column(Boolean, default=False)
     diff_lines: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[str] = mapped_column(
@@ -87,4 +86,4 @@ class PushLock(Base):
     )
     job_id: Mapped[str] = mapped_column(String(32))
     holder: Mapped[str] = mapped_column(String(100))
-    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)

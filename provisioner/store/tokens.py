@@ -17,9 +17,9 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from provisioner.errors import ProvisionerError
@@ -46,10 +46,10 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(16))
     orders: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of order ids
     token_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(100), default="")
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     @property
     def order_ids(self) -> list[str]:
@@ -80,11 +80,8 @@ def parse_expires(text: str) -> timedelta | None:
 
 
 def expired(row: ApiToken, now: datetime | None = None) -> bool:
-    """Whether the token's expiry has passed (SQLite hands back naive UTC datetimes)."""
-    if row.expires_at is None:
-        return False
-    at = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
-    return at <= (now or utcnow())
+    """Whether the token's expiry has passed."""
+    return row.expires_at is not None and row.expires_at <= (now or utcnow())
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +150,7 @@ def test_snmpv3_authpriv_push_and_v2c_refused_by_policy(
     push_lab: Any, fast: Timeouts, snmp_tools: dict[str, str]
 ) -> None:
     lab = push_lab
-    strict = replace(lab.inv.settings, snmp_require_v3=True)
+    strict = lab.inv.settings.model_copy(update={"snmp_require_v3": True})
     v2c = DeviceAddress("127.0.0.1", lab.sw_at.port, snmp_version="2c")
     refused = push_device(lab.inv, lab.renderer, lab.sw_key, v2c, timeouts=fast, settings=strict)
     assert refused.result == "failed" and "SNMPv3" in refused.error

@@ -60,7 +60,7 @@ def _secrets(override: dict[tuple[str, str], str] | None = None) -> SecretBook:
 
 def _engine(settings, override: Path | None = None) -> RenderEngine:  # type: ignore[no-untyped-def]
     if override is not None:
-        settings = dataclasses.replace(settings, template_override_dir=str(override))
+        settings = settings.model_copy(update={"template_override_dir": str(override)})
     return RenderEngine(settings)
 
 

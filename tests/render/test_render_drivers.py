@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import ClassVar
@@ -58,7 +57,7 @@ def _make_acme(sample_inventory, settings, tmp_path: Path):  # type: ignore[no-u
         dev.model = "acme-sp1"  # the box at extension 201 of WT-2026-000104 is now an SP-1
     reg = default_registry()
     reg.register(AcmeDriver)
-    s2 = dataclasses.replace(settings, template_override_dir=str(override))
+    s2 = settings.model_copy(update={"template_override_dir": str(override)})
     return Renderer(s2, sample_inventory, registry=reg)
 
 
@@ -127,7 +126,7 @@ def test_lookup_order_override_then_model_then_family(
         else original + "[ x ]\npath = /x\nOverride = ip150\n"
     )
     r = Renderer(
-        dataclasses.replace(settings, template_override_dir=str(override)), sample_inventory
+        settings.model_copy(update={"template_override_dir": str(override)}), sample_inventory
     )
     ip150 = r.files_for_mac("00:80:f0:00:00:04")["0080f0000004.cfg"].decode()
     ip701 = r.files_for_mac("00:80:f0:00:00:01")["0080f0000001.cfg"].decode()
@@ -138,7 +137,7 @@ def test_lookup_order_override_then_model_then_family(
         "[ only ]\npath = /o\nk = {{ device.model }}\n"
     )
     r2 = Renderer(
-        dataclasses.replace(settings, template_override_dir=str(override)), sample_inventory
+        settings.model_copy(update={"template_override_dir": str(override)}), sample_inventory
     )
     assert r2.files_for_mac("00:80:f0:00:00:01")["0080f0000001.cfg"] == (
         b"[ only ]\npath = /o\nk = alcatel-temporis-ip701g\n"

@@ -53,11 +53,12 @@ class Stack:
 @contextlib.contextmanager
 def _stack(inventory: OrdersService, tmp_path: Path, **limits: Any) -> Iterator[Stack]:
     """Device files and the REST API on one port, as ``serve`` runs them."""
-    settings = dataclasses.replace(
-        inventory.settings,
-        http_header_timeout=HEADER_TIMEOUT,
-        http_keepalive_timeout=KEEPALIVE_TIMEOUT,
-        **limits,
+    settings = inventory.settings.model_copy(
+        update={
+            "http_header_timeout": HEADER_TIMEOUT,
+            "http_keepalive_timeout": KEEPALIVE_TIMEOUT,
+            **limits,
+        }
     )
     root = tmp_path / "tftp_root"
     root.mkdir(exist_ok=True)
@@ -254,7 +255,7 @@ def test_the_https_listener_has_the_same_limits(
     sample_inventory: OrdersService, tmp_path: Path
 ) -> None:
     cert, key = _self_signed(tmp_path)
-    settings = dataclasses.replace(sample_inventory.settings, http_header_timeout=HEADER_TIMEOUT)
+    settings = sample_inventory.settings.model_copy(update={"http_header_timeout": HEADER_TIMEOUT})
     tls = ssl.create_default_context()
     tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     app = DeviceHttpApp(build_service(sample_inventory, tmp_path))

@@ -5,7 +5,6 @@ dodge the sweep guard or to match a device bound to another address.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ FORGED = "10.9.9.9"
 def _fetch_source(inventory: OrdersService, tmp_path: Path, trusted_proxies: str) -> str | None:
     """Arm the order, fetch the phone's file from 127.0.0.1 naming FORGED as the client, and
     return the source the device was bound to (the fetch path's view of who asked)."""
-    settings = dataclasses.replace(inventory.settings, trusted_proxies=trusted_proxies)
+    settings = inventory.settings.model_copy(update={"trusted_proxies": trusted_proxies})
     root = tmp_path / "tftp_root"
     root.mkdir(exist_ok=True)
     service = build_service(inventory, root)

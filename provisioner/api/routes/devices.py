@@ -205,7 +205,7 @@ def preview_file(
 
 
 def _armed(armed: Any) -> schemas.ArmedPublic:
-    expires = views.utc(armed.expires_at)
+    expires = armed.expires_at
     assert expires is not None
     return schemas.ArmedPublic(order=armed.order_id, devices=armed.devices, expires_at=expires)
 

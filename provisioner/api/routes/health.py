@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from provisioner.api import schemas
 from provisioner.api.deps import OrdersDep
-from provisioner.api.metrics import CONTENT_TYPE, REGISTRY
+from provisioner.metrics import CONTENT_TYPE, METRICS
 
 router = APIRouter(tags=["health"])
 # An empty security list marks an operation public in OpenAPI.
@@ -43,4 +43,4 @@ def readyz(inv: OrdersDep) -> JSONResponse | schemas.Health:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics() -> PlainTextResponse:
-    return PlainTextResponse(REGISTRY.render(), media_type=CONTENT_TYPE)
+    return PlainTextResponse(METRICS.render(), media_type=CONTENT_TYPE)
