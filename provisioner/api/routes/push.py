@@ -20,7 +20,7 @@ from provisioner.api.deps import DevicesPush, DevicesRead, OrdersDep, renderer_o
 from provisioner.api.problems import CONFLICT, NOT_FOUND, TargetsRefused, Violation
 from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_store
 from provisioner.api.routes.orders import OrderId
-from provisioner.errors import OrderConflict, OrderUnknown
+from provisioner.errors import OrderConflict
 from provisioner.orders.service import OrdersService
 from provisioner.push.targets import DeviceAddress, Timeouts, device_keys
 
@@ -147,10 +147,7 @@ def start_push(
 ) -> JSONResponse:
     """202 at once; follow ``/push-jobs/{id}`` or its ``/events``. One push per device at a
     time: a device already being pushed ends ``failed`` with the other job named."""
-    if not principal.sees(order_id):
-        raise OrderUnknown(f"order {order_id}: not in the store")
-    with inv.db.read() as session:
-        state = inv.get(session, order_id).state
+    state = inv.read_order(order_id, lambda order: order.state, visible=principal.sees)
     if state != schemas.OrderState.active:
         raise OrderConflict(f"order {order_id}: is {state}; nothing is pushed")
     renderer = renderer_of(request)
