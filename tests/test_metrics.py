@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 from liveserve import Stack, serve_stack
-
-from provisioner.orders.enrollment import arm
 from provisioner.orders.service import OrdersService
 
 CURL = shutil.which("curl")
@@ -52,7 +50,7 @@ def _grew(before: dict[str, float], after: dict[str, float], sample: str) -> flo
 def test_files_served_over_tftp_and_http_are_counted_in_the_servers_metrics(
     served: Stack,
 ) -> None:
-    arm(served.inventory, "WT-2026-000123", 30, actor="test")
+    served.inventory.arm("WT-2026-000123", 30, actor="test")
     before = _scrape(served)
     assert _curl(f"tftp://127.0.0.1:{served.tftp_port}/{PHONE_FILE}")
     assert _curl(f"{served.http}/{PHONE_FILE}")
