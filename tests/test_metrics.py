@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from liveserve import Stack, serve_stack
+
 from provisioner.orders.service import OrdersService
 
 CURL = shutil.which("curl")
