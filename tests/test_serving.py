@@ -134,7 +134,7 @@ def test_second_claimant_is_refused_and_audited(served: Stack) -> None:
     # The first box keeps working; after a re-arm a replacement box may claim it.
     assert served.service.fetch(PHONE_FILE, "127.0.0.10", "http").outcome == "served"
     inv.arm(PHONE_MAC, 30, actor="test")
-    served.service.invalidate()
+    served.settle()
     assert served.service.fetch(PHONE_FILE, "127.0.0.11", "http").outcome == "served"
     served.service.flush()
     with inv.db.read() as s:
@@ -311,7 +311,7 @@ def test_canary_secret_only_in_the_authorised_fetch(sample_inventory: OrdersServ
         refused = service.fetch(name, "127.0.0.5", "http")
         assert refused.outcome == "not_found" and canary.encode() not in refused.data
         inv.arm("WT-2026-000104", 5)
-        service.invalidate()
+        service.refresh()
         ok = service.fetch(name, "127.0.0.5", "tftp")
         assert ok.outcome == "served" and canary.encode() in ok.data
         other = service.fetch("0080f0200002.cfg", "127.0.0.6", "tftp")
@@ -330,7 +330,7 @@ def test_warm_cache_and_only_changed_orders_are_reloaded(sample_inventory: Order
     service = build_service(inv, tmp_path)
 
     def entry(mac: str) -> object:
-        return service._loaded[service._identities[mac]][mac]
+        return service.index._loaded[service.index._identities[mac]][mac]
 
     try:
         assert service.warm() == 5  # six sample orders; WT-2026-000102 has no box bound yet

@@ -135,3 +135,41 @@ def dhcp(
     from provisioner.render.dhcp import dhcp_snippet
 
     sys.stdout.write(dhcp_snippet(_renderer(), order, site, fmt))
+
+
+@app.command()
+@handles_errors
+def republish(
+    order: Annotated[
+        list[str] | None, typer.Argument(help="Order ids (default: with --all, every one).")
+    ] = None,
+    all_orders: Annotated[bool, typer.Option("--all", help="Every active order.")] = False,
+) -> None:
+    """Render and publish device files again, after a template or model change.
+
+    Every write publishes the files it changes by itself; this is for changes that are not
+    writes to an order (an upgraded template, a new driver, an operator's override folder).
+    Files that come out the same are left alone; every server serves the new ones within a
+    second.
+
+    Examples:
+      provisioner republish --all
+      provisioner republish WT-2026-000123
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if bool(order) == all_orders:
+        raise ProvisionerError("give order ids, or --all for every active order")
+    from provisioner.orders.reads import OrderQuery
+
+    inv = _inventory()
+    active = OrderQuery(state="active")
+    wanted = order or inv.read_orders(active, lambda o: o.order_id).items
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("republishing", total=len(wanted))
+        done = inv.republish(wanted, progress=lambda _order, _d: progress.advance(task))
+    out.print(
+        f"{len(wanted)} orders: {done.written} files written, {done.deleted} deleted",
+        markup=False,
+    )

@@ -7,7 +7,8 @@ the NOC re-applies a document that still says the device is planned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,7 +28,8 @@ from provisioner.errors import (
     OrderUnknown,
 )
 from provisioner.orders import enrollment
-from provisioner.orders.reads import OrderReads
+from provisioner.orders.publish import Published, Publisher
+from provisioner.orders.reads import OrderQuery, OrderReads
 from provisioner.orders.status import DeviceStatus, device_status
 from provisioner.orders.sync import (
     OrderSync,
@@ -38,9 +40,11 @@ from provisioner.orders.sync import (
     lock_order,
     put_secret,
 )
+from provisioner.settings import Settings
 from provisioner.store import audit, vault
-from provisioner.store.changes import Touched
+from provisioner.store.changes import Touched, announce, next_generation
 from provisioner.store.changes import touched as touched_by
+from provisioner.store.db import Database
 from provisioner.store.models import Device, DeviceState, Order, SecretRow, Terminal, utcnow
 
 MAX_WINDOW_MINUTES = 7 * 24 * 60
@@ -95,6 +99,11 @@ class OrdersService(OrderReads):
     one transaction and returns what it changed (its :class:`Touched`). One instance per
     process; thread-safe.
     """
+
+    def __init__(self, settings: Settings, db: Database | None = None):
+        super().__init__(settings, db)
+        self._publisher: Publisher | None = None
+        self._publisher_lock = threading.Lock()
 
     # ------------------------------------------------------------------ apply
 
@@ -531,8 +540,57 @@ class OrdersService(OrderReads):
                 )
             return Rotated(order_id, wanted, from_document, touched)
 
+    # ------------------------------------------------------------------ publishing
+
+    @property
+    def publisher(self) -> Publisher:
+        """Renders what a write touched (built on first use: the engine loads templates)."""
+        with self._publisher_lock:
+            if self._publisher is None:
+                from provisioner.render.engine import RenderEngine
+
+                self._publisher = Publisher(self, RenderEngine(self.settings))
+            return self._publisher
+
+    def republish(
+        self,
+        order_ids: Iterable[str] | None = None,
+        *,
+        progress: Callable[[str, Published], None] | None = None,
+    ) -> Published:
+        """Render and publish the files of the given orders (every active order for None)
+        again, after a template or model change: one transaction per order, and every server
+        follows within a second. Orders whose files did not change are left as they are."""
+        if order_ids is None:
+            wanted = self.read_orders(OrderQuery(state="active"), lambda o: o.order_id).items
+        else:
+            wanted = list(order_ids)
+        total = Published()
+        for order_id in wanted:
+            with self.db.write() as session:
+                order = lock_order(session, order_id)
+                if order is None:
+                    raise OrderUnknown(f"order {order_id}: not in the store")
+                done = self.publisher.publish_order(session, order)
+                if done.written or done.deleted:
+                    order.generation = next_generation(session)  # servers reload it
+                    announce(session)
+            total += done
+            if progress is not None:
+                progress(order_id, done)
+        return total
+
     @contextmanager
     def _writing(self) -> Iterator[tuple[Session, Touched]]:
-        """One write transaction, and what it touched (complete once it has committed)."""
+        """One write transaction, and what it touched (complete once it has committed).
+
+        Before it commits, what it touched is published (:mod:`provisioner.orders.publish`):
+        the write and its files are one unit, and a file that does not render refuses both.
+        """
         with self.db.write() as session:
-            yield session, touched_by(session)
+            touched = touched_by(session)
+            yield session, touched
+            session.flush()
+            self.publisher.publish(session, touched)
+            if touched.orders or touched.windows:
+                announce(session)

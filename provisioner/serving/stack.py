@@ -15,7 +15,7 @@ DEFAULT_TFTP_ROOT = data_path("tftp_root")
 
 def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
     from provisioner.metrics import METRICS
-    from provisioner.render.engine import Renderer
+    from provisioner.render.drivers import default_registry
     from provisioner.serving.guard import GuardPolicy, SourceGuard
     from provisioner.serving.service import ProvisioningService
 
@@ -32,7 +32,8 @@ def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
     guard = SourceGuard(
         GuardPolicy(max_misses=s.sweep_max_misses, block_seconds=s.sweep_block_seconds)
     )
-    return ProvisioningService(inventory, Renderer(s, inventory), root, guard, on_event=count)
+    drivers = default_registry().drivers()
+    return ProvisioningService(inventory, drivers, root, guard, on_event=count)
 
 
 def tftp_resolver(service: Any) -> Any:

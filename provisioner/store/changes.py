@@ -32,7 +32,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event, insert, inspect, select, update
+from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from provisioner.store.models import (
@@ -52,6 +52,7 @@ from provisioner.store.models import (
 from provisioner.store.push_models import HostKey
 
 GENERATION = "generation"
+CHANNEL = "provisioner_changes"  # PostgreSQL NOTIFY channel of the change feed
 
 # Rows an order's published files or its fetch decisions are made from.
 CONTENT: tuple[type[Any], ...] = (
@@ -71,9 +72,11 @@ _CONTENT_TABLES = frozenset(cls.__table__.name for cls in CONTENT)
 @dataclass
 class Touched:
     """What a write changed: order id -> the ids of the devices whose own rows changed, or
-    ``None`` for every device of the order (something they share changed)."""
+    ``None`` for every device of the order (something they share changed); ``windows``: the
+    orders whose enrollment windows changed (who may fetch, not what: nothing to render)."""
 
     orders: dict[str, set[str] | None] = field(default_factory=dict)
+    windows: set[str] = field(default_factory=set)
 
     def add(self, order_id: str, device_id: str | None) -> None:
         if device_id is None:
@@ -99,6 +102,13 @@ def touched(session: Session) -> Touched:
 
 class BulkWriteRefused(RuntimeError):
     """A bulk statement on an order's rows would bypass :func:`_touch_orders`."""
+
+
+def announce(session: Session) -> None:
+    """Tell every listening server that this transaction changed what they answer (delivered
+    when it commits; PostgreSQL only: on SQLite servers poll the generation)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, "")))
 
 
 def next_generation(session: Session) -> int:
@@ -146,9 +156,6 @@ def _device_of(session: Session, obj: Any) -> str | None:
         return obj.device_id
     if isinstance(obj, Terminal):
         return obj.device.device_id if obj.device is not None else None
-    if isinstance(obj, Enrollment) and obj.device_pk is not None:
-        device = session.get(Device, obj.device_pk)
-        return device.device_id if device is not None else None
     if isinstance(obj, SecretRow) and obj.owner.startswith("device:"):
         return obj.owner.removeprefix("device:")
     return None
@@ -171,7 +178,10 @@ def _touch_orders(session: Session, _context: Any, _instances: Any) -> None:
         device_id = _device_of(session, obj)
         for order in _order_of(session, obj):
             touched_orders[id(order)] = order
-            record.add(order.order_id, device_id)
+            if isinstance(obj, Enrollment):
+                record.windows.add(order.order_id)
+            else:
+                record.add(order.order_id, device_id)
     if not touched_orders:
         return
     generation = next_generation(session)

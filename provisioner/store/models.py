@@ -223,6 +223,28 @@ class Enrollment(Base):
     armed_by: Mapped[str] = mapped_column(String(100))
 
 
+class PublishedFile(Base):
+    """A file as every server serves it, published by the write that changed it.
+
+    One row per served file of a device of an active order; written in the same transaction
+    as the change (a failed render refuses the change), deleted with it (a cancelled order,
+    an unbound or swapped-out box). ``ciphertext`` is the body encrypted with the vault key:
+    device files hold passwords. ``generation`` is the order's when it was published.
+    """
+
+    __tablename__ = "published_files"
+    __table_args__ = (Index("ix_published_order", "order_pk"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_pk: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    generation: Mapped[int] = mapped_column(Integer)
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class DeviceState(Base):
     """What a device did last: the source it is bound to and the file it fetched."""
 

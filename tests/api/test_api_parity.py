@@ -19,7 +19,12 @@ from provisioner.store import tokens
 # Differ by nature between two stores or two callers: keys, clocks, ciphertexts, who/where.
 SKIP_TABLES = {"alembic_version", "audit_events", "api_tokens"}
 SKIP_COLUMNS = {"id", "customer_id", "created_at", "updated_at", "ciphertext", "at"}
-SKIP_TABLE_COLUMNS = {("orders", "source")}
+# Published files hold each store's own generated passwords: their hashes differ, not names.
+SKIP_TABLE_COLUMNS = {
+    ("orders", "source"),
+    ("published_files", "sha256"),
+    ("published_files", "published_at"),
+}
 
 
 def _rows(inv: OrdersService) -> dict[str, list[tuple[Any, ...]]]:

@@ -1,0 +1,312 @@
+"""The serving layer's writes, off the request path: one background thread stores what the
+request path decided, in batches (DESIGN.md §4, "the request path does no I/O that can wait").
+
+- A claim (the first fetch in a window binds a device to its source) is written with a
+  conditional UPDATE: of two servers claiming one device, the first write wins and the other
+  follows it. A claim made in a window re-armed since, or for a box swapped out, is dropped.
+- Each device's state row (last fetch, refusals) is updated once per batch.
+- Fetches a device made are audited one row each; static files and refusals are coalesced
+  into one row per source, action, device and minute, so a flood cannot grow the log.
+- A source the guard blocked is stored, so every server and ``provisioner blocks`` see it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from provisioner.serving.guard import SourceGuard
+from provisioner.serving.index import Index, armed_at_of
+from provisioner.store.access import Store
+from provisioner.store.changes import announce
+from provisioner.store.models import (
+    AuditEvent,
+    Device,
+    DeviceState,
+    Enrollment,
+    SourceBlock,
+    utcnow,
+)
+
+log = logging.getLogger("provisioner.serving.recorder")
+
+
+@dataclass
+class Event:
+    # served | abandoned | refused | claim-refused | claim | blocked | static | static-abandoned
+    kind: str
+    source: str
+    protocol: str
+    name: str
+    device_pk: int | None = None
+    device_id: str = ""
+    order_id: str = ""
+    sha256: str = ""
+    user_agent: str = ""
+    at: datetime = field(default_factory=utcnow)
+    armed_at: datetime | None = None  # claims: the window the decision was made in
+    identity: str = ""  # claims: the box (MAC or serial) that claimed
+
+
+@dataclass
+class _Flush:
+    done: threading.Event
+
+
+class Recorder:
+    """Stores what the request path decided, from one background thread."""
+
+    def __init__(self, store: Store, index: Index, guard: SourceGuard):
+        self.store = store
+        self.index = index
+        self.guard = guard
+        self._events: queue.Queue[Event | _Flush | None] = queue.Queue()
+        self._coalesced: dict[tuple[str, str, str, str], tuple[int, dict[str, int]]] = {}
+        self._thread = threading.Thread(target=self._write_events, name="serving-recorder",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def emit(self, event: Event) -> None:
+        self._events.put(event)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every event so far is in the store (tests, shutdown)."""
+        done = threading.Event()
+        self._events.put(_Flush(done))
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._events.put(None)
+        self._thread.join(5)
+
+    def _write_events(self) -> None:
+        while True:
+            first = self._events.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + 0.05
+            while len(batch) < 1000:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._events.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._events.put(None)
+                    break
+                batch.append(item)
+            flushes = [e for e in batch if isinstance(e, _Flush)]
+            events = [e for e in batch if isinstance(e, Event)]
+            try:
+                if events:
+                    self._store(events)
+            except Exception:
+                log.exception("could not write %d serving events", len(events))
+            for f in flushes:
+                f.done.set()
+
+    def _store(self, events: list[Event]) -> None:
+        """One transaction per batch: claims, one state row per device, audit rows in bulk."""
+        claims = [e for e in events if e.kind == "claim" and e.device_pk is not None]
+        served: dict[int, tuple[Event, int]] = {}
+        refused: dict[int, tuple[Event, int]] = {}
+        for e in events:
+            if e.device_pk is None:
+                continue
+            if e.kind == "served":
+                _, n = served.get(e.device_pk, (e, 0))
+                served[e.device_pk] = (e, n + 1)
+            elif e.kind in ("refused", "claim-refused", "blocked-fetch"):
+                _, n = refused.get(e.device_pk, (e, 0))
+                refused[e.device_pk] = (e, n + 1)
+        rows = [_audit_row(e) for e in events if e.kind in _ACTIONS]
+        coalesced = [e for e in events if e.kind in _COALESCED]
+        blocks = [e for e in events if e.kind == "blocked"]
+        with self.store.db.write() as s:
+            outcomes = [(e, self._write_claim(s, e)) for e in claims]
+            pks = list(served) + list(refused)
+            states = {
+                st.device_pk: st
+                for st in s.scalars(select(DeviceState).where(DeviceState.device_pk.in_(pks)))
+            }
+            for pk, (e, count) in served.items():
+                state = states.get(pk) or _new_state(s, states, pk)
+                state.last_file = e.name[:255]
+                state.last_hash = e.sha256
+                state.last_at = e.at
+                state.last_source = e.source
+                state.last_protocol = e.protocol
+                state.last_user_agent = e.user_agent[:200] or None
+                state.fetches = (state.fetches or 0) + count
+            for pk, (e, count) in refused.items():
+                state = states.get(pk) or _new_state(s, states, pk)
+                state.refusals = (state.refusals or 0) + count
+                state.last_refused_at = e.at
+                state.last_refused_source = e.source
+            for e in blocks:
+                policy = self.guard.policy
+                s.add(
+                    SourceBlock(
+                        source=e.source,
+                        blocked_at=e.at,
+                        until=e.at + timedelta(seconds=policy.block_seconds),
+                        protocol=e.protocol,
+                        names=policy.max_misses,
+                    )
+                )
+            s.flush()
+            if rows:
+                s.execute(insert(AuditEvent), rows)
+            if claims or blocks:
+                announce(s)  # other servers take the binding or the block at once
+            self._coalesce(s, coalesced)
+        for e, holder in outcomes:
+            assert e.device_pk is not None
+            if holder is not None and holder != e.source:
+                log.warning("device %s: bound to %s by another server", e.device_id, holder)
+            self.index.claimed(e.device_pk, e.source, e.identity, holder)
+        for e in blocks:
+            self.guard.stored(e.source)
+
+    def _write_claim(self, s: Any, e: Event) -> str | None:
+        """Persist an in-memory claim; returns who holds the device now (another server may
+        have bound it first), or None for a claim dropped.
+
+        A claim made in a window that was re-armed since (which released the binding), or
+        for a device that names another box now, is dropped: the next fetch decides again.
+        """
+        assert e.device_pk is not None
+        device = s.get(Device, e.device_pk)
+        windows = s.scalars(
+            select(Enrollment).where(Enrollment.order_pk == device.order_pk)
+        ).all() if device is not None else []  # fmt: skip
+        if (
+            device is None
+            or (device.mac or device.serial) != e.identity
+            or armed_at_of(windows, device.id) != e.armed_at
+        ):
+            return None
+        state = s.get(DeviceState, e.device_pk)
+        if state is None:
+            s.add(DeviceState(device_pk=e.device_pk, bound_source=e.source, bound_at=e.at,
+                              fetches=0, refusals=0))  # fmt: skip
+            s.flush()
+            return e.source
+        done = s.execute(
+            update(DeviceState)
+            .where(DeviceState.device_pk == e.device_pk, DeviceState.bound_source.is_(None))
+            .values(bound_source=e.source, bound_at=e.at)
+        )
+        s.refresh(state)
+        return e.source if done.rowcount else state.bound_source
+
+    def _coalesce(self, s: Any, events: list[Event]) -> None:
+        """Static files and refusals: one audit row per source, action, device and minute,
+        however many requests (a flood cannot grow the audit log faster than that)."""
+        if not events:
+            return
+        groups: dict[tuple[str, str, str, str], dict[str, int]] = {}
+        first: dict[tuple[str, str, str, str], Event] = {}
+        for e in events:
+            minute = e.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+            key = (e.source, _COALESCED[e.kind], minute, e.device_id)
+            names = groups.setdefault(key, {})
+            first.setdefault(key, e)
+            shown = _printable(e.name)
+            names[shown] = names.get(shown, 0) + 1
+        for key, names in groups.items():
+            known = self._coalesced.get(key)
+            if known is None:
+                e = first[key]
+                row = AuditEvent(at=e.at, actor=f"device:{key[0]}", action=key[1],
+                                 order_id=e.order_id or None, device=e.device_id or None,
+                                 detail="")  # fmt: skip
+                s.add(row)
+                s.flush()
+                total = dict(names)
+                self._coalesced[key] = (row.id, total)
+            else:
+                row_id, total = known
+                for n, c in names.items():
+                    if n in total or len(total) < 20:  # a flood of names keeps a bounded row
+                        total[n] = total.get(n, 0) + c
+                    else:
+                        total["(other names)"] = total.get("(other names)", 0) + c
+                row = s.get(AuditEvent, row_id)
+                if row is None:
+                    continue
+            row.detail = json.dumps(
+                {
+                    "source": key[0],
+                    "minute": key[2],
+                    "requests": sum(total.values()),
+                    "files": total,
+                    "protocol": first[key].protocol,
+                },
+                sort_keys=True,
+            )
+        # Forget minutes that are over: their rows are final.
+        current = utcnow().astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        for key in [k for k in self._coalesced if k[2] < current]:
+            del self._coalesced[key]
+
+
+# One audit row per event: fetches a device made, and blocks.
+_ACTIONS = {
+    "served": "file.served",
+    "abandoned": "file.abandoned",
+    "blocked": "source.blocked",
+}
+# One row per source, action, device and minute (see _coalesce): what a flood could repeat.
+_COALESCED = {
+    "static": "static.served",
+    "static-abandoned": "static.abandoned",
+    "refused": "file.refused",
+    "claim-refused": "file.claim-refused",
+    "blocked-fetch": "file.blocked",
+}
+
+
+def _audit_row(e: Event) -> dict[str, Any]:
+    return {
+        "at": e.at,
+        "actor": f"device:{e.source}",
+        "action": _ACTIONS[e.kind],
+        "order_id": e.order_id or None,
+        "device": e.device_id or None,
+        # Names, addresses and hashes only: an event never carries file content.
+        "detail": json.dumps(
+            {
+                "file": _printable(e.name),
+                "protocol": e.protocol,
+                "sha256": e.sha256 or None,
+                "source": e.source,
+            },
+            sort_keys=True,
+        ),
+    }
+
+
+def _new_state(s: Any, states: dict[int, DeviceState], pk: int) -> DeviceState:
+    state = DeviceState(device_pk=pk, fetches=0, refusals=0)
+    s.add(state)
+    states[pk] = state
+    return state
+
+
+def _printable(name: str) -> str:
+    """A requested name as it may be logged: escaped, at most 200 characters."""
+    text = name.encode("unicode_escape", "backslashreplace").decode("ascii", "replace")
+    return text[:200]
