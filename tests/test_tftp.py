@@ -681,13 +681,76 @@ def test_option_negotiation(serve: Serve) -> None:
     }
     assert oack({"BLKSIZE": "70000"}) == {"blksize": "65464"}  # names are case-insensitive
     assert oack({"blksize": "7", "tsize": "0"}) == {"tsize": size}
-    assert oack({"timeout": "0", "windowsize": "8", "tsize": "0"}) == {"tsize": size}
+    assert oack({"timeout": "0", "windowsize": "8", "tsize": "0"}) == {
+        "tsize": size,
+        "windowsize": "8",
+    }
     assert oack({"timeout": "256", "tsize": "99999999999999999999"}) == {"tsize": size}
+    assert oack({"windowsize": "0", "tsize": "0"}) == {"tsize": size}  # RFC 7440: 1..65535
+    assert oack({"windowsize": "65535"}) == {"windowsize": "64"}  # answered with our maximum
     # Only unsupported options: plain RFC 1350, the first DATA block comes straight away.
-    assert first_answer(svc.port, request("multi.cfg", options={"windowsize": "4"}))[:4] == (
+    assert first_answer(svc.port, request("multi.cfg", options={"rollover": "0"}))[:4] == (
         b"\x00\x03\x00\x01"
     )
     assert fetch(svc.port, "multi.cfg", {"blksize": "8", "timeout": "1"}) == FILES["multi.cfg"]
+
+
+def windowed_fetch(
+    port: int, name: str, window: int, *, blksize: int = 512, drop_first: bool = False
+) -> tuple[bytes, list[int]]:
+    """A windowsize client (RFC 7440): ACKs the last block of each window it got in order.
+    With ``drop_first``, the first window's last block is "lost": the client ACKs the block
+    before it, and the server must send the rest again. Returns the bytes and how many DATA
+    packets came per window."""
+    opts = {"windowsize": str(window), "blksize": str(blksize)}
+    with udp() as sock:
+        sock.settimeout(3)
+        sock.sendto(request(name, options=opts), (HOST, port))
+        pkt, tid = sock.recvfrom(65536)
+        assert parse_oack(pkt)["windowsize"] == str(window)
+        sock.sendto(ack(0), tid)
+        got, per_window, expected, dropped = b"", [], 1, not drop_first
+        while True:
+            count, last, ended = 0, None, False
+            for _ in range(window):
+                pkt, _ = sock.recvfrom(65536)
+                count += 1
+                number = int.from_bytes(pkt[2:4], "big")
+                if number != expected & 0xFFFF:
+                    continue  # a block resent from an earlier window we already have
+                if not dropped and count == window:
+                    dropped = True  # pretend this one never arrived
+                    break
+                got += pkt[4:]
+                last, expected = number, expected + 1
+                if len(pkt) - 4 < blksize:
+                    ended = True
+                    break
+            per_window.append(count)
+            sock.sendto(ack(last if last is not None else (expected - 1) & 0xFFFF), tid)
+            if ended:
+                return got, per_window
+
+
+@pytest.mark.timeout(30)
+def test_windowsize_sends_a_window_per_ack_and_resends_after_a_loss(serve: Serve) -> None:
+    big = payload("big.bin", 512 * 40 + 100)  # 41 blocks
+    svc = serve(Recorder({"big.bin": big}).resolve)
+    data, per_window = windowed_fetch(svc.port, "big.bin", 8)
+    assert data == big
+    assert per_window == [8, 8, 8, 8, 8, 1]  # 41 blocks: five full windows and the last one
+    # The last block of the first window is lost: the client ACKs block 7, and the server
+    # sends the window from block 8 again (no waiting for a timeout).
+    data, per_window = windowed_fetch(svc.port, "big.bin", 8, drop_first=True)
+    assert data == big and per_window[0] == 8 and sum(per_window) == 42
+
+
+@pytest.mark.timeout(60)
+def test_block_numbers_roll_over_past_65535(serve: Serve) -> None:
+    huge = payload("huge.bin", 8 * 70_000 + 3)  # 70,001 blocks of 8 bytes: past 65,535
+    svc = serve(Recorder({"huge.bin": huge}).resolve)
+    data, _ = windowed_fetch(svc.port, "huge.bin", 64, blksize=8)
+    assert data == huge
 
 
 @pytest.mark.timeout(30)

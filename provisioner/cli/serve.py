@@ -35,7 +35,7 @@ def serve(
     import uvicorn
 
     from provisioner.serving.http import DeviceHttpApp
-    from provisioner.serving.httpserver import server_config
+    from provisioner.serving.httpserver import run_loop, server_config
     from provisioner.serving.stack import build_service, tftp_service
 
     inv = _inventory()
@@ -91,7 +91,7 @@ def serve(
             raise SettingsError("HTTP server could not start (port in use or not permitted?)")
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         tftp.stop()
         service.close()

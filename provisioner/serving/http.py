@@ -82,17 +82,20 @@ class DeviceHttpApp:
         headers = dict(scope["headers"])
         client = scope.get("client") or ("", 0)
         name = unquote(path[1:]) if path.startswith("/") else unquote(path)
-        loop = asyncio.get_running_loop()
-        answer: Answer = await loop.run_in_executor(
-            self._pool,
-            lambda: self.service.fetch(
+
+        def decide() -> Answer:
+            return self.service.fetch(
                 name,
                 client[0],
                 "http",
                 credentials=_credentials(headers),
                 user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:200],
-            ),
-        )
+            )
+
+        if self.service.loaded:
+            answer = decide()  # in memory: answered on the loop, no thread hop
+        else:  # the first seconds after start: a fetch may read its order from the store
+            answer = await asyncio.get_running_loop().run_in_executor(self._pool, decide)
         head = method == "HEAD"
         if answer.outcome == "served":
             etag = answer.etag.encode()

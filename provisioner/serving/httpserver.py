@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,6 +245,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.close)
         else:
             self.transport.close()  # TLS: asyncio's TLS shutdown sends the answer first
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the servers' coroutine on uvloop (libuv's event loop: the device path is a boot
+    storm's hot path)."""
+    import uvloop
+
+    uvloop.run(main)
 
 
 def server_config(

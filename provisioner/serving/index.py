@@ -99,6 +99,7 @@ class Index:
         self._pending: dict[int, tuple[str, datetime | None, str]] = {}
         self._generation = -1
         self._bindings_since = utcnow()
+        self.loaded = False  # every active order in memory (after warm)
         self._index_identities()
 
     # ---------------------------------------------------------------- lookups
@@ -156,6 +157,7 @@ class Index:
             pending = sorted(set(self._identities.values()) - set(self._loaded))
         for start in range(0, len(pending), _BATCH):
             self._reload(pending[start : start + _BATCH])
+        self.loaded = True  # from now on an order is loaded before its devices are indexed
         return len(pending)
 
     def refresh(self) -> int:

@@ -262,6 +262,11 @@ class ProvisioningService:
 
     # ------------------------------------------------------------------ following the store
 
+    @property
+    def loaded(self) -> bool:
+        """Every active order is in memory: no fetch reads the store (see :meth:`warm`)."""
+        return self.index.loaded
+
     def warm(self) -> int:
         """Load every active order's published files (start-up); returns how many orders."""
         return self.index.warm()

@@ -1,11 +1,12 @@
-"""TFTP service for zero-touch provisioning, on tftpy 0.8.7 made survivable.
+"""The TFTP server for zero-touch provisioning: a read-only RFC 1350 server with options
+(blksize, tsize, timeout: RFC 2347-2349) and windows (windowsize: RFC 7440).
 
 The caller's resolver decides every read request; this module never reads the disk. Writes
 are always refused. What a device sees:
 
-* a known name: the resolver's bytes, with ``blksize`` (RFC 2348, 8..65464), ``tsize`` and
-  ``timeout`` (RFC 2349, 1..30 s accepted) negotiated when asked for. ``netascii`` requests
-  get the RFC 1350 line-ending translation (the client undoes it), ``octet`` the bytes as is;
+* a known name: the resolver's bytes, with the options it asked for negotiated (``blksize``
+  8..65464, ``tsize``, ``timeout`` 1..30 s, ``windowsize`` 1..64). ``netascii`` requests get
+  the RFC 1350 line-ending translation (the client undoes it), ``octet`` the bytes as is;
 * an unknown or refused name: exactly one ``ERROR 1 "File not found"``, byte-identical for
   every miss, never retransmitted and never a default file;
 * a write request: one ``ERROR 2 "Access violation"``; nothing is created;
@@ -14,37 +15,23 @@ are always refused. What a device sees:
 * anything malformed (bad opcode, no NUL terminator, unknown mode such as ``mail``):
   silently dropped, so junk is never answered with more bytes than it carried. Bad option
   values (``blksize=abc``, ``timeout=0``...) are left out of the OACK, as RFC 2347 allows.
-  ``windowsize`` (RFC 7440) is not offered, see below.
 
-Why a replacement loop plus a tftpy session subclass, and not ``tftpy.TftpServer``:
-tftpy 0.8.7's ``TftpServer.listen()`` is where its fatal bugs live. Any non-``TftpException``
-from one datagram (``UnicodeDecodeError`` for a non-ASCII name, ``ValueError`` for
-``blksize=abc``) ends the loop; ``select()`` raises ``ValueError`` once a descriptor number
-passes 1023 (about 1,020 live sessions); a stalled session is resent on every loop wake-up
-after its first timeout; and its ``__init__`` insists on a readable root directory, which
-this service must not use. A subclass would have to override both methods, so nothing
-would be left to inherit, and patching site-packages is out of the question. What is sound
-in tftpy is kept and reused unchanged: the packet codec, the per-transfer context
-(``TftpContextServer``, one UDP socket per transfer as RFC 1350 wants) and its sending
-state machine (``TftpStateExpectACK``: DATA after each ACK, duplicate ACKs never trigger a
-resend, so no Sorcerer's Apprentice). ``_BytesSession`` subclasses the context to serve
-bytes already in memory, with file locking off: tftpy's end-of-transfer unlock reads
-``fileobj.name`` and crashes on ``io.BytesIO`` (bug #155, which kills the server after the
-first dynamic transfer). The loop (``TftpService``) uses ``selectors`` (epoll on Linux, no
-descriptor ceiling), caps live sessions, enlarges the listening socket's receive buffer so
-a boot storm is queued instead of dropped, parses requests itself (strict, bounded, never
-raising), and keeps each session's retransmission deadline in a heap so an abandoned
-transfer is dropped ``timeout * retries`` seconds after the last packet it was sent.
+One loop on one thread (``selectors``: epoll on Linux, no descriptor ceiling) serves every
+transfer, each on its own UDP port as RFC 1350 wants. A transfer is a small state machine
+over slices of its bytes (:mod:`.session`); the loop keeps each transfer's retransmission
+deadline in a heap, so an abandoned transfer is dropped ``timeout * retries`` seconds after
+the last packet it was sent. The listening socket gets a large receive buffer, so a boot
+storm's burst of requests is queued, not dropped.
 
-windowsize (RFC 7440) is deliberately not negotiated: tftpy's state machine is lock-step
-(one DATA per ACK), so offering it would mean writing a new sliding-window sender with its
-own rollover and loss handling, with no Debian client to check it against. Declining the
-option is standard behaviour: the client falls back to one block per ACK.
+Why not tftpy, which this server replaced: its ``TftpServer.listen()`` dies on one malformed
+datagram (a non-ASCII name, ``blksize=abc``), on the first dynamic transfer from memory (it
+unlocks ``fileobj.name``), and past descriptor 1023 (``select``); and it builds a context, a
+state object and packet objects for every transfer and packet, and knows no ``windowsize``.
 
-Threading: ``start()`` runs the loop on one daemon thread. The resolver and ``on_event``
-are called on that thread, one at a time; a slow resolver delays every other transfer, so
-keep it to a store lookup. IPv4 only (tftpy's contexts create ``AF_INET`` sockets).
-Logs carry the client address and the (escaped, truncated) file name only, never contents.
+Threading: ``start()`` runs the loop on one daemon thread. The resolver and ``on_event`` are
+called on that thread, one at a time; a slow resolver delays every other transfer, so keep
+it to a lookup in memory. IPv4 only. Logs carry the client address and the (escaped,
+truncated) file name only, never contents.
 """
 
 from __future__ import annotations
@@ -52,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
-import io
 import itertools
 import logging
 import selectors
@@ -65,9 +51,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from tftpy import TftpContexts, TftpException, TftpPacketTypes, TftpStates, TftpTimeoutExpectACK
+from provisioner.serving.tftp import codec
+from provisioner.serving.tftp.codec import (
+    ERR_ACCESS,
+    ERR_BUSY,
+    ERR_NOT_FOUND,
+    ERR_UNKNOWN_TID,
+)
+from provisioner.serving.tftp.session import Transfer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("provisioner.serving.tftp")
 
 Resolver = Callable[[str, str], Any]
 """``(filename, source_ip) -> bytes`` to serve, or ``None`` for not found / refused.
@@ -76,22 +69,14 @@ The resolver may also return any object with a ``data`` attribute (bytes) and an
 ``sha256``: it comes back as the ``reply`` of the transfer's :class:`TftpEvent`, so the caller
 learns how the transfer it decided ended (acknowledged to the last block, or abandoned)."""
 
-_RRQ, _WRQ, _ACK, _ERROR = 1, 2, 4, 5
 # Largest UDP payload is 65,507 bytes; a bigger buffer means nothing is ever truncated.
 _RECV_SIZE = 65536
-_MIN_BLKSIZE, _MAX_BLKSIZE = 8, 65464  # RFC 2348
-_MAX_OPTION_TIMEOUT = 30  # RFC 2349 allows 255 s; longer would let one RRQ hold a slot minutes
-_MAX_DISPLAY = 200
 _SO_RCVBUFFORCE = 33  # Linux value; the socket module does not export it
 # Datagrams read from the listening socket per wake-up: large enough to drain a burst fast,
 # small enough that running transfers are not starved by a flood of requests.
 _MAIN_BATCH = 256
-
-ERR_NOT_FOUND = b"\x00\x05\x00\x01File not found\x00"
-"""The one answer for every unknown, refused or undecodable name."""
-ERR_ACCESS = b"\x00\x05\x00\x02Access violation\x00"
-ERR_BUSY = b"\x00\x05\x00\x00busy\x00"
-ERR_UNKNOWN_TID = b"\x00\x05\x00\x05Unknown transfer ID\x00"
+# Datagrams read from one transfer's socket per wake-up (a window's ACKs, a client's junk).
+_SESSION_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -115,104 +100,44 @@ class TftpEvent:
     reply: Any = None  # what the resolver returned, when it was not plain bytes
 
 
-@dataclass(frozen=True)
-class _Request:
-    opcode: int
-    name: bytes
-    mode: bytes
-    options: dict[str, str]
+class _Session:
+    """One live transfer: its socket (its own port: the TID), its state machine, its timer."""
 
-
-class _PeerError(TftpException):
-    """The client sent an ERROR packet: the transfer is over."""
-
-
-class _BytesSession(TftpContexts.TftpContextServer):
-    """One read transfer of in-memory bytes, on tftpy's server context and ACK state machine.
-
-    Differences from the parent, each fixing a way it fails: no file locking (bug #155 with
-    ``BytesIO``), its own block size instead of ``options`` (so the OACK carries only what
-    the client asked for), and a ``receive()`` that ignores malformed packets and answers
-    foreign ports with ERROR 5 instead of feeding them to the state machine.
-    """
+    __slots__ = ("closed", "deadline", "event", "key", "retries", "retry_count", "sock",
+                 "timeout", "transfer")  # fmt: skip
 
     def __init__(
         self,
         peer: tuple[str, int],
+        transfer: Transfer,
         *,
         bind_ip: str,
-        data: bytes,
-        options: dict[str, str],
-        blksize: int,
         timeout: float,
         retries: int,
         event: TftpEvent,
     ) -> None:
-        # root/dyn_file_func/upload_open are unused: the request is decided before this exists.
-        super().__init__(peer[0], peer[1], timeout, "", None, None, retries=retries, flock=False)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             if bind_ip not in ("", "0.0.0.0"):  # noqa: S104 - comparing, not binding
                 # Answer from the address the client wrote to, not whatever routing picks.
-                self.sock.bind((bind_ip, 0))
-            self.sock.setblocking(False)
+                sock.bind((bind_ip, 0))
+            sock.setblocking(False)
         except OSError:
-            self.sock.close()
+            sock.close()
             raise
-        self.tidport = peer[1]
-        self.file_to_transfer = event.filename
-        self.fileobj = io.BytesIO(data)
-        self.options = options
-        self.blksize = blksize
-        self.event = event
+        self.sock = sock
         self.key = peer
+        self.transfer = transfer
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_count = 0
+        self.event = event
         self.deadline = 0.0
         self.closed = False
 
-    def getBlocksize(self) -> int:
-        """Block size in force (negotiated or 512)."""
-        return self.blksize
-
-    def begin(self) -> None:
-        """Send the OACK (options were accepted) or the first block."""
-        self.metrics.start_time = time.time()
-        state = TftpStates.TftpStateExpectACK(self)
-        if self.options:
-            self.next_block = 0  # the client ACKs the OACK with block 0
-            state.sendOACK()
-        else:
-            self.next_block = 1
-            self.pending_complete = state.sendDAT()
-        self.state = state
-
-    def receive(self) -> bool:
-        """Handle one datagram; True if it made us send something new (progress).
-
-        Raises ``TftpException`` when the transfer must end (peer ERROR, too many dups).
-        """
-        try:
-            buf, addr = self.sock.recvfrom(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return False
-        if addr[0] != self.address or addr[1] != self.tidport:
-            # RFC 1350: a packet from another TID gets ERROR 5 and leaves this transfer alone.
-            with contextlib.suppress(OSError):
-                self.sock.sendto(ERR_UNKNOWN_TID, addr)
-            return False
-        opcode = int.from_bytes(buf[:2], "big") if len(buf) >= 4 else -1
-        if opcode == _ERROR:
-            raise _PeerError("peer sent ERROR")
-        if opcode != _ACK:
-            return False  # junk or an out-of-place packet: the retransmission timer still runs
-        ack = TftpPacketTypes.TftpPacketACK()
-        ack.blocknumber = int.from_bytes(buf[2:4], "big")
-        before = self.last_pkt
-        self.state = self.state.handle(ack, addr[0], addr[1])
-        return self.last_pkt is not before
-
-    def resend(self) -> None:
-        """Retransmit the last packet (the OACK or the current block)."""
-        self.sock.sendto(self.last_pkt.buffer, (self.address, self.tidport))
-        self.metrics.last_dat_time = time.time()
+    def send(self, packets: list[bytes]) -> None:
+        for packet in packets:
+            self.sock.sendto(packet, self.key)
 
 
 class TftpService:
@@ -255,14 +180,10 @@ class TftpService:
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._sessions: dict[tuple[str, int], _BytesSession] = {}
+        self._sessions: dict[tuple[str, int], _Session] = {}
         # (deadline, tie-breaker, session); stale entries are skipped when popped.
-        self._timers: list[tuple[float, int, _BytesSession]] = []
+        self._timers: list[tuple[float, int, _Session]] = []
         self._seq = itertools.count()
-        tftpy_log = logging.getLogger("tftpy")
-        if tftpy_log.level == logging.NOTSET:
-            # tftpy logs several INFO lines per packet; keep an explicit operator choice.
-            tftpy_log.setLevel(logging.WARNING)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -397,12 +318,12 @@ class TftpService:
             # A retransmitted RRQ for a live transfer: its own timer resends, and the
             # resolver is not asked twice.
             return
-        req = _parse_request(buf)
+        req = codec.parse_request(buf)
         if req is None:
             log.debug("dropped a malformed datagram from %s", addr[0])
             return
-        shown = _display(req.name)
-        if req.opcode == _WRQ:
+        shown = codec.display(req.name)
+        if req.opcode == codec.WRQ:
             self._reply(ERR_ACCESS, addr)
             self._decided(addr, shown, "write-refused")
             return
@@ -440,23 +361,16 @@ class TftpService:
         self._begin(addr, shown, bytes(data), req, None if reply is data else reply)
 
     def _begin(
-        self, addr: tuple[str, int], shown: str, data: bytes, req: _Request, reply: Any
+        self, addr: tuple[str, int], shown: str, data: bytes, req: codec.Request, reply: Any
     ) -> None:
         digest = getattr(reply, "sha256", "") or hashlib.sha256(data).hexdigest()
         event = TftpEvent(addr[0], addr[1], shown, "served", len(data), digest, reply)
-        wire = _to_netascii(data) if req.mode == b"netascii" else data
-        options, blksize, timeout = _negotiate(req.options, len(wire), self._timeout)
+        wire = codec.to_netascii(data) if req.mode == b"netascii" else data
+        terms = codec.negotiate(req.options, len(wire), self._timeout)
+        transfer = Transfer(wire, terms)
         try:
-            session = _BytesSession(
-                addr,
-                bind_ip=self._host,
-                data=wire,
-                options=options,
-                blksize=blksize,
-                timeout=timeout,
-                retries=self._retries,
-                event=event,
-            )
+            session = _Session(addr, transfer, bind_ip=self._host, timeout=terms.timeout,
+                               retries=self._retries, event=event)  # fmt: skip
         except OSError as exc:
             # Out of descriptors (EMFILE) or similar: same answer as the session cap.
             log.warning("TFTP cannot open a transfer socket for %s: %s", addr[0], exc)
@@ -464,8 +378,8 @@ class TftpService:
             self._decided(addr, shown, "busy")
             return
         try:
-            session.begin()
-        except Exception as exc:
+            session.send(transfer.start())
+        except OSError as exc:
             log.warning("TFTP transfer to %s %s failed to start: %s", addr[0], shown, exc)
             self._finish(session, "error")
             return
@@ -475,26 +389,45 @@ class TftpService:
         self._schedule(session, time.monotonic())
         log.debug("TFTP sending %s to %s:%d", shown, addr[0], addr[1])
 
-    def _on_session_packet(self, session: _BytesSession) -> None:
-        if session.closed:
-            return
-        try:
-            progressed = session.receive()
-        except TftpTimeoutExpectACK:
-            # A stale duplicate ACK: retransmission is driven by the timer alone, so a flood
-            # of duplicate ACKs never multiplies DATA packets.
-            return
-        except Exception as exc:  # peer ERROR, "Max duplicates reached", socket error...
-            log.debug("TFTP transfer to %s ended: %s", session.address, exc)
-            self._finish(session, "error")
-            return
-        if session.state is None:
-            self._finish(session, "served")
-        elif progressed:
+    def _on_session_packet(self, session: _Session) -> None:
+        for _ in range(_SESSION_BATCH):
+            if session.closed:
+                return
+            try:
+                buf, addr = session.sock.recvfrom(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("TFTP transfer to %s ended: %s", session.key, exc)
+                self._finish(session, "error")
+                return
+            if addr != session.key:
+                # RFC 1350: a packet from another TID gets ERROR 5 and leaves this transfer.
+                with contextlib.suppress(OSError):
+                    session.sock.sendto(ERR_UNKNOWN_TID, addr)
+                continue
+            if codec.is_error(buf):
+                self._finish(session, "error")  # the client gave up
+                return
+            number = codec.ack_of(buf)
+            if number is None:
+                continue  # junk or an out-of-place packet: the retransmission timer still runs
+            packets = session.transfer.on_ack(number)
+            if packets is None:
+                continue  # a duplicate ACK: never a resend (no Sorcerer's Apprentice)
+            if session.transfer.done:
+                self._finish(session, "served")
+                return
+            try:
+                session.send(packets)
+            except OSError as exc:
+                log.debug("TFTP send to %s failed: %s", session.key, exc)
+                self._finish(session, "error")
+                return
             session.retry_count = 0
             self._schedule(session, time.monotonic())
 
-    def _schedule(self, session: _BytesSession, now: float) -> None:
+    def _schedule(self, session: _Session, now: float) -> None:
         session.deadline = now + session.timeout
         heapq.heappush(self._timers, (session.deadline, next(self._seq), session))
 
@@ -506,18 +439,18 @@ class TftpService:
                 continue  # rescheduled since, or already over
             session.retry_count += 1
             if session.retry_count >= session.retries:
-                log.debug("TFTP transfer to %s abandoned by the client", session.address)
+                log.debug("TFTP transfer to %s abandoned by the client", session.key)
                 self._finish(session, "error")
                 continue
             try:
-                session.resend()
+                session.send(session.transfer.resend())
             except OSError as exc:
-                log.debug("TFTP resend to %s failed: %s", session.address, exc)
+                log.debug("TFTP resend to %s failed: %s", session.key, exc)
                 self._finish(session, "error")
                 continue
             self._schedule(session, now)
 
-    def _finish(self, session: _BytesSession, outcome: str) -> None:
+    def _finish(self, session: _Session, outcome: str) -> None:
         if session.closed:
             return
         session.closed = True
@@ -526,10 +459,7 @@ class TftpService:
         if self._selector is not None:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(session.sock)
-        try:
-            session.end()
-        except Exception as exc:
-            log.debug("TFTP session cleanup: %s", exc)
+        session.sock.close()
         ev = session.event
         self._emit(
             TftpEvent(ev.source, ev.port, ev.filename, outcome, ev.size, ev.sha256, ev.reply)
@@ -578,9 +508,6 @@ class TftpService:
             log.exception("TFTP on_event callback failed")
 
 
-# -- pure helpers ----------------------------------------------------------------------------
-
-
 def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
     """Ask for a ``size``-byte receive buffer on the listening socket.
 
@@ -601,71 +528,3 @@ def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
             effective,
             size,
         )
-
-
-def _parse_request(buf: bytes) -> _Request | None:
-    """Parse an RRQ/WRQ; ``None`` for anything else or anything malformed. Never raises."""
-    if len(buf) < 4:
-        return None
-    opcode = int.from_bytes(buf[:2], "big")
-    if opcode not in (_RRQ, _WRQ) or not buf.endswith(b"\0"):
-        return None
-    fields = buf[2:-1].split(b"\0")
-    if len(fields) < 2:
-        return None
-    name, mode, *rest = fields
-    options: dict[str, str] = {}
-    # A trailing option name without a value is ignored, like tftpd-hpa does.
-    for raw_key, raw_value in zip(rest[0::2], rest[1::2], strict=False):
-        try:
-            key, value = raw_key.decode("ascii").lower(), raw_value.decode("ascii")
-        except UnicodeDecodeError:
-            continue
-        options.setdefault(key, value)  # the first of duplicated options wins
-    return _Request(opcode, name, mode.lower(), options)
-
-
-def _negotiate(
-    requested: dict[str, str], size: int, default_timeout: float
-) -> tuple[dict[str, str], int, float]:
-    """Return (options for the OACK, block size, retransmission timeout).
-
-    Only options the client asked for and that are valid are answered (RFC 2347); an empty
-    dict means no OACK, the transfer starts with block 1.
-    """
-    accepted: dict[str, str] = {}
-    blksize, timeout = 512, default_timeout
-    wanted = _as_int(requested.get("blksize"))
-    if wanted is not None and wanted >= _MIN_BLKSIZE:
-        blksize = min(wanted, _MAX_BLKSIZE)  # larger asks are answered with the maximum
-        accepted["blksize"] = str(blksize)
-    # tsize 0 is left out: curl rejects "tsize 0" in an OACK and aborts, and an empty file
-    # needs no size announcement.
-    if _as_int(requested.get("tsize")) is not None and size > 0:
-        accepted["tsize"] = str(size)
-    wanted = _as_int(requested.get("timeout"))
-    if wanted is not None and 1 <= wanted <= _MAX_OPTION_TIMEOUT:
-        timeout = float(wanted)
-        accepted["timeout"] = str(wanted)
-    return accepted, blksize, timeout
-
-
-def _as_int(value: str | None) -> int | None:
-    # Length-bounded: int() of a 5,000-digit string raises ValueError in Python 3.11+.
-    if value is None or not (0 < len(value) <= 20 and value.isascii() and value.isdigit()):
-        return None
-    return int(value)
-
-
-def _to_netascii(data: bytes) -> bytes:
-    """RFC 1350/764 netascii: CR becomes CR NUL, LF becomes CR LF."""
-    return data.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
-
-
-def _display(name: bytes) -> str:
-    """A file name safe for logs and events: escaped, at most 200 characters."""
-    try:
-        text = repr(name.decode("utf-8"))[1:-1]
-    except UnicodeDecodeError:
-        text = repr(name)[2:-1]
-    return text[:_MAX_DISPLAY]
