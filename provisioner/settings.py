@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     tftp_root: str | None = None  # static files (firmware); default: the shipped tftp_root
     sweep_max_misses: int = 20  # misses per minute from one source before it is blocked
     sweep_block_seconds: int = 900
+    # Several servers behind one load balancer share the sweep guard's counts through Redis
+    # (redis://host:6379/0); without it each server counts on its own.
+    redis_url: str | None = None
     # HTTP limits, on every listener (device files and the REST API alike): the request head
     # (request line and header fields) in bytes and in fields, the seconds it may take to
     # arrive, the seconds a kept-alive connection may idle, and connections at once.

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pgstore import fresh_database
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -25,7 +26,6 @@ from provisioner.settings import load_settings
 from provisioner.store.models import AuditEvent, Device, Terminal
 
 SAMPLES = Path("inventory/orders")
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _dump(db_path: Path) -> list[str]:
@@ -206,21 +206,13 @@ def test_bind_race_same_extension_sqlite(inventory: OrdersService) -> None:
 
 @pytest.fixture
 def pg_inventory(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OrdersService]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({exc}".splitlines()[0] + ")")
-    name = f"prov_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    monkeypatch.setenv("PROVISIONER_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/{name}")
-    inv = OrdersService(load_settings())
-    try:
-        yield inv
-    finally:
-        inv.db.dispose()
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_database() as url:
+        monkeypatch.setenv("PROVISIONER_DATABASE_URL", url)
+        inv = OrdersService(load_settings())
+        try:
+            yield inv
+        finally:
+            inv.db.dispose()
 
 
 @pytest.mark.postgres

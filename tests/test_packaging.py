@@ -423,8 +423,8 @@ def _third_party(folder: str) -> dict[str, set[str]]:
 
 def test_the_runtime_dependencies_are_what_the_product_imports() -> None:
     imported = _third_party("provisioner")
-    # The postgres extra is the product's own, imported only when the store is PostgreSQL.
-    optional = EXTRAS["postgres"]
+    # The postgres and redis extras are the product's own, imported only when configured.
+    optional = EXTRAS["postgres"] | EXTRAS["redis"]
     assert set(imported) - RUNTIME - optional == set(), "imported but not a runtime dependency"
     assert RUNTIME - set(imported) - ANNOUNCED == set(), "a runtime dependency nothing imports"
     assert {"scrapli", "asyncssh", "httpx"} & RUNTIME == set()

@@ -3,7 +3,6 @@ on SQLite and on PostgreSQL (whatever the server's time zone), with no schema ch
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
+from pgstore import fresh_database
 
 from provisioner.api.app import create_app
 from provisioner.api.limits import ApiLimits
@@ -20,7 +20,6 @@ from provisioner.settings import load_settings
 from provisioner.store import push_models, tokens  # noqa: F401  (every table in Base.metadata)
 from provisioner.store.models import AuditEvent, Base
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ROME = timezone(timedelta(hours=1))  # CET, what an Italian server's clock says in November
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -35,22 +34,13 @@ def inventory(
         yield inv
         inv.db.dispose()
         return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({exc}".splitlines()[0] + ")")
-    name = f"prov_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    admin.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Europe/Rome'")
-    monkeypatch.setenv("PROVISIONER_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/{name}")
-    inv = OrdersService(load_settings())
-    try:
-        yield inv
-    finally:
-        inv.db.dispose()
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_database(timezone="Europe/Rome") as url:
+        monkeypatch.setenv("PROVISIONER_DATABASE_URL", url)
+        inv = OrdersService(load_settings())
+        try:
+            yield inv
+        finally:
+            inv.db.dispose()
 
 
 def _event(inv: OrdersService, at: datetime, action: str) -> None:

@@ -14,6 +14,8 @@ them, ``provisioner unblock`` lifts them and other servers on the same store hon
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from provisioner.store.models import utcnow
+
+log = logging.getLogger("provisioner.serving.guard")
 
 # A block made here and not yet written is kept this long even if the store does not list it
 # (the audit writer persists it within a fraction of a second, then calls ``stored``).
@@ -55,6 +59,11 @@ class SourceGuard:
         self._misses: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
         self._blocked: dict[str, _Block] = {}
         self._lock = threading.Lock()
+        # Called with a source blocked by what other servers counted (RedisGuard).
+        self.on_block: Callable[[str], None] | None = None
+
+    def close(self) -> None:
+        """Release what the guard holds (nothing here; a shared guard's connection)."""
 
     def now(self) -> float:
         """This guard's clock (for :meth:`sync`'s ``as_of``)."""
@@ -131,3 +140,74 @@ class SourceGuard:
     def blocked_sources(self) -> list[str]:
         now = self._clock()
         return [s for s, b in self._blocked.items() if b.until > now]
+
+
+class RedisGuard(SourceGuard):
+    """A :class:`SourceGuard` whose counts are shared by every server through Redis.
+
+    Each server still counts and blocks on its own at once (a sweep aimed at one server is
+    stopped there); every miss is also added, off the request path, to the source's sorted
+    set in Redis (member: the unknown identity, score: when), so a sweep spread over several
+    servers behind a load balancer is counted as one. The server whose addition reaches
+    ``max_misses`` takes the block (``SET NX``) and reports it through ``on_block``; the
+    others learn it from the store within a second (blocks are stored, see ``sync``).
+    """
+
+    def __init__(
+        self,
+        policy: GuardPolicy | None,
+        url: str,
+        *,
+        prefix: str = "provisioner:guard:",
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        import redis
+
+        super().__init__(policy, clock)
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._prefix = prefix
+        self._queue: queue.SimpleQueue[tuple[str, str, float] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._count, name="guard-redis", daemon=True)
+        self._thread.start()
+
+    def miss(self, source: str, identity: str) -> bool:
+        self._queue.put((source, identity, time.time()))
+        return super().miss(source, identity)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(5)
+        self._redis.close()
+
+    def _count(self) -> None:
+        p = self.policy
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            source, identity, at = item
+            key = f"{self._prefix}miss:{source}"
+            try:
+                pipe = self._redis.pipeline()
+                pipe.zadd(key, {identity: at})
+                pipe.zremrangebyscore(key, "-inf", at - p.window_seconds)
+                pipe.zcard(key)
+                pipe.expire(key, int(p.window_seconds) + 1)
+                count = pipe.execute()[2]
+                if count < p.max_misses or self.blocked(source):
+                    continue
+                block = f"{self._prefix}block:{source}"
+                if self._redis.set(block, "1", nx=True, ex=int(p.block_seconds)):
+                    self._block_here(source)
+            except Exception as exc:  # Redis away: each server keeps counting on its own
+                log.warning("sweep guard: Redis: %s", type(exc).__name__)
+
+    def _block_here(self, source: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if source in self._blocked:
+                return
+            self._blocked[source] = _Block(now + self.policy.block_seconds, now)
+            self._misses.pop(source, None)
+        if self.on_block is not None:
+            self.on_block(source)

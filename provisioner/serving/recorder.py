@@ -137,12 +137,13 @@ class Recorder:
         with self.store.db.write() as s:
             outcomes = [(e, self._write_claim(s, e)) for e in claims]
             pks = list(served) + list(refused)
+            _ensure_states(s, pks)
             states = {
                 st.device_pk: st
                 for st in s.scalars(select(DeviceState).where(DeviceState.device_pk.in_(pks)))
             }
             for pk, (e, count) in served.items():
-                state = states.get(pk) or _new_state(s, states, pk)
+                state = states[pk]
                 state.last_file = e.name[:255]
                 state.last_hash = e.sha256
                 state.last_at = e.at
@@ -151,7 +152,7 @@ class Recorder:
                 state.last_user_agent = e.user_agent[:200] or None
                 state.fetches = (state.fetches or 0) + count
             for pk, (e, count) in refused.items():
-                state = states.get(pk) or _new_state(s, states, pk)
+                state = states[pk]
                 state.refusals = (state.refusals or 0) + count
                 state.last_refused_at = e.at
                 state.last_refused_source = e.source
@@ -198,19 +199,17 @@ class Recorder:
             or armed_at_of(windows, device.id) != e.armed_at
         ):
             return None
-        state = s.get(DeviceState, e.device_pk)
-        if state is None:
-            s.add(DeviceState(device_pk=e.device_pk, bound_source=e.source, bound_at=e.at,
-                              fetches=0, refusals=0))  # fmt: skip
-            s.flush()
-            return e.source
+        _ensure_states(s, [e.device_pk])
         done = s.execute(
             update(DeviceState)
             .where(DeviceState.device_pk == e.device_pk, DeviceState.bound_source.is_(None))
             .values(bound_source=e.source, bound_at=e.at)
         )
-        s.refresh(state)
-        return e.source if done.rowcount else state.bound_source
+        if done.rowcount:
+            return e.source
+        return s.scalar(
+            select(DeviceState.bound_source).where(DeviceState.device_pk == e.device_pk)
+        )
 
     def _coalesce(self, s: Any, events: list[Event]) -> None:
         """Static files and refusals: one audit row per source, action, device and minute,
@@ -299,11 +298,21 @@ def _audit_row(e: Event) -> dict[str, Any]:
     }
 
 
-def _new_state(s: Any, states: dict[int, DeviceState], pk: int) -> DeviceState:
-    state = DeviceState(device_pk=pk, fetches=0, refusals=0)
-    s.add(state)
-    states[pk] = state
-    return state
+def _ensure_states(s: Any, pks: list[int]) -> None:
+    """A state row for each device, made if missing; two servers racing to make the same one
+    both succeed (INSERT ... ON CONFLICT DO NOTHING, on PostgreSQL and SQLite alike)."""
+    if not pks:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = s.get_bind().dialect.name
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    rows = [{"device_pk": pk, "fetches": 0, "refusals": 0} for pk in dict.fromkeys(pks)]
+    # Only devices that still exist: one may have left its order since the fetch.
+    alive = set(s.scalars(select(Device.id).where(Device.id.in_([r["device_pk"] for r in rows]))))
+    rows = [r for r in rows if r["device_pk"] in alive]
+    if rows:
+        s.execute(upsert(DeviceState).values(rows).on_conflict_do_nothing())
 
 
 def _printable(name: str) -> str:

@@ -106,6 +106,7 @@ class ProvisioningService:
         self.on_event = on_event  # metrics hook: (protocol, outcome, source)
         self.index = Index(store, drivers)
         self.recorder = Recorder(store, self.index, self.guard)
+        self.guard.on_block = self._blocked_elsewhere
         self._static: dict[Path, tuple[float, _Static]] = {}
         self._static_lock = threading.Lock()
         self._stop = threading.Event()
@@ -231,6 +232,12 @@ class ProvisioningService:
             self.recorder.emit(Event("abandoned", t.source, t.protocol, t.name, t.device_pk,
                                      t.device_id, t.order_id, answer.sha256))  # fmt: skip
 
+    def _blocked_elsewhere(self, source: str) -> None:
+        """The sweep was counted across servers (shared guard): block and say so."""
+        log.warning("blocked source %s after sweeping device names (counted by all servers)",
+                    source)  # fmt: skip
+        self.recorder.emit(Event("blocked", source, "any", ""))
+
     def _count(self, protocol: str, outcome: str, source: str) -> None:
         if self.on_event is not None:
             self.on_event(protocol, outcome, source)
@@ -303,6 +310,7 @@ class ProvisioningService:
     def close(self) -> None:
         self._stop.set()
         self._feed.close()
+        self.guard.close()
         self.recorder.close()
         self._follower.join(5)
 

@@ -16,7 +16,7 @@ DEFAULT_TFTP_ROOT = data_path("tftp_root")
 def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
     from provisioner.metrics import METRICS
     from provisioner.render.drivers import default_registry
-    from provisioner.serving.guard import GuardPolicy, SourceGuard
+    from provisioner.serving.guard import GuardPolicy, RedisGuard, SourceGuard
     from provisioner.serving.service import ProvisioningService
 
     def count(protocol: str, outcome: str, _source: str) -> None:
@@ -29,9 +29,8 @@ def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
 
     s = inventory.settings
     root = tftp_root or (Path(s.tftp_root) if s.tftp_root else DEFAULT_TFTP_ROOT)
-    guard = SourceGuard(
-        GuardPolicy(max_misses=s.sweep_max_misses, block_seconds=s.sweep_block_seconds)
-    )
+    policy = GuardPolicy(max_misses=s.sweep_max_misses, block_seconds=s.sweep_block_seconds)
+    guard = RedisGuard(policy, s.redis_url) if s.redis_url else SourceGuard(policy)
     drivers = default_registry().drivers()
     return ProvisioningService(inventory, drivers, root, guard, on_event=count)
 
