@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from provisioner.serving.guard import SourceGuard
 from provisioner.serving.index import Index, armed_at_of
@@ -135,27 +135,38 @@ class Recorder:
         coalesced = [e for e in events if e.kind in _COALESCED]
         blocks = [e for e in events if e.kind == "blocked"]
         with self.store.db.write() as s:
-            outcomes = [(e, self._write_claim(s, e)) for e in claims]
-            pks = list(served) + list(refused)
-            _ensure_states(s, pks)
-            states = {
-                st.device_pk: st
-                for st in s.scalars(select(DeviceState).where(DeviceState.device_pk.in_(pks)))
-            }
-            for pk, (e, count) in served.items():
-                state = states[pk]
-                state.last_file = e.name[:255]
-                state.last_hash = e.sha256
-                state.last_at = e.at
-                state.last_source = e.source
-                state.last_protocol = e.protocol
-                state.last_user_agent = e.user_agent[:200] or None
-                state.fetches = (state.fetches or 0) + count
-            for pk, (e, count) in refused.items():
-                state = states[pk]
-                state.refusals = (state.refusals or 0) + count
-                state.last_refused_at = e.at
-                state.last_refused_source = e.source
+            outcomes = _write_claims(s, claims)
+            conn = s.connection()
+            _ensure_states(s, list(served) + list(refused))
+            if served:
+                conn.execute(
+                    update(DeviceState)
+                    .where(DeviceState.device_pk == bindparam("pk"))
+                    .values(
+                        last_file=bindparam("file"),
+                        last_hash=bindparam("sha"),
+                        last_at=bindparam("at"),
+                        last_source=bindparam("source"),
+                        last_protocol=bindparam("protocol"),
+                        last_user_agent=bindparam("agent"),
+                        fetches=DeviceState.fetches + bindparam("n"),
+                    ),
+                    [_served_row(pk, e, n) for pk, (e, n) in served.items()],
+                )
+            if refused:
+                conn.execute(
+                    update(DeviceState)
+                    .where(DeviceState.device_pk == bindparam("pk"))
+                    .values(
+                        refusals=DeviceState.refusals + bindparam("n"),
+                        last_refused_at=bindparam("at"),
+                        last_refused_source=bindparam("source"),
+                    ),
+                    [
+                        {"pk": pk, "n": n, "at": e.at, "source": e.source}
+                        for pk, (e, n) in refused.items()
+                    ],
+                )
             for e in blocks:
                 policy = self.guard.policy
                 s.add(
@@ -180,36 +191,6 @@ class Recorder:
             self.index.claimed(e.device_pk, e.source, e.identity, holder)
         for e in blocks:
             self.guard.stored(e.source)
-
-    def _write_claim(self, s: Any, e: Event) -> str | None:
-        """Persist an in-memory claim; returns who holds the device now (another server may
-        have bound it first), or None for a claim dropped.
-
-        A claim made in a window that was re-armed since (which released the binding), or
-        for a device that names another box now, is dropped: the next fetch decides again.
-        """
-        assert e.device_pk is not None
-        device = s.get(Device, e.device_pk)
-        windows = s.scalars(
-            select(Enrollment).where(Enrollment.order_pk == device.order_pk)
-        ).all() if device is not None else []  # fmt: skip
-        if (
-            device is None
-            or (device.mac or device.serial) != e.identity
-            or armed_at_of(windows, device.id) != e.armed_at
-        ):
-            return None
-        _ensure_states(s, [e.device_pk])
-        done = s.execute(
-            update(DeviceState)
-            .where(DeviceState.device_pk == e.device_pk, DeviceState.bound_source.is_(None))
-            .values(bound_source=e.source, bound_at=e.at)
-        )
-        if done.rowcount:
-            return e.source
-        return s.scalar(
-            select(DeviceState.bound_source).where(DeviceState.device_pk == e.device_pk)
-        )
 
     def _coalesce(self, s: Any, events: list[Event]) -> None:
         """Static files and refusals: one audit row per source, action, device and minute,
@@ -296,6 +277,69 @@ def _audit_row(e: Event) -> dict[str, Any]:
             sort_keys=True,
         ),
     }
+
+
+def _served_row(pk: int, e: Event, n: int) -> dict[str, Any]:
+    return {
+        "pk": pk,
+        "file": e.name[:255],
+        "sha": e.sha256,
+        "at": e.at,
+        "source": e.source,
+        "protocol": e.protocol,
+        "agent": e.user_agent[:200] or None,
+        "n": n,
+    }
+
+
+def _write_claims(s: Any, claims: list[Event]) -> list[tuple[Event, str | None]]:
+    """Persist in-memory claims, a batch at once; for each, who holds the device now
+    (another server may have bound it first), or None for a claim dropped.
+
+    The conditional UPDATE (only where nobody holds it) is the guard between servers. A
+    claim made in a window that was re-armed since (which released the binding), or for a
+    device that names another box now, is dropped: the next fetch decides again.
+    """
+    if not claims:
+        return []
+    pks = {e.device_pk for e in claims if e.device_pk is not None}
+    devices = {
+        pk: (mac or serial, order_pk)
+        for pk, mac, serial, order_pk in s.execute(
+            select(Device.id, Device.mac, Device.serial, Device.order_pk).where(Device.id.in_(pks))
+        )
+    }
+    windows: dict[int, list[Any]] = {}
+    for w in s.execute(
+        select(Enrollment.order_pk, Enrollment.device_pk, Enrollment.armed_at).where(
+            Enrollment.order_pk.in_({order_pk for _, order_pk in devices.values()})
+        )
+    ):
+        windows.setdefault(w.order_pk, []).append(w)
+    valid = []
+    for e in claims:
+        pk = e.device_pk
+        if pk is None or pk not in devices or devices[pk][0] != e.identity:
+            continue
+        if armed_at_of(windows.get(devices[pk][1], []), pk) == e.armed_at:
+            valid.append(e)
+    if valid:
+        _ensure_states(s, [e.device_pk for e in valid if e.device_pk is not None])
+        s.connection().execute(
+            update(DeviceState)
+            .where(DeviceState.device_pk == bindparam("pk"), DeviceState.bound_source.is_(None))
+            .values(bound_source=bindparam("source"), bound_at=bindparam("at")),
+            [{"pk": e.device_pk, "source": e.source, "at": e.at} for e in valid],
+        )
+    holders = dict(
+        s.execute(
+            select(DeviceState.device_pk, DeviceState.bound_source).where(
+                DeviceState.device_pk.in_([e.device_pk for e in valid])
+            )
+        ).all()
+    ) if valid else {}  # fmt: skip
+    kept = {id(e) for e in valid}
+    return [(e, holders.get(e.device_pk) if id(e) in kept else None) for e in claims]
 
 
 def _ensure_states(s: Any, pks: list[int]) -> None:
