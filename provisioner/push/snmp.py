@@ -5,6 +5,12 @@ Building one costs ~0.19 s of CPU (the issue-14 profile: more than half of a who
 a process keeps exactly one: :func:`shared` starts an event loop in a daemon thread and
 creates the engine inside it; every switch pushed from the process sends its requests
 through that engine and its one UDP transport, so many devices are in flight on one loop.
+
+SNMPv2c goes through pysnmp's *v1arch* dispatcher (one per process too): a community
+message needs no USM, and v1arch builds the PDU straight from numeric OIDs, where the v3arch
+engine writes every target into its own configuration MIB and resolves every OID through
+a MIB view first (the profile after the shared engine: 60 % of the pushing process's CPU).
+SNMPv3 uses the v3arch engine (USM: keys, authentication, privacy).
 The synchronous NAPALM driver methods submit coroutines to it (:meth:`SnmpLoop.run`), from
 any thread; async code can await :class:`SnmpSession`'s coroutines on the loop itself.
 
@@ -64,6 +70,7 @@ class SnmpLoop:
         self._thread = threading.Thread(target=self.loop.run_forever, name="snmp", daemon=True)
         self._thread.start()
         self.engine: Any = self.run(self._create(), 60.0)
+        self.dispatcher: Any = self.run(self._dispatcher(), 60.0)
 
     @staticmethod
     async def _create() -> Any:
@@ -75,6 +82,12 @@ class SnmpLoop:
             _NoMibCompiler(), str(Path(pysnmp.smi.mibs.__file__).parent)
         )
         return engine
+
+    @staticmethod
+    async def _dispatcher() -> Any:
+        from pysnmp.hlapi.v1arch import asyncio as v1
+
+        return v1.SnmpDispatcher()
 
     def run(self, coro: Coroutine[Any, Any, T], deadline: float) -> T:
         """Run ``coro`` on the loop and wait for it (at most ``deadline`` seconds)."""
@@ -88,6 +101,7 @@ class SnmpLoop:
     def close(self) -> None:
         async def _close() -> None:
             self.engine.close_dispatcher()
+            self.dispatcher.transport_dispatcher.close_dispatcher()
 
         with contextlib.suppress(Exception):  # best effort at shutdown
             self.run(_close(), 5)
@@ -124,16 +138,16 @@ def _plain(value: Any) -> Any:
 
 
 def _value(vb: sp.VarBind) -> Any:
-    from pysnmp.hlapi.v3arch import asyncio as h
+    from pysnmp.proto import rfc1902
 
     if vb.kind == "int":
-        return h.Integer32(int(vb.value))
+        return rfc1902.Integer32(int(vb.value))
     if vb.kind == "gauge":
-        return h.Gauge32(int(vb.value))
+        return rfc1902.Gauge32(int(vb.value))
     if vb.kind == "octets":
         assert isinstance(vb.value, bytes)
-        return h.OctetString(vb.value)
-    return h.OctetString(str(vb.value).encode())
+        return rfc1902.OctetString(vb.value)
+    return rfc1902.OctetString(str(vb.value).encode())
 
 
 class SnmpSession:
@@ -168,16 +182,20 @@ class SnmpSession:
 
     # --- async API (on the shared loop) ------------------------------------------------
 
-    async def _setup(self) -> None:
-        from pysnmp.hlapi.v3arch import asyncio as h
+    @property
+    def _v2c(self) -> bool:
+        return bool(self._auth_args["version"] != "3")
 
+    async def _setup(self) -> None:
         if self._target is not None:
             return
-        self._target = await h.UdpTransportTarget.create(
-            (self._host, self._port), timeout=self._timeout, retries=self._retries
-        )
         a = self._auth_args
         if a["version"] == "3":
+            from pysnmp.hlapi.v3arch import asyncio as h
+
+            self._target = await h.UdpTransportTarget.create(
+                (self._host, self._port), timeout=self._timeout, retries=self._retries
+            )
             self._auth = h.UsmUserData(
                 a["user"],
                 authKey=a["auth_key"],
@@ -186,13 +204,38 @@ class SnmpSession:
                 privProtocol=a["priv_protocol"],
             )
         else:
+            from pysnmp.hlapi.v1arch import asyncio as v1
+
+            self._target = await v1.UdpTransportTarget.create(
+                (self._host, self._port), timeout=self._timeout, retries=self._retries
+            )
             # v2c only when the caller allows it; require_v3 refuses writes before sending.
-            self._auth = h.CommunityData(a["community"], mpModel=1)  # noqa: S508
+            self._auth = v1.CommunityData(a["community"], mpModel=1)  # noqa: S508
 
     def _context(self) -> Any:
         from pysnmp.hlapi.v3arch import asyncio as h
 
         return h.ContextData(contextName=self._context_name)
+
+    async def _command(self, name: str, *args: Any) -> Any:
+        """Send one request (``get_cmd``, ``set_cmd``, ``bulk_cmd``); varbinds are
+        (OID string, pysnmp value) pairs, sent as they are (no MIB lookup)."""
+        *head, varbinds = args
+        if self._v2c:
+            from pysnmp.hlapi.v1arch import asyncio as v1
+            from pysnmp.proto.rfc1902 import ObjectName
+
+            pairs = [(ObjectName(oid), value) for oid, value in varbinds]
+            return await getattr(v1, name)(
+                self._loop.dispatcher, self._auth, self._target, *head, *pairs, lookupMib=False
+            )
+        from pysnmp.hlapi.v3arch import asyncio as h
+
+        objs = [h.ObjectType(h.ObjectIdentity(oid), value) for oid, value in varbinds]
+        return await getattr(h, name)(
+            self._loop.engine, self._auth, self._target, self._context(), *head, *objs,
+            lookupMib=False,
+        )  # fmt: skip
 
     def _check(self, what: str, result: tuple[Any, Any, Any, Any]) -> list[tuple[str, Any]]:
         error_indication, error_status, error_index, var_binds = result
@@ -224,13 +267,10 @@ class SnmpSession:
         return out
 
     async def _get_split(self, oids: list[str]) -> list[tuple[str, Any]]:
-        from pysnmp.hlapi.v3arch import asyncio as h
+        from pyasn1.type.univ import Null
 
-        objs = [h.ObjectType(h.ObjectIdentity(o)) for o in oids]
         self.requests += 1
-        result = await h.get_cmd(
-            self._loop.engine, self._auth, self._target, self._context(), *objs, lookupMib=False
-        )
+        result = await self._command("get_cmd", [(o, Null("")) for o in oids])
         try:
             return self._check("get", result)
         except SnmpError as exc:
@@ -241,7 +281,7 @@ class SnmpSession:
 
     async def column_async(self, prefix: str) -> list[tuple[str, Any]]:
         """Every row of a table column (GETBULK until the column ends)."""
-        from pysnmp.hlapi.v3arch import asyncio as h
+        from pyasn1.type.univ import Null
 
         await self._setup()
         out: list[tuple[str, Any]] = []
@@ -249,16 +289,7 @@ class SnmpSession:
         inside = prefix + "."
         while True:
             self.requests += 1
-            result = await h.bulk_cmd(
-                self._loop.engine,
-                self._auth,
-                self._target,
-                self._context(),
-                0,
-                BULK_REPETITIONS,
-                h.ObjectType(h.ObjectIdentity(start)),
-                lookupMib=False,
-            )
+            result = await self._command("bulk_cmd", 0, BULK_REPETITIONS, [(start, Null(""))])
             rows = self._check("getbulk", result)
             for oid, value in rows:
                 if not oid.startswith(inside) or value is None:
@@ -278,13 +309,8 @@ class SnmpSession:
         return sent
 
     async def _set_split(self, varbinds: list[sp.VarBind], sent: int) -> int:
-        from pysnmp.hlapi.v3arch import asyncio as h
-
-        objs = [h.ObjectType(h.ObjectIdentity(vb.oid), _value(vb)) for vb in varbinds]
         self.requests += 1
-        result = await h.set_cmd(
-            self._loop.engine, self._auth, self._target, self._context(), *objs, lookupMib=False
-        )
+        result = await self._command("set_cmd", [(vb.oid, _value(vb)) for vb in varbinds])
         try:
             answered = self._check("set", result)
         except SnmpError as exc:
