@@ -218,28 +218,36 @@ def _agent_cpu(farm: Any) -> float:
 # --- the queue (--workers N) ---------------------------------------------------------------
 
 
+def _admin(url: str) -> Any:
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(url).set(drivername="postgresql+psycopg", database="postgres")
+    return create_engine(admin, isolation_level="AUTOCOMMIT")
+
+
 def _fresh_database(url: str) -> str:
     """A new database beside ``url``'s (dropped at the end)."""
-    import psycopg
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     name = f"bench_push_{os.getpid()}"
-    base = make_url(url)
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return base.set(database=name).render_as_string(hide_password=False)
+    engine = _admin(url)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def _drop_database(url: str) -> None:
-    import psycopg
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    target = make_url(url)
-    admin = target.set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    engine = _admin(url)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    engine.dispose()
 
 
 def _on_the_queue(
