@@ -41,13 +41,22 @@ MODEL = "dlink-dgs-1100-08p"
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its waited-for children), from /proc."""
+    """User + system CPU of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    ticks = sum(int(x) for x in fields[11:13])  # utime stime (not the children's)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _setup(home: Path, count: int, database_url: str | None) -> tuple[Any, list[Any], list[str]]:
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy so far (every process: PostgreSQL too)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _setup(
+    home: Path, count: int, database_url: str | None, queue: bool = False
+) -> tuple[Any, list[Any], list[str]]:
     from sqlalchemy import select
 
     from provisioner.documents.validate import check_paths
@@ -59,6 +68,8 @@ def _setup(home: Path, count: int, database_url: str | None) -> tuple[Any, list[
     env = {"PROVISIONER_HOME": str(home)}
     if database_url:
         env["PROVISIONER_DATABASE_URL"] = database_url
+    if queue:
+        env["PROVISIONER_PUSH_QUEUE"] = "procrastinate"
     settings = load_settings(env)
     inv = OrdersService(settings)
     for checked in check_paths([ROOT / "inventory" / "orders" / f"{ORDER}.yaml"]):
@@ -66,24 +77,40 @@ def _setup(home: Path, count: int, database_url: str | None) -> tuple[Any, list[
         inv.apply(checked.document, source=checked.file, actor="bench")
     keys, communities = [], []
     with inv.db.write() as session:
-        order = session.scalar(select(Order).where(Order.order_id == ORDER))
-        assert order is not None
+        sample = session.scalar(select(Order).where(Order.order_id == ORDER))
+        assert sample is not None
         for i in range(count):
+            # One switch per order, as in real life (an order renders whole: 200 switches in
+            # one order would make every push render the other 199 too).
+            order = Order(
+                order_id=f"{ORDER}-B{i:03d}",
+                customer_id=sample.customer_id,
+                plan=sample.plan,
+                lines=sample.lines,
+                options=sample.options,
+            )
+            session.add(order)
+            session.flush()
             device_id = f"bench-sw-{i:03d}"
-            session.add(
-                Device(order_pk=order.id, device_id=device_id, position=1000 + i, model=MODEL)
-            )
+            session.add(Device(order_pk=order.id, device_id=device_id, position=1, model=MODEL))
             community = f"bench-community-{i:03d}"
-            session.add(
-                SecretRow(
-                    order_pk=order.id,
-                    owner=f"device:{device_id}",
-                    name="snmp_community",
-                    ciphertext=inv.vault.encrypt(community),
-                    source="generated",
+            secrets = {
+                "snmp_community": community,
+                "admin_password": f"bench-admin-{i:03d}-x7Kq",
+                "snmp_auth_key": f"bench-auth-{i:03d}-x7Kq",
+                "snmp_priv_key": f"bench-priv-{i:03d}-x7Kq",
+            }
+            for name, value in secrets.items():
+                session.add(
+                    SecretRow(
+                        order_pk=order.id,
+                        owner=f"device:{device_id}",
+                        name=name,
+                        ciphertext=inv.vault.encrypt(value),
+                        source="generated",
+                    )
                 )
-            )
-            keys.append(DeviceKey(ORDER, device_id, MODEL))
+            keys.append(DeviceKey(order.order_id, device_id, MODEL))
             communities.append(community)
     return inv, keys, communities
 
@@ -117,7 +144,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
         home = Path(tmp)
         database_url = _fresh_database(args.database_url) if args.database_url else None
-        inv, keys, communities = _setup(home / "home", args.switches, database_url)
+        inv, keys, communities = _setup(
+            home / "home", args.switches, database_url, queue=bool(args.workers)
+        )
         renderer = Renderer(inv.settings, inv)
         payload = renderer.push_payload(ORDER, "sw-catania")
         assert payload is not None
@@ -159,6 +188,7 @@ def main() -> None:
                 profiler = cProfile.Profile()
                 profiler.enable()
             cpu_before = {"bench": cpu_seconds(os.getpid()), "agent": _agent_cpu(farm)}
+            busy_before = machine_busy()
             results: list[Any] = []
             wall = 0.0
             worker_cpu = 0.0
@@ -181,6 +211,7 @@ def main() -> None:
                 "agent": _agent_cpu(farm) - cpu_before["agent"],
                 "workers": worker_cpu,
             }
+            machine = machine_busy() - busy_before
             n = len(results)
             bad = [r for r in results if r.result != "ok"]
             ideal = per_device * n / args.concurrency
@@ -195,7 +226,8 @@ def main() -> None:
             print(
                 "CPU: "
                 + ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items() if v)
-                + f"; {total_cpu / n * 1000:.0f} ms per push, {total_cpu / wall:.2f} cores busy"
+                + f"; {total_cpu / n * 1000:.0f} ms per push, {total_cpu / wall:.2f} cores busy;"
+                f" the whole machine (PostgreSQL, other users too): {machine / wall:.2f} cores"
             )
             for r in bad[:3]:
                 print(f"  {r.device}: {r.result}: {r.error}")
@@ -260,14 +292,17 @@ def _on_the_queue(
     from provisioner.push import queue
     from provisioner.push.targets import Timeouts
 
-    job_id = queue.create_job(
-        inv,
-        ORDER,
-        [(k, target) for k in keys],
-        actor="bench",
-        timeouts=Timeouts(snmp=2.0, snmp_retries=1, retries=2, backoff=0.5),
-        plans={k.device_id: None for k in keys},
-    )
+    # One job per order (each bench switch is its own order), as the NOC would push them.
+    jobs = [
+        queue.create_job(
+            inv,
+            key.order_id,
+            [(key, target)],
+            actor="bench",
+            timeouts=Timeouts(snmp=2.0, snmp_retries=1, retries=2, backoff=0.5),
+        )
+        for key in keys
+    ]
     env = dict(
         os.environ,
         PROVISIONER_HOME=str(inv.settings.home),
@@ -277,7 +312,7 @@ def _on_the_queue(
     )
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "provisioner.cli", "worker", "--quiet"],
+            [str(Path(sys.executable).parent / "provisioner"), "worker", "--quiet"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(home / f"worker{i}.log", "w"),  # noqa: SIM115 - the child owns it
@@ -286,7 +321,10 @@ def _on_the_queue(
     ]
     cpu = 0.0
     try:
-        while not queue.job_view(inv, job_id).finished:
+        deadline = time.monotonic() + 600
+        while not all(queue.finished(inv, job_id) for job_id in jobs):
+            if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+                raise SystemExit(f"the workers did not finish the job: see {home}/worker*.log")
             time.sleep(0.2)
         for w in workers:
             cpu += cpu_seconds(w.pid)
@@ -295,7 +333,7 @@ def _on_the_queue(
             w.terminate()
         for w in workers:
             w.wait(timeout=30)
-    return queue.job_results(inv, job_id), cpu
+    return [r for job_id in jobs for r in queue.job_results(inv, job_id)], cpu
 
 
 if __name__ == "__main__":

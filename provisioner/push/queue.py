@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from provisioner.errors import PushFailed
@@ -41,7 +41,7 @@ from provisioner.push.results import PushResult
 from provisioner.push.targets import DeviceAddress, Timeouts, device_row
 from provisioner.render.engine import DeviceKey
 from provisioner.store import audit
-from provisioner.store.models import utcnow
+from provisioner.store.models import Device, Order, utcnow
 from provisioner.store.push_models import PushEvent, PushJob, PushLock, PushTask
 
 DIED = (
@@ -186,11 +186,15 @@ def claim(inv: Any, task_id: int, worker: str) -> Task | None:
         assert task is not None
         job = session.get(PushJob, task.job_id)
         assert job is not None
-        order_id = job.order_id
+        order_id = session.scalar(
+            select(Order.order_id)
+            .join(Device, Device.order_pk == Order.id)
+            .where(Device.id == task.device_pk)
+        )
         return Task(
             id=task.id,
             job_id=job.id,
-            key=DeviceKey(order_id, task.device_id, task.model),
+            key=DeviceKey(str(order_id), task.device_id, task.model),
             target=_target(task.target),
             dry_run=job.dry_run,
             trust_on_first_use=job.trust_on_first_use,
@@ -254,8 +258,13 @@ def _event(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> in
 
 
 def step(inv: Any, job_id: str, device: str, name: str) -> None:
-    """A device moved to a step (connect, backup, diff, commit, ...)."""
+    """A device moved to a step (connect, backup, diff, commit, ...).
+
+    Progress, not state: on PostgreSQL its commit does not wait for the disk (a crash may
+    lose the last steps, never a result, which waits as every other write does)."""
     with inv.db.write() as session:
+        if not inv.db.is_sqlite:
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         _event(session, job_id, "step", {"device": device, "step": name})
 
 

@@ -91,6 +91,12 @@ def run_worker(inv: Any, renderer: Renderer, *, concurrency: int, name: str = ""
     with inv.db.engine.begin() as conn:
         pgqueue.ensure_schema(conn.connection.driver_connection)
     name = name or worker_name()
+    # A worker exists to push: load NAPALM, netmiko and pysnmp and start the SNMP engine
+    # now, not inside the first tasks (their threads would all wait on the import lock).
+    import provisioner.push.job  # noqa: F401
+    from provisioner.push import snmp
+
+    snmp.shared()
     app = pgqueue.queue_app(
         settings, asynchronous=True, run=lambda task_id: run_task(inv, renderer, task_id, name)
     )
