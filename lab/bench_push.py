@@ -21,6 +21,15 @@ CPU seconds of this process, the workers and the agent are printed too (2 cores 
         --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
 The last line is ``push: N devices, X devices/s, actual/ideal Y, failures Z``.
+
+Measured (2 cores, 2026-12-01, while other engineers' test suites kept the load average at
+7-8; 200 switches, concurrency 50, reply latency 20 ms, save 0.5 s): in one process 27.6
+devices/s, actual/ideal 2.62, 0 failures, 39 ms of CPU per push (this process and the agent);
+with 2 workers on the queue (PostgreSQL) 11.4 devices/s, 0 failures, 85 ms of worker CPU per
+push (claims, leases, events and procrastinate on PostgreSQL, whose own CPU is not counted).
+Without latency (--latency 0 --save-latency 0): 17.9 devices/s, CPU-bound. Before issue 14
+(one snmpsim process and one pysnmp engine per switch, a SET PDU per 10 varbinds, four full
+reads per push): 1.0-1.7 devices/s at concurrency 20-50, 18-40x the ideal.
 """
 
 from __future__ import annotations
