@@ -43,7 +43,7 @@ import httpx
 import yaml
 
 PHONES = 32
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def order_document(o: int) -> dict[str, Any]:
@@ -84,11 +84,12 @@ def store(postgres: bool) -> Iterator[dict[str, str]]:
     env = {"PROVISIONER_HOME": str(home)}
     admin, name = None, ""
     if postgres:
-        import psycopg
+        from sqlalchemy import create_engine, text
 
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
         name = f"bench_{uuid.uuid4().hex[:8]}"
-        admin.execute(f'CREATE DATABASE "{name}"')
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
         env["PROVISIONER_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{name}"
     old = {k: os.environ.get(k) for k in ("PROVISIONER_HOME", "PROVISIONER_DATABASE_URL")}
     os.environ.update(env)
@@ -101,8 +102,9 @@ def store(postgres: bool) -> Iterator[dict[str, str]]:
             else:
                 os.environ[k] = v
         if admin is not None:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            admin.close()
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            admin.dispose()
         shutil.rmtree(home, ignore_errors=True)
 
 

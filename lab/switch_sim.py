@@ -1,7 +1,10 @@
 """A simulated D-Link DGS-1100 PoE switch: an SNMP agent on loopback, with fault injection.
 
-One ``snmpsim-command-responder`` process per switch, on its own UDP port: snmpsim keeps
-written values per process, so two switches in one process would see each other's SETs.
+:class:`SwitchSim` is one switch in its own ``snmpsim-command-responder`` process (SNMPv3,
+faults); :class:`SwitchFarm` is many switches in ONE process, told apart by community (the
+bench's 200 switches on 2 cores). Either way the variation module below keeps each switch's
+state apart (keyed by the data file, i.e. the community or v3 context, that a request
+selected) and applies a SET PDU all or nothing, as RFC 3416 asks of an agent.
 
 What the agent serves (numeric OIDs, see :mod:`provisioner.push.setplan`):
 
@@ -102,31 +105,41 @@ def _vm_decode(tag: str, value: Any) -> Any:
     return typ(value)
 
 
-def _vm_reload(ctx: dict[str, Any]) -> None:
-    """(Re)load the state file when SwitchSim.reset() replaced it."""
-    path = ctx["state_path"]
+def _vm_reload(sw: dict[str, Any]) -> None:
+    """(Re)load a switch's state file when reset() replaced it."""
+    path = sw["state_path"]
     st = Path(path).stat()
     stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-    if ctx.get("stamp") == stamp:
+    if sw.get("stamp") == stamp:
         return
     doc = json.loads(Path(path).read_text())
-    ctx["values"] = {oid: _vm_decode(t, v) for oid, (t, v) in doc["values"].items()}
-    ctx["defaults"] = {oid: _vm_decode(t, v) for oid, (t, v) in doc["defaults"].items()}
-    ctx["rows"] = set(doc["rows"])
-    ctx["members"] = {int(k): v for k, v in doc["members"].items()}
-    ctx["journal"] = doc["journal"]
-    ctx["boot"] = doc["boot"]
-    ctx["stamp"] = stamp
+    sw["values"] = {oid: _vm_decode(t, v) for oid, (t, v) in doc["values"].items()}
+    sw["defaults"] = {oid: _vm_decode(t, v) for oid, (t, v) in doc["defaults"].items()}
+    sw["rows"] = set(doc["rows"])
+    sw["members"] = {int(k): v for k, v in doc["members"].items()}
+    sw["journal"] = doc["journal"]
+    sw["boot"] = doc["boot"]
+    sw["stamp"] = stamp
 
 
 def vm_init(ctx: dict[str, Any], options: str = "", **_: Any) -> None:
-    """snmpsim ``init``: options is the path of the state file SwitchSim wrote."""
-    ctx["state_path"] = options
-    _vm_reload(ctx)
+    """snmpsim ``init``: options is the path of the index file (data file -> state file)."""
+    ctx["index"] = json.loads(Path(options).read_text())
+    ctx["switches"] = {}
 
 
 def vm_shutdown(ctx: dict[str, Any], **_: Any) -> None:
-    """snmpsim ``shutdown``: nothing to flush, the journal is written per SET."""
+    """snmpsim ``shutdown``: nothing to flush, the journal is written per SET PDU."""
+
+
+def _vm_switch(ctx: dict[str, Any], data_file: str) -> dict[str, Any]:
+    """The state of the switch a data file (a community, a v3 context) belongs to."""
+    state_path = ctx["index"][str(Path(data_file).resolve())]
+    sw = ctx["switches"].get(state_path)
+    if sw is None:
+        sw = ctx["switches"][state_path] = {"state_path": state_path}
+    _vm_reload(sw)
+    return sw
 
 
 def _vm_flags(value: str) -> dict[str, str]:
@@ -147,33 +160,62 @@ def vm_variate(
     **context: Any,
 ) -> tuple[Any, str, Any]:
     """snmpsim ``variate``: answer a GET/GETNEXT/SET for one record."""
-    from pysnmp.smi import error, exval
+    from pysnmp.smi import exval
     from snmpsim.grammar.snmprec import SnmprecGrammar
 
     if not context["nextFlag"] and not context["exactMatch"]:
         return context["origOid"], tag, context["errorStatus"]
-    _vm_reload(ctx)
+    sw = _vm_switch(ctx, context["dataFile"])
     if "flags" not in record_ctx:
         record_ctx["flags"] = _vm_flags(value)
     flags: dict[str, str] = record_ctx["flags"]
     text_oid = str(oid)
     row = int(flags["row"]) if "row" in flags else None
-    absent = row is not None and row not in ctx["rows"]
 
     if not context["setFlag"]:
-        if absent:
+        if row is not None and row not in sw["rows"]:
             # GETNEXT skips a missing row (snmpsim moves on when it sees endOfMib).
             if context["nextFlag"]:
                 return oid, tag, exval.endOfMib
             return context["origOid"], tag, context["errorStatus"]
         if "uptime" in flags:
-            ticks = int((time.time() - ctx["boot"]) * 100)
+            ticks = int((time.time() - sw["boot"]) * 100)
             return oid, tag, SnmprecGrammar.TAG_MAP[tag](ticks)
-        return oid, tag, ctx["values"][text_oid]
+        return oid, tag, sw["values"][text_oid]
 
-    # --- SET -------------------------------------------------------------------------
-    idx = max(0, context["varsTotal"] - context["varsRemaining"] - 1)
-    new = context["origValue"]
+    # --- SET: all or nothing per PDU (RFC 3416 4.2.5) ----------------------------------
+    # The varbinds of a PDU are applied to a copy; the copy becomes the state only when the
+    # last one passed. An error raised on the way leaves the state as it was.
+    total, remaining = context["varsTotal"], context["varsRemaining"]
+    idx = max(0, total - remaining - 1)
+    if idx == 0 or ctx.get("pdu", {}).get("switch") is not sw:
+        ctx["pdu"] = {
+            "switch": sw,
+            "values": dict(sw["values"]),
+            "rows": set(sw["rows"]),
+            "lines": [],
+        }
+    pdu = ctx["pdu"]
+    stored = _vm_set(pdu, flags, row, oid, tag, context["origValue"], idx)
+    if remaining <= 0:
+        sw["values"], sw["rows"] = pdu["values"], pdu["rows"]
+        with open(sw["journal"], "a") as journal:
+            journal.write("".join(pdu["lines"]))
+        ctx.pop("pdu", None)
+    return oid, tag, stored
+
+
+def _vm_set(
+    pdu: dict[str, Any], flags: dict[str, str], row: int | None, oid: Any, tag: str, new: Any,
+    idx: int,
+) -> Any:  # fmt: skip
+    """Check one SET varbind and apply it to the PDU's copy of the state."""
+    from pysnmp.smi import error
+    from snmpsim.grammar.snmprec import SnmprecGrammar
+
+    values, rows = pdu["values"], pdu["rows"]
+    absent = row is not None and row not in rows
+    text_oid = str(oid)
     if "ro" in flags:
         raise error.NoAccessError(name=oid, idx=idx)
     if "const" in flags:
@@ -188,15 +230,16 @@ def vm_variate(
         if action == sp.ROW_CREATE_AND_GO:
             if not absent:
                 raise error.InconsistentValueError(name=oid, idx=idx)
-            ctx["rows"].add(row)
-            for member in ctx["members"][row]:
-                ctx["values"][member] = ctx["defaults"][member]
+            rows.add(row)
+            defaults = pdu["switch"]["defaults"]
+            for member in pdu["switch"]["members"][row]:
+                values[member] = defaults[member]
             stored = typ(sp.ROW_ACTIVE)
         elif action == sp.ROW_DESTROY:
             if row == sp.DEFAULT_VLAN:
                 # The default VLAN cannot be deleted (as on the real switches).
                 raise error.InconsistentValueError(name=oid, idx=idx)
-            ctx["rows"].discard(row)
+            rows.discard(row)
         elif action == sp.ROW_ACTIVE:
             if absent:
                 raise error.InconsistentValueError(name=oid, idx=idx)
@@ -216,18 +259,17 @@ def vm_variate(
                 raise error.WrongLengthError(name=oid, idx=idx)
             if any(p > ports for p in sp.ports_of(data)):
                 raise error.WrongValueError(name=oid, idx=idx)
-        if "pvid" in flags and int(new) not in ctx["rows"]:
+        if "pvid" in flags and int(new) not in rows:
             raise error.InconsistentValueError(name=oid, idx=idx)
         if "truth" in flags and int(new) not in (sp.TRUTH_TRUE, sp.TRUTH_FALSE):
             raise error.WrongValueError(name=oid, idx=idx)
         if "save" in flags and int(new) != int(flags["save"]):
             raise error.WrongValueError(name=oid, idx=idx)
         stored = typ(new)
-    if "rowstatus" not in flags or row in ctx["rows"]:
-        ctx["values"][text_oid] = stored
-    with open(ctx["journal"], "a") as journal:
-        journal.write(json.dumps({"oid": text_oid, "value": new.prettyPrint()}) + "\n")
-    return oid, tag, stored
+    if "rowstatus" not in flags or row in rows:
+        values[text_oid] = stored
+    pdu["lines"].append(json.dumps({"oid": text_oid, "value": new.prettyPrint()}) + "\n")
+    return stored
 
 
 # ======================================================================================
@@ -253,6 +295,9 @@ class _FaultProxy:
         self._lock = threading.Lock()
         self._mode: str | None = None
         self._delay = 0.0
+        self._latency = 0.0
+        self._save_delay = 0.0
+        self._save_marker = b""
         self._after = 0
         self._forwarded = 0
         self.requests = 0  # every request that reached the proxy, whatever the fault
@@ -264,7 +309,8 @@ class _FaultProxy:
     def set_fault(self, mode: str | None, *, delay: float = 1.0, after: int = 2) -> None:
         with self._lock:
             self._mode, self._delay, self._after, self._forwarded = mode, delay, after, 0
-            self._delayed.clear()
+            if mode is None and self._latency == 0:
+                self._delayed.clear()
 
     def close(self) -> None:
         self._stopping = True
@@ -312,13 +358,22 @@ class _FaultProxy:
             self._sel.register(upstream, selectors.EVENT_READ, addr)
         upstream.send(data)
 
+    def set_latency(self, reply: float, save: float = 0.0, save_marker: bytes = b"") -> None:
+        """A device's own pace, always on: every reply after ``reply`` s, a reply that holds
+        ``save_marker`` (the save object's encoded OID) after ``save`` s more."""
+        with self._lock:
+            self._latency, self._save_delay, self._save_marker = reply, save, save_marker
+
     def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
         with self._lock:
+            delay = self._latency
+            if self._save_marker and self._save_marker in data:
+                delay += self._save_delay
             if self._mode == "slow":
+                delay += self._delay
+            if delay > 0:
                 self._seq += 1
-                heapq.heappush(
-                    self._delayed, (time.monotonic() + self._delay, self._seq, addr, data)
-                )
+                heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, addr, data))
                 return
         self._sock.sendto(data, addr)
 
@@ -366,69 +421,43 @@ def _probe(port: int, community: str, timeout: float) -> bool:
     return True
 
 
-class SwitchSim:
-    """One simulated DGS-1100 switch. Use as a context manager, or start()/stop().
+def save_marker(model: str) -> bytes:
+    """The BER encoding of a model's save-object OID: how the proxy spots a save's reply."""
+    from pyasn1.codec.ber import encoder
+    from pyasn1.type import univ
+
+    facts = MODELS[model].snmp
+    assert facts is not None
+    return bytes(encoder.encode(univ.ObjectIdentifier(facts.save_oid)))
+
+
+class SwitchState:
+    """One simulated switch's objects and state files (the agent process reads them).
 
     :param model: catalog key, ``dlink-dgs-1100-24p`` or ``dlink-dgs-1100-08p``.
     :param name: initial sysName.
-    :param port: UDP port clients use (0: pick a free one); the agent gets another one.
     :param vlan_ids: VLAN ids that can exist (rows are pre-provisioned, absent until created).
     :param existing_vlans: VLAN ids that exist at start (the default VLAN 1 holds every port).
-    :param v3_user: SNMPv3 user (authPriv with ``v3_auth_key``/``v3_priv_key``).
-    :param fault: ``None`` or one of :data:`FAULTS`; ``fault_delay`` (slow) and
-        ``fault_after`` (drop-mid: requests forwarded before going dark) tune it.
     """
 
     def __init__(
         self,
-        model: str = "dlink-dgs-1100-24p",
-        name: str = "sw-lab",
-        *,
-        port: int = 0,
-        workdir: Path | str | None = None,
-        community_ro: str = "public",
-        community_rw: str = "private",
-        v3_user: str | None = None,
-        v3_auth_key: str | None = None,
-        v3_priv_key: str | None = None,
-        v3_auth_proto: str = "SHA",
-        v3_priv_proto: str = "AES",
+        model: str,
+        name: str,
+        workdir: Path,
         vlan_ids: Iterable[int] = (1, 20, 100),
         existing_vlans: Iterable[int] = (1,),
-        fault: str | None = None,
-        fault_delay: float = 1.0,
-        fault_after: int = 2,
-        start_timeout: float = 20.0,
     ) -> None:
         if model not in sp.snmp_switches():
             raise SwitchSimError(f"unknown switch model {model!r}")
-        if v3_user and not (v3_auth_key and v3_priv_key):
-            raise SwitchSimError("an SNMPv3 user needs v3_auth_key and v3_priv_key")
         self.model = model
         self.name = name
         self.facts = MODELS[model].snmp  # sysObjectID and save object, from the catalog
         self.product = MODELS[model].product
         self.port_count, self.poe_ports = sp.model_ports(model)
-        self.community_ro = community_ro
-        self.community_rw = community_rw
-        self.v3_user = v3_user
-        self.v3_auth_key = v3_auth_key
-        self.v3_priv_key = v3_priv_key
-        self.v3_auth_proto = v3_auth_proto
-        self.v3_priv_proto = v3_priv_proto
         self.vlan_ids = tuple(sorted(set(vlan_ids) | {sp.DEFAULT_VLAN}))
         self.existing_vlans = tuple(sorted(set(existing_vlans) | {sp.DEFAULT_VLAN}))
-        self._requested_port = port
-        self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="switchsim-"))
-        self._fault = (fault, fault_delay, fault_after)
-        self._start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._proxy: _FaultProxy | None = None
-        self.agent_port = 0
-        self.port = 0
-
-    # --- files -----------------------------------------------------------------------
+        self.workdir = workdir
 
     @property
     def journal_path(self) -> Path:
@@ -438,12 +467,9 @@ class SwitchSim:
     def state_path(self) -> Path:
         return self.workdir / "state.json"
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "snmpsim.log"
-
-    def _records(self) -> list[tuple[str, str, str]]:
+    def records(self) -> list[tuple[str, str, str]]:
         """(oid, tag, flags) of every object, in OID order."""
+        assert self.facts is not None
         n = self.port_count
         recs = [
             (sp.SYS_DESCR, T_STR, "const"),
@@ -465,7 +491,17 @@ class SwitchSim:
         recs.append((self.facts.save_oid, T_INT, f"save={self.facts.save_value}"))
         return sorted(recs, key=lambda r: sp.oid_key(r[0]))
 
-    def _initial_state(self) -> dict[str, Any]:
+    def snmprec(self, read_only: bool = False) -> str:
+        """The data file: every record through the variation module (``ro``: refuses SETs)."""
+        lines = []
+        for oid, tag, flags in self.records():
+            if read_only and "const" not in flags:
+                flags += ",ro"
+            lines.append(f"{oid}|{tag}:{_MODULE}|{flags}\n")
+        return "".join(lines)
+
+    def initial_state(self) -> dict[str, Any]:
+        assert self.facts is not None
         n = self.port_count
         all_ports = sp.portlist(range(1, n + 1), n).hex()
         no_ports = sp.portlist((), n).hex()
@@ -511,11 +547,64 @@ class SwitchSim:
             "boot": time.time(),
         }
 
-    def _write_state(self, state: dict[str, Any]) -> None:
+    def write_state(self) -> None:
+        """Factory state, empty journal (the agent reloads on its next request)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.journal_path.write_text("")
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.state_path)  # a new inode: the agent reloads on its next request
+        tmp.write_text(json.dumps(self.initial_state()))
+        tmp.replace(self.state_path)  # a new inode: the agent sees the change
+
+    def reset(self, existing_vlans: Iterable[int] | None = None, name: str | None = None) -> None:
+        """Back to factory state (empty write journal), without a restart."""
+        if existing_vlans is not None:
+            self.existing_vlans = tuple(sorted(set(existing_vlans) | {sp.DEFAULT_VLAN}))
+        if name is not None:
+            self.name = name
+        self.write_state()
+
+    def writes(self) -> list[dict[str, str]]:
+        """Every SET varbind the agent accepted since start/reset: ``{"oid", "value"}``."""
+        if not self.journal_path.exists():
+            return []
+        lines = self.journal_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def write_count(self) -> int:
+        """How many SET varbinds the agent accepted since start/reset."""
+        return len(self.writes())
+
+    def save_count(self) -> int:
+        """How many times the save object was written."""
+        assert self.facts is not None
+        return sum(1 for w in self.writes() if w["oid"] == self.facts.save_oid)
+
+
+class _Agent:
+    """One snmpsim process serving the data files of ``_data()``, behind a UDP proxy."""
+
+    def __init__(self, workdir: Path, port: int, start_timeout: float) -> None:
+        self.workdir = workdir
+        self._requested_port = port
+        self._start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._proxy: _FaultProxy | None = None
+        self.agent_port = 0
+        self.port = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "snmpsim.log"
+
+    def _data(self) -> dict[str, tuple[str, Path]]:
+        """Data file name (relative, without .snmprec) -> (its text, the switch's state)."""
+        raise NotImplementedError
+
+    def _v3_options(self) -> list[str]:
+        return []
+
+    def _probe_community(self) -> str:
+        raise NotImplementedError
 
     def _write_data(self) -> None:
         data = self.workdir / "data"
@@ -525,62 +614,41 @@ class SwitchSim:
                 shutil.rmtree(d)
             d.mkdir(parents=True)
         (var / f"{_MODULE}.py").write_text(_SHIM)
-        recs = self._records()
-        rw = "".join(f"{oid}|{tag}:{_MODULE}|{flags}\n" for oid, tag, flags in recs)
-        ro = "".join(
-            f"{oid}|{tag}:{_MODULE}|{flags if 'const' in flags else flags + ',ro'}\n"
-            for oid, tag, flags in recs
-        )
-        # The data file's name is the v1/v2c community and the v3 context name.
-        (data / f"{self.community_rw}.snmprec").write_text(rw)
-        (data / f"{self.community_ro}.snmprec").write_text(ro)
-        if self.v3_user:
-            # "self" serves the empty v3 context, which is what managers send by default.
-            # Side effect of snmpsim's layout: the empty v2c community reads and writes too.
-            (data / "self.snmprec").write_text(rw)
-
-    # --- lifecycle -------------------------------------------------------------------
+        index = {}
+        for name, (text, state) in self._data().items():
+            path = data / f"{name}.snmprec"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            index[str(path.resolve())] = str(state)
+        (self.workdir / "index.json").write_text(json.dumps(index))
 
     def _command(self) -> list[str]:
-        cmd = [
+        return [
             sys.executable,
             "-c",
             _BOOT,
             f"--cache-dir={self.workdir / 'cache'}",
             f"--logging-method=file:{self.log_path}",
-            "--log-level=info",
+            "--log-level=error",
             f"--variation-modules-dir={self.workdir / 'variation'}",
-            f"--variation-module-options={_MODULE}:{self.state_path}",
+            f"--variation-module-options={_MODULE}:{self.workdir / 'index.json'}",
             # Engine options must come after --v3-engine-id (research/libraries.md §3).
             "--v3-engine-id=auto",
-        ]
-        if self.v3_user:
-            assert self.v3_auth_key and self.v3_priv_key
-            cmd += [
-                f"--v3-user={self.v3_user}",
-                f"--v3-auth-key={self.v3_auth_key}",
-                f"--v3-auth-proto={self.v3_auth_proto}",
-                f"--v3-priv-key={self.v3_priv_key}",
-                f"--v3-priv-proto={self.v3_priv_proto}",
-            ]
-        cmd += [
+            *self._v3_options(),
             f"--data-dir={self.workdir / 'data'}",
             f"--agent-udpv4-endpoint=127.0.0.1:{self.agent_port}",
         ]
-        return cmd
 
-    def start(self) -> SwitchSim:
-        """Write the data, start the agent and the proxy; return when the agent answers."""
+    def _start_agent(self) -> None:
         if self._proc is not None:
             raise SwitchSimError("already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_data()
-        self._write_state(self._initial_state())
         env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")  # CI runs as root
         last_error = ""
         for _attempt in range(3):  # a picked free port can be taken before the agent binds
             self.agent_port = _free_udp_port()
-            out = open(self.workdir / "snmpsim.out", "ab")  # noqa: SIM115 - closed in stop()
+            out = open(self.workdir / "snmpsim.out", "ab")  # noqa: SIM115 - closed below
             self._proc = subprocess.Popen(
                 self._command(), stdout=out, stderr=subprocess.STDOUT, env=env
             )
@@ -593,9 +661,6 @@ class SwitchSim:
             raise SwitchSimError(f"snmpsim did not start: {last_error}")
         self._proxy = _FaultProxy(("127.0.0.1", self.agent_port), self._requested_port)
         self.port = self._proxy.port
-        mode, delay, after = self._fault
-        self.set_fault(mode, delay=delay, after=after)
-        return self
 
     def _wait_ready(self) -> bool:
         assert self._proc is not None
@@ -603,7 +668,7 @@ class SwitchSim:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 return False
-            if _probe(self.agent_port, self.community_ro, 0.2):
+            if _probe(self.agent_port, self._probe_community(), 0.2):
                 return True
             time.sleep(0.05)
         return False
@@ -628,12 +693,129 @@ class SwitchSim:
             proc.kill()
             proc.wait(timeout=5)
 
-    def stop(self) -> None:
-        """Stop proxy and agent (SIGTERM, then SIGKILL after 5 s)."""
+    def _stop_agent(self) -> None:
         if self._proxy is not None:
             self._proxy.close()
             self._proxy = None
         self._terminate()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def request_count(self) -> int:
+        """How many SNMP requests clients sent to :attr:`port` since start."""
+        return self._proxy.requests if self._proxy is not None else 0
+
+
+class SwitchSim(_Agent):
+    """One simulated DGS-1100 switch in its own agent process. Use as a context manager,
+    or start()/stop().
+
+    :param model: catalog key, ``dlink-dgs-1100-24p`` or ``dlink-dgs-1100-08p``.
+    :param name: initial sysName.
+    :param port: UDP port clients use (0: pick a free one); the agent gets another one.
+    :param vlan_ids: VLAN ids that can exist (rows are pre-provisioned, absent until created).
+    :param existing_vlans: VLAN ids that exist at start (the default VLAN 1 holds every port).
+    :param v3_user: SNMPv3 user (authPriv with ``v3_auth_key``/``v3_priv_key``).
+    :param fault: ``None`` or one of :data:`FAULTS`; ``fault_delay`` (slow) and
+        ``fault_after`` (drop-mid: requests forwarded before going dark) tune it.
+    """
+
+    def __init__(
+        self,
+        model: str = "dlink-dgs-1100-24p",
+        name: str = "sw-lab",
+        *,
+        port: int = 0,
+        workdir: Path | str | None = None,
+        community_ro: str = "public",
+        community_rw: str = "private",
+        v3_user: str | None = None,
+        v3_auth_key: str | None = None,
+        v3_priv_key: str | None = None,
+        v3_auth_proto: str = "SHA",
+        v3_priv_proto: str = "AES",
+        vlan_ids: Iterable[int] = (1, 20, 100),
+        existing_vlans: Iterable[int] = (1,),
+        fault: str | None = None,
+        fault_delay: float = 1.0,
+        fault_after: int = 2,
+        start_timeout: float = 20.0,
+    ) -> None:
+        if v3_user and not (v3_auth_key and v3_priv_key):
+            raise SwitchSimError("an SNMPv3 user needs v3_auth_key and v3_priv_key")
+        self._own_workdir = workdir is None
+        root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="switchsim-"))
+        super().__init__(root, port, start_timeout)
+        self.state = SwitchState(model, name, root, vlan_ids, existing_vlans)
+        self.model = model
+        self.facts = self.state.facts
+        self.port_count, self.poe_ports = self.state.port_count, self.state.poe_ports
+        self.community_ro = community_ro
+        self.community_rw = community_rw
+        self.v3_user = v3_user
+        self.v3_auth_key = v3_auth_key
+        self.v3_priv_key = v3_priv_key
+        self.v3_auth_proto = v3_auth_proto
+        self.v3_priv_proto = v3_priv_proto
+        self._fault = (fault, fault_delay, fault_after)
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state.journal_path
+
+    @property
+    def state_path(self) -> Path:
+        return self.state.state_path
+
+    def _data(self) -> dict[str, tuple[str, Path]]:
+        # The data file's name is the v1/v2c community and the v3 context name.
+        rw = self.state.snmprec()
+        data = {
+            self.community_rw: (rw, self.state_path),
+            self.community_ro: (self.state.snmprec(read_only=True), self.state_path),
+        }
+        if self.v3_user:
+            # "self" serves the empty v3 context, which is what managers send by default.
+            # Side effect of snmpsim's layout: the empty v2c community reads and writes too.
+            data["self"] = (rw, self.state_path)
+        return data
+
+    def _v3_options(self) -> list[str]:
+        if not self.v3_user:
+            return []
+        assert self.v3_auth_key and self.v3_priv_key
+        return [
+            f"--v3-user={self.v3_user}",
+            f"--v3-auth-key={self.v3_auth_key}",
+            f"--v3-auth-proto={self.v3_auth_proto}",
+            f"--v3-priv-key={self.v3_priv_key}",
+            f"--v3-priv-proto={self.v3_priv_proto}",
+        ]
+
+    def _probe_community(self) -> str:
+        return self.community_ro
+
+    def start(self) -> SwitchSim:
+        """Write the data, start the agent and the proxy; return when the agent answers."""
+        self.state.write_state()
+        self._start_agent()
+        mode, delay, after = self._fault
+        self.set_fault(mode, delay=delay, after=after)
+        return self
+
+    def stop(self) -> None:
+        """Stop proxy and agent (SIGTERM, then SIGKILL after 5 s)."""
+        self._stop_agent()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -648,10 +830,6 @@ class SwitchSim:
     ) -> None:
         self.stop()
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     # --- test controls ---------------------------------------------------------------
 
     def set_fault(self, mode: str | None, *, delay: float = 1.0, after: int = 2) -> None:
@@ -664,32 +842,89 @@ class SwitchSim:
 
     def reset(self, existing_vlans: Iterable[int] | None = None, name: str | None = None) -> None:
         """Back to factory state (and no fault, empty write journal), without a restart."""
-        if existing_vlans is not None:
-            self.existing_vlans = tuple(sorted(set(existing_vlans) | {sp.DEFAULT_VLAN}))
-        if name is not None:
-            self.name = name
-        self._write_state(self._initial_state())
+        self.state.reset(existing_vlans, name)
         if self._proxy is not None:
             self._proxy.set_fault(None)
 
-    def request_count(self) -> int:
-        """How many SNMP requests clients sent to :attr:`port` since start."""
-        return self._proxy.requests if self._proxy is not None else 0
-
     def writes(self) -> list[dict[str, str]]:
         """Every SET varbind the agent accepted since start/reset: ``{"oid", "value"}``."""
-        if not self.journal_path.exists():
-            return []
-        lines = self.journal_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return self.state.writes()
 
     def write_count(self) -> int:
         """How many SET varbinds the agent accepted since start/reset."""
-        return len(self.writes())
+        return self.state.write_count()
 
     def save_count(self) -> int:
         """How many times the save object was written."""
-        return sum(1 for w in self.writes() if w["oid"] == self.facts.save_oid)
+        return self.state.save_count()
+
+
+class SwitchFarm(_Agent):
+    """Many simulated switches in ONE agent process, told apart by their v2c community.
+
+    Each switch is a :class:`SwitchState` of its own (the variation module keys its state by
+    the data file a request selected, i.e. by community), so 200 switches cost one process
+    and one UDP port. All answer at :attr:`port`; ``latency`` and ``save_latency`` give them
+    a real device's pace (see :meth:`_FaultProxy.set_latency`). SNMPv3 is per process (one
+    USM user table), so a farm speaks v2c; a switch that needs v3 or faults is a
+    :class:`SwitchSim`.
+
+    :param switches: (model, name, write community) per switch.
+    """
+
+    def __init__(
+        self,
+        switches: Iterable[tuple[str, str, str]],
+        workdir: Path | str,
+        *,
+        port: int = 0,
+        latency: float = 0.0,
+        save_latency: float = 0.0,
+        vlan_ids: Iterable[int] = (1, 20, 100),
+        start_timeout: float = 120.0,
+    ) -> None:
+        super().__init__(Path(workdir), port, start_timeout)
+        self.switches: dict[str, SwitchState] = {}
+        for i, (model, name, community) in enumerate(switches):
+            if community in self.switches or not community:
+                raise SwitchSimError(f"switch {name}: community {community!r} is not unique")
+            self.switches[community] = SwitchState(
+                model, name, self.workdir / "switches" / f"{i:04d}", vlan_ids
+            )
+        if not self.switches:
+            raise SwitchSimError("a farm needs at least one switch")
+        self.latency = latency
+        self.save_latency = save_latency
+
+    def _data(self) -> dict[str, tuple[str, Path]]:
+        return {c: (sw.snmprec(), sw.state_path) for c, sw in self.switches.items()}
+
+    def _probe_community(self) -> str:
+        return next(iter(self.switches))
+
+    def start(self) -> SwitchFarm:
+        for sw in self.switches.values():
+            sw.write_state()
+        self._start_agent()
+        assert self._proxy is not None
+        models = {sw.model for sw in self.switches.values()}
+        markers = {save_marker(m) for m in models}
+        # One marker covers the DGS-1100 family (one save object); more would need a list.
+        marker = markers.pop() if len(markers) == 1 else b""
+        self._proxy.set_latency(self.latency, self.save_latency, marker)
+        return self
+
+    def stop(self) -> None:
+        self._stop_agent()
+
+    def __enter__(self) -> SwitchFarm:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __getitem__(self, community: str) -> SwitchState:
+        return self.switches[community]
 
 
 def main() -> None:  # pragma: no cover - manual lab use

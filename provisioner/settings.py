@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -149,6 +149,10 @@ class Settings(BaseSettings):
         "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
     )
     push_jobs_running: int = 4  # API push jobs at once; more get 429
+    # Where pushes run: "local" in the process that starts them (the CLI, the API), or
+    # "procrastinate": on the PostgreSQL store's queue, run by `provisioner worker`.
+    push_queue: Literal["local", "procrastinate"] = "local"
+    push_lease: PositiveFloat = 30.0  # a running push not heard from this long has died
     # REST API limits: requests per second per token, burst, largest body in bytes.
     api_rate: PositiveFloat = 20.0
     api_burst: PositiveInt = 40

@@ -423,8 +423,9 @@ def _third_party(folder: str) -> dict[str, set[str]]:
 
 def test_the_runtime_dependencies_are_what_the_product_imports() -> None:
     imported = _third_party("provisioner")
-    # The postgres and redis extras are the product's own, imported only when configured.
-    optional = EXTRAS["postgres"] | EXTRAS["redis"]
+    # The postgres, redis and queue extras are the product's own, imported only when
+    # configured (procrastinate only when push_queue = procrastinate).
+    optional = EXTRAS["postgres"] | EXTRAS["redis"] | EXTRAS["queue"]
     assert set(imported) - RUNTIME - optional == set(), "imported but not a runtime dependency"
     assert RUNTIME - set(imported) - ANNOUNCED == set(), "a runtime dependency nothing imports"
     assert {"scrapli", "asyncssh", "httpx"} & RUNTIME == set()

@@ -1,11 +1,13 @@
-"""Push jobs started over the API: run in a background thread, watched by status and SSE.
+"""Push jobs started over the API: written to the store, run, followed by status and SSE.
 
-A job is :func:`provisioner.push.runner.push_many` over the devices a request names, with a job
-id made up front so the request can answer 202 at once. While it runs, the :class:`JobBoard`
-of the process holds its steps and results as numbered events (the ``id:`` of the
-server-sent events, so a client that reconnects with ``Last-Event-ID`` misses nothing).
-Every result is also stored (``push_results``) and audited by the push job itself: a job
-that this process no longer holds (restart, or pushed from the CLI) is read from the store.
+A job is :func:`provisioner.push.queue.create_job` over the devices a request names, with a
+job id made up front so the request can answer 202 at once. Where it runs is the
+``push_queue`` setting: ``local`` runs it in a thread of this process (at most
+``push_jobs_running`` jobs at once, more get 429); ``procrastinate`` leaves it on the queue
+for ``provisioner worker`` processes. Either way its steps and results are numbered events
+in the store (the ``id:`` of the server-sent events, so a client that reconnects with
+``Last-Event-ID`` misses nothing, on this server or another one). A job pushed from the CLI
+in-process (no job rows) is read back from its stored results.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from sqlalchemy import select
 
 from provisioner.api import schemas
 from provisioner.metrics import METRICS
+from provisioner.push import queue
 from provisioner.push.results import PushResult
-from provisioner.push.runner import push_many
 from provisioner.push.targets import DeviceAddress, Timeouts
 from provisioner.render.engine import DeviceKey, Renderer
 from provisioner.store.models import Device, Order, utcnow
@@ -50,6 +52,7 @@ class JobRun:
     models: dict[str, str]  # device id -> model, in the order pushed
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    stored: bool = False  # a job of the push_jobs table: its events are read from the store
     devices: dict[str, schemas.PushDeviceResult] = field(default_factory=dict)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -124,18 +127,49 @@ class JobRun:
             return items, self.finished
 
 
+def _from_view(view: queue.JobView) -> JobRun:
+    run = JobRun(
+        id=view.id,
+        order=view.order,
+        actor=view.actor,
+        dry_run=view.dry_run,
+        models={d: row["model"] for d, row in view.devices.items()},
+        started_at=view.created_at,
+        finished_at=view.finished_at,
+        stored=True,
+    )
+    for device, row in view.devices.items():
+        if row["result"] is not None:
+            run.devices[device] = schemas.PushDeviceResult.model_validate(row["result"])
+        elif row["step"] is not None:
+            run.devices[device].step = row["step"]
+    return run
+
+
+def event_data(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A stored event's data in the API's shape (validated: what the schema promises)."""
+    if kind == "result":
+        return schemas.PushDeviceResult.model_validate(data).model_dump(mode="json")
+    if kind == "done":
+        return schemas.PushDoneEvent.model_validate(data).model_dump(mode="json")
+    return schemas.PushStepEvent.model_validate(data).model_dump(mode="json")
+
+
 class JobBoard:
-    """The push jobs of this process: at most ``running`` at once, the last ``KEEP`` kept."""
+    """Starts push jobs; runs the local ones in threads, at most ``running`` at once."""
 
     def __init__(self, running: int):
         self.running = max(1, running)
-        self._jobs: OrderedDict[str, JobRun] = OrderedDict()
+        self._threads: OrderedDict[str, threading.Thread] = OrderedDict()
         self._active = 0
         self._lock = threading.Lock()
 
-    def get(self, job_id: str) -> JobRun | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+    def get(self, inv: Any, job_id: str) -> JobRun | None:
+        """The job as the store has it now (a CLI job: from its stored results)."""
+        view = queue.job_view(inv, job_id)
+        if view is not None:
+            return _from_view(view)
+        return job_from_store(inv, job_id)
 
     def start(
         self,
@@ -150,68 +184,61 @@ class JobBoard:
         trust_on_first_use: bool,
         timeouts: Timeouts,
     ) -> JobRun:
-        """Start the push in a thread; :class:`TooManyJobs` when the board is full."""
-        run = JobRun(
-            id=job_id,
-            order=order,
-            actor=actor,
-            dry_run=dry_run,
-            models={k.device_id: k.model for k, _ in jobs},
-            started_at=utcnow(),
-        )
-        with self._lock:
-            if self._active >= self.running:
-                raise TooManyJobs(f"{self._active} push jobs are running; retry later")
-            self._active += 1
-            self._jobs[job_id] = run
-            while len(self._jobs) > KEEP:
-                oldest = next(iter(self._jobs))
-                if not self._jobs[oldest].finished:
-                    break
-                self._jobs.popitem(last=False)
-
-        def on_step(device: str, step: str) -> None:
-            run.step(device.rpartition("/")[2], step)
-
-        def on_done(res: PushResult) -> None:
-            run.result(res.device.rpartition("/")[2], res)
-            METRICS.push_results.labels(result=_metric_label(res.result)).inc()
-
-        def work() -> None:
-            try:
-                push_many(
-                    inv,
-                    renderer,
-                    list(jobs),
-                    dry_run=dry_run,
-                    trust_on_first_use=trust_on_first_use,
-                    timeouts=timeouts,
-                    actor=actor,
-                    job_id=job_id,
-                    on_step=on_step,
-                    on_done=on_done,
-                )
-            finally:
-                # push_many turns every device error into a result; whatever else happens,
-                # the job ends, so no watcher waits for ever.
-                run.finish()
+        """Write the job; run it here when local (:class:`TooManyJobs` when the board is
+        full), else leave it to the workers."""
+        local = inv.settings.push_queue == "local"
+        if local:
+            with self._lock:
+                if self._active >= self.running:
+                    raise TooManyJobs(f"{self._active} push jobs are running; retry later")
+                self._active += 1
+        try:
+            queue.create_job(
+                inv,
+                order,
+                list(jobs),
+                actor=actor,
+                dry_run=dry_run,
+                trust_on_first_use=trust_on_first_use,
+                timeouts=timeouts,
+                job_id=job_id,
+            )
+        except BaseException:
+            if local:
                 with self._lock:
                     self._active -= 1
+            raise
+        if local:
 
-        threading.Thread(target=work, name=f"push-job-{job_id[:8]}", daemon=True).start()
+            def work() -> None:
+                from provisioner.push.worker import run_local
+
+                try:
+                    run_local(inv, renderer, job_id)
+                    for res in queue.job_results(inv, job_id):
+                        METRICS.push_results.labels(result=_metric_label(res.result)).inc()
+                finally:
+                    with self._lock:
+                        self._active -= 1
+
+            thread = threading.Thread(target=work, name=f"push-job-{job_id[:8]}", daemon=True)
+            with self._lock:
+                self._threads[job_id] = thread
+                while len(self._threads) > KEEP:
+                    self._threads.popitem(last=False)
+            thread.start()
+        run = self.get(inv, job_id)
+        assert run is not None
         return run
 
     def wait(self, job_id: str, timeout: float) -> bool:
-        """For tests and scripts: block until the job is over (or ``timeout`` seconds)."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.get(job_id)
-            if run is None or run.finished:
-                return True
-            time.sleep(0.05)
-        return False
+        """For tests and scripts: block until a local job's thread is over."""
+        with self._lock:
+            thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
 
 def job_from_store(inv: Any, job_id: str) -> JobRun | None:

@@ -5,7 +5,7 @@ typer, rich's console and ``cli.app`` at module level, so ``provisioner --help``
 fast. Command groups of other packages (``provisioner lab``) come from entry points.
 """
 
-from provisioner.cli import api, orders, pbx, push, render, serve
+from provisioner.cli import api, orders, pbx, push, render, serve, worker
 from provisioner.cli.app import app
 
-__all__ = ["api", "app", "orders", "pbx", "push", "render", "serve"]
+__all__ = ["api", "app", "orders", "pbx", "push", "render", "serve", "worker"]

@@ -78,16 +78,16 @@ def _table(results: list[Any], title: str) -> Table:
 
 
 def _hint(res: Any) -> str:
-    """What the user can do about a failure, in this CLI's words (the error has none)."""
-    from provisioner.push.errors import HostKeyUnknown, NoAddress, RollbackIncomplete
+    """What the user can do about a failure, in this CLI's words (the error has none).
 
-    exc, device_id = res.exception, res.device.rpartition("/")[2]
-    if isinstance(exc, NoAddress):
+    By the error's type (its name, when the result was read back from the store)."""
+    kind, device_id = res.error_kind, res.device.rpartition("/")[2]
+    if kind == "NoAddress":
         return f" (give --target {device_id}=HOST:PORT or --targets FILE)"
-    if isinstance(exc, HostKeyUnknown):
+    if kind == "HostKeyUnknown":
         return " (--trust-on-first-use accepts and pins the key it shows)"
-    if isinstance(exc, RollbackIncomplete):
-        return f" (provisioner rollback <its MAC> --to {exc.backup_version} --target ...)"
+    if kind == "RollbackIncomplete":
+        return f" (provisioner rollback <its MAC> --to {res.backup_version} --target ...)"
     return ""
 
 
@@ -139,6 +139,10 @@ def push(
     jobs = [(k, addresses.get(k.device_id)) for k in keys]
     timeouts = _timeouts(connect_timeout, command_timeout)
     lock = threading.Lock()
+    if inv.settings.push_queue == "procrastinate":
+        job_id, results = _on_the_queue(inv, jobs, dry_run, trust_on_first_use, timeouts)
+        _finish(what, job_id, results, dry_run)
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -168,10 +172,56 @@ def push(
             on_step=on_step,
             on_done=on_done,
         )
+    _finish(what, job_id, results, dry_run)
+
+
+def _finish(what: str, job_id: str, results: list[Any], dry_run: bool) -> None:
     out.print(_table(results, f"push {what} (job {job_id}{', dry-run' if dry_run else ''})"))
     _show_details(results, dry_run)
     if any(r.failed for r in results):
         raise typer.Exit(1)
+
+
+def _on_the_queue(
+    inv: Any, jobs: list[Any], dry_run: bool, trust_on_first_use: bool, timeouts: Any
+) -> tuple[str, list[Any]]:
+    """Enqueue the push for the workers and follow it from the store's events."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from provisioner.push import queue
+
+    job_id = queue.create_job(
+        inv,
+        jobs[0][0].order_id,
+        jobs,
+        dry_run=dry_run,
+        trust_on_first_use=trust_on_first_use,
+        timeouts=timeouts,
+    )
+    err.print(f"push job {job_id} queued for the workers (provisioner worker)", markup=False)
+    seen = 0
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("queued", total=len(jobs))
+        while True:
+            items, finished = queue.events_after(inv, job_id, seen)
+            for seen, kind, data in items:  # noqa: B007 - seen is where the next read starts
+                if kind == "step":
+                    progress.update(task, description=f"{data['device']}: {data['step']}")
+                elif kind == "result":
+                    progress.advance(task)
+            if finished:
+                break
+            time.sleep(0.2)
+    return job_id, queue.job_results(inv, job_id)
 
 
 def _one_device(inv: Any, renderer: Any, mac: str) -> Any:

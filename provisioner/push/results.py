@@ -47,6 +47,7 @@ class PushResult:
     backup_version: int | None = None
     job_id: str = ""
     attempts: int = 0
+    error_kind: str = ""  # the exception's type name (kept when read back from the store)
 
     @property
     def failed(self) -> bool:
@@ -60,6 +61,7 @@ class PushResult:
         self.result = "failed"
         self.exception = exc
         self.error = one_line(exc)
+        self.error_kind = type(exc).__name__
 
 
 def count_diff_lines(diff: str) -> int:

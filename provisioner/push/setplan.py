@@ -516,7 +516,8 @@ def varbind_lines(varbinds: Iterable[VarBind]) -> list[str]:
     return [varbind_line(vb) for vb in sorted(varbinds, key=lambda vb: oid_key(vb.oid))]
 
 
-def _vlan_of(oid: str) -> int | None:
+def vlan_of(oid: str) -> int | None:
+    """The VLAN id of a Q-BRIDGE static VLAN table column's OID, else None."""
     for column in (VLAN_NAME, VLAN_EGRESS, VLAN_UNTAGGED, VLAN_ROW_STATUS):
         vid = _index(oid, column)
         if vid is not None:
@@ -534,9 +535,9 @@ def diff_text(current: Iterable[VarBind], desired: Iterable[VarBind]) -> str:
     doomed = {
         vid
         for vb in current
-        if (vid := _vid_of_row(vb.oid)) is not None and vid != DEFAULT_VLAN and vb.oid not in want
+        if (vid := row_of(vb.oid)) is not None and vid != DEFAULT_VLAN and vb.oid not in want
     }
-    shown = [vb for vb in current if vb.oid in want or _vlan_of(vb.oid) in doomed]
+    shown = [vb for vb in current if vb.oid in want or vlan_of(vb.oid) in doomed]
     lines = difflib.unified_diff(
         varbind_lines(shown), varbind_lines(desired), "running", "candidate", lineterm=""
     )
@@ -549,7 +550,8 @@ def _same(a: VarBind, b: VarBind) -> bool:
     return a.value == b.value
 
 
-def _vid_of_row(oid: str) -> int | None:
+def row_of(oid: str) -> int | None:
+    """The VLAN id of a dot1qVlanStaticRowStatus OID, else None."""
     return _index(oid, VLAN_ROW_STATUS)
 
 
@@ -567,7 +569,7 @@ def plan_writes(current: Iterable[VarBind], desired: Iterable[VarBind]) -> list[
     changes: list[VarBind] = []
     destroys: list[VarBind] = []
     for oid, vb in sorted(want.items(), key=lambda kv: oid_key(kv[0])):
-        vid = _vid_of_row(oid)
+        vid = row_of(oid)
         if vid is not None:
             if oid not in now or now[oid].value != ROW_ACTIVE:
                 creates.append(VarBind(oid, "int", ROW_CREATE_AND_GO))
@@ -575,7 +577,7 @@ def plan_writes(current: Iterable[VarBind], desired: Iterable[VarBind]) -> list[
         if oid not in now or not _same(now[oid], vb):
             changes.append(vb)
     for oid in sorted(now, key=oid_key):
-        vid = _vid_of_row(oid)
+        vid = row_of(oid)
         if vid is not None and vid != DEFAULT_VLAN and oid not in want:
             destroys.append(VarBind(oid, "int", ROW_DESTROY))
     # Within changes, OID order already puts Q-BRIDGE VLAN columns (17.7.1.4.3) before

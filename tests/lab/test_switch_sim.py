@@ -198,3 +198,24 @@ def test_an_08p_is_its_own_process_and_stops_cleanly(
     # The agent's port is free again: nothing survived to answer later tests.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", agent))
+
+
+def test_a_set_pdu_is_applied_all_or_nothing(switch: SwitchSim, net_snmp: dict[str, str]) -> None:
+    # sysName is fine, PoE admin 9 is not a TruthValue: the agent refuses the PDU, and the
+    # sysName in front of it must not stick (RFC 3416: "as if simultaneously").
+    poe_1 = "1.3.6.1.2.1.105.1.1.1.3.1.1"
+    out = snmp(
+        net_snmp["snmpset"], switch, SYS_NAME, "s", "sw-half", poe_1, "i", "9",
+        community="private",
+    )  # fmt: skip
+    assert out.returncode != 0 and "wrongValue" in out.stderr + out.stdout
+    assert 'STRING: "sw-lab"' in snmp(net_snmp["snmpget"], switch, SYS_NAME).stdout
+    assert switch.write_count() == 0
+    # The same PDU with a good value goes in whole.
+    out = snmp(
+        net_snmp["snmpset"], switch, SYS_NAME, "s", "sw-whole", poe_1, "i", "2",
+        community="private",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert 'STRING: "sw-whole"' in snmp(net_snmp["snmpget"], switch, SYS_NAME).stdout
+    assert switch.write_count() == 2

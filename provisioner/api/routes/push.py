@@ -18,10 +18,11 @@ from provisioner.api import schemas
 from provisioner.api.auth import Principal
 from provisioner.api.deps import DevicesPush, DevicesRead, OrdersDep, renderer_of
 from provisioner.api.problems import CONFLICT, NOT_FOUND, TargetsRefused, Violation
-from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, job_from_store
+from provisioner.api.pushjobs import JobBoard, JobRun, TooManyJobs, event_data
 from provisioner.api.routes.orders import OrderId
 from provisioner.errors import OrderConflict
 from provisioner.orders.service import OrdersService
+from provisioner.push import queue
 from provisioner.push.targets import DeviceAddress, Timeouts, device_keys
 
 router = APIRouter(tags=["push"])
@@ -94,7 +95,7 @@ def board_of(request: Request) -> JobBoard:
 
 
 def _visible_job(request: Request, inv: OrdersService, principal: Principal, job_id: str) -> JobRun:
-    run = board_of(request).get(job_id) or job_from_store(inv, job_id)
+    run = board_of(request).get(inv, job_id)
     if run is None or not principal.sees(run.order):
         raise HTTPException(404, f"push job {job_id}: not found")
     return run
@@ -193,16 +194,22 @@ def get_push_job(
 
 
 async def _events(
-    run: JobRun, seen: int, server_stops: anyio.Event
+    inv: OrdersService, run: JobRun, seen: int, server_stops: anyio.Event
 ) -> AsyncIterator[dict[str, str]]:
     """The job's events after ``seen``, then new ones until the job is over.
 
-    sse-starlette encodes them, sends the keep-alive comments and drops the stream when the
-    client goes away. When the server shuts down it sets ``server_stops``: the stream then
-    ends cleanly, and the client reconnects (``Last-Event-ID``) to a server still running.
+    A job's events are read from the store (whichever process runs it); a job pushed from
+    the CLI in-process has only its stored results. sse-starlette encodes them, sends the
+    keep-alive comments and drops the stream when the client goes away. When the server
+    shuts down it sets ``server_stops``: the stream then ends cleanly, and the client
+    reconnects (``Last-Event-ID``) to a server still running.
     """
     while True:
-        items, finished = run.events_after(seen)
+        if run.stored:
+            items, finished = await anyio.to_thread.run_sync(queue.events_after, inv, run.id, seen)
+            items = [(i, name, event_data(name, data)) for i, name, data in items]
+        else:
+            items, finished = run.events_after(seen)
         for event_id, name, data in items:
             yield {
                 "id": str(event_id),
@@ -241,7 +248,7 @@ def push_job_events(
     run = _visible_job(request, inv, principal, job_id)
     server_stops = anyio.Event()
     return EventSourceResponse(
-        _events(run, last_event_id, server_stops),
+        _events(inv, run, last_event_id, server_stops),
         headers={"Cache-Control": "no-cache"},
         ping=SSE_KEEPALIVE,
         ping_message_factory=_keep_alive,

@@ -8,10 +8,11 @@ Contract (what the push job can rely on):
   or one for another model, raises ``MergeConfigException``; merge is the same as replace:
   the plan describes every managed object of the device);
 * ``compare_config()`` is a unified diff of varbind lines, ``""`` when nothing differs;
-* ``commit_config()`` reads the device, sends only the varbinds that differ (VLAN rows
-  created with createAndGo and destroyed when the plan drops them), reads back to verify,
-  then writes D-Link's save object. With nothing to change it sends nothing at all.
-  After it, :attr:`DlinkSnmpDriver.last_writes` holds the varbinds sent;
+* ``commit_config()`` sends only the varbinds that differ from the device as last read
+  (VLAN rows created with createAndGo and destroyed when the plan drops them) in one SET
+  PDU, reads those objects back to verify, then writes D-Link's save object. With nothing
+  to change it sends nothing at all. After it, :attr:`DlinkSnmpDriver.last_writes` holds
+  the varbinds sent;
 * ``rollback()`` re-applies the state read at the start of the last commit (also after a
   commit that failed half-way), verifies and saves;
 * failures are typed (:mod:`provisioner.push.errors`): ``ConnectTimeoutError`` (no answer:
@@ -36,16 +37,18 @@ context_name       ""        v3 context
 require_v3         False     refuse any write that is not SNMPv3 authPriv (nothing is sent)
 snmp_timeout       2.0       seconds per request
 snmp_retries       1         retries per request (a dead device costs timeout*(retries+1))
-max_varbinds       10        varbinds per SET PDU
+max_varbinds       None      varbinds per PDU (None: as many as the agent accepts)
 model              None      expected catalog model key; checked against sysObjectID
 =================  ========  ===========================================================
 
 The constructor's ``timeout`` caps one whole operation (a read of the device, a commit).
 
-pysnmp 7 is asyncio-only and an SnmpEngine is bound to the loop it first ran on, so each
-driver owns one event loop in a private thread and one engine created inside it; the
-synchronous methods submit coroutines to it (safe to call from any thread, and from code
-that itself runs inside another event loop).
+Every driver of a process sends through one pysnmp engine on one event loop
+(:mod:`provisioner.push.snmp`); the synchronous methods submit coroutines to it (safe to
+call from any thread, and from code that itself runs inside another event loop). A read of
+the device (``get_config``) is kept for the session: the diff and the commit that follow
+work from it instead of reading again (the push job holds the device's lock meanwhile), and
+any write forgets it.
 
 Registration: ``napalm.get_network_driver("dlink_snmp")`` looks for
 ``custom_napalm.dlink_snmp``, ``napalm.dlink_snmp``, ``napalm_dlink_snmp``; a module there
@@ -56,12 +59,7 @@ napalm return an abstract base class.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
-from collections.abc import Coroutine
-from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from napalm.base.exceptions import CommitError, MergeConfigException
 
@@ -69,222 +67,9 @@ from provisioner.catalog import MODELS, snmp_model
 from provisioner.push import setplan as sp
 from provisioner.push.drivers import base
 from provisioner.push.errors import ConnectionException, ConnectTimeoutError, WrongDevice
-
-T = TypeVar("T")
+from provisioner.push.snmp import SnmpError, SnmpSession
 
 VENDOR = "D-Link"
-_GET_CHUNK = 20  # OIDs per GET PDU: small enough for any agent's response size
-
-
-class SnmpError(Exception):
-    """An SNMP request failed; ``timeout`` tells no-answer apart from a refusal."""
-
-    def __init__(self, message: str, *, timeout: bool = False):
-        super().__init__(message)
-        self.timeout = timeout
-
-
-class _NoMibCompiler:
-    """Stands in for pysmi's MIB compiler: we send numeric OIDs only.
-
-    With pysmi installed (snmpsim needs it), pysnmp builds a lark parser for ASN.1 MIBs on
-    an engine's first request, ~1.5 s of CPU per driver; numeric OIDs never need it.
-    """
-
-    def compile(self, *names: str, **options: Any) -> dict[str, str]:
-        return {}
-
-
-class _SnmpClient:
-    """A thin pysnmp 7 adapter on a private event loop. Values come back as plain Python."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        auth: dict[str, Any],
-        timeout: float,
-        retries: int,
-        context_name: str = "",
-    ) -> None:
-        self._host, self._port = host, port
-        self._auth_args = auth
-        self._timeout, self._retries = timeout, retries
-        self._context_name = context_name
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"snmp-{host}:{port}", daemon=True
-        )
-        self._thread.start()
-        self._engine: Any = None
-        self._target: Any = None
-        self._auth: Any = None
-        self._lock = threading.Lock()
-
-    def run(self, coro: Coroutine[Any, Any, T], deadline: float) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout=deadline)
-        except TimeoutError:
-            future.cancel()
-            raise SnmpError(f"no answer within {deadline:g} s", timeout=True) from None
-
-    async def _setup(self) -> None:
-        from pysnmp.hlapi.v3arch import asyncio as h
-
-        if self._engine is not None:
-            return
-        import pysnmp.smi.mibs
-
-        self._engine = h.SnmpEngine()  # inside the running loop: it binds to this loop
-        self._engine.get_mib_builder().set_mib_compiler(
-            _NoMibCompiler(), str(Path(pysnmp.smi.mibs.__file__).parent)
-        )
-        self._target = await h.UdpTransportTarget.create(
-            (self._host, self._port), timeout=self._timeout, retries=self._retries
-        )
-        a = self._auth_args
-        if a["version"] == "3":
-            self._auth = h.UsmUserData(
-                a["user"],
-                authKey=a["auth_key"],
-                privKey=a["priv_key"],
-                authProtocol=a["auth_protocol"],
-                privProtocol=a["priv_protocol"],
-            )
-        else:
-            # v2c only when the caller allows it; require_v3 refuses writes before sending.
-            self._auth = h.CommunityData(a["community"], mpModel=1)  # noqa: S508
-
-    @staticmethod
-    def _plain(value: Any) -> Any:
-        """pysnmp value -> bytes/int/str, or None for noSuchObject/Instance/endOfMibView."""
-        from pyasn1.type import univ
-        from pysnmp.proto import rfc1905
-
-        if isinstance(value, rfc1905.NoSuchObject | rfc1905.NoSuchInstance | rfc1905.EndOfMibView):
-            return None
-        if isinstance(value, univ.OctetString):  # also IpAddress, Opaque
-            return bytes(value.asOctets())
-        if isinstance(value, univ.ObjectIdentifier):
-            return str(value)
-        return int(value)
-
-    def _check(self, what: str, result: tuple[Any, Any, Any, Any]) -> list[tuple[str, Any]]:
-        error_indication, error_status, error_index, var_binds = result
-        where = f"{self._host}:{self._port}"
-        if error_indication:
-            from pysnmp.proto.errind import RequestTimedOut
-
-            timed_out = isinstance(error_indication, RequestTimedOut)
-            return self._fail(f"{where}: {what}: {error_indication}", timed_out)
-        if error_status:
-            oid = "?"
-            if error_index and 0 < int(error_index) <= len(var_binds):
-                oid = str(var_binds[int(error_index) - 1][0])
-            return self._fail(f"{where}: {what}: {error_status.prettyPrint()} at {oid}", False)
-        return [(str(oid), self._plain(val)) for oid, val in var_binds]
-
-    @staticmethod
-    def _fail(message: str, timeout: bool) -> list[tuple[str, Any]]:
-        raise SnmpError(message, timeout=timeout)
-
-    async def _get(self, oids: list[str]) -> list[tuple[str, Any]]:
-        from pysnmp.hlapi.v3arch import asyncio as h
-
-        await self._setup()
-        out: list[tuple[str, Any]] = []
-        for i in range(0, len(oids), _GET_CHUNK):
-            objs = [h.ObjectType(h.ObjectIdentity(o)) for o in oids[i : i + _GET_CHUNK]]
-            result = await h.get_cmd(
-                self._engine,
-                self._auth,
-                self._target,
-                h.ContextData(contextName=self._context_name),
-                *objs,
-                lookupMib=False,  # numeric OIDs, raw values: no MIB resolution
-            )
-            out += self._check("get", result)
-        return out
-
-    async def _walk(self, prefix: str) -> list[tuple[str, Any]]:
-        from pysnmp.hlapi.v3arch import asyncio as h
-
-        await self._setup()
-        out: list[tuple[str, Any]] = []
-        async for result in h.walk_cmd(
-            self._engine,
-            self._auth,
-            self._target,
-            h.ContextData(contextName=self._context_name),
-            h.ObjectType(h.ObjectIdentity(prefix)),
-            lexicographicMode=False,  # else it walks on to the end of the MIB
-            lookupMib=False,
-        ):
-            out += [(o, v) for o, v in self._check("walk", result) if v is not None]
-        return out
-
-    async def _set(self, varbinds: list[sp.VarBind]) -> None:
-        from pysnmp.hlapi.v3arch import asyncio as h
-
-        await self._setup()
-        objs = []
-        for vb in varbinds:
-            value: Any
-            if vb.kind == "int":
-                value = h.Integer32(int(vb.value))
-            elif vb.kind == "gauge":
-                value = h.Gauge32(int(vb.value))
-            elif vb.kind == "octets":
-                assert isinstance(vb.value, bytes)
-                value = h.OctetString(vb.value)
-            else:
-                value = h.OctetString(str(vb.value).encode())
-            objs.append(h.ObjectType(h.ObjectIdentity(vb.oid), value))
-        result = await h.set_cmd(
-            self._engine,
-            self._auth,
-            self._target,
-            h.ContextData(contextName=self._context_name),
-            *objs,
-            lookupMib=False,
-        )
-        answered = self._check("set", result)
-        # snmpsim (and some agents) answer errorStatus 0 with noSuchInstance for an object
-        # they cannot write: that is a failure too.
-        missing = [oid for oid, value in answered if value is None]
-        if missing:
-            raise SnmpError(f"{self._host}:{self._port}: set: no such object {', '.join(missing)}")
-
-    def setup(self, deadline: float) -> None:
-        """Create the engine now, so that its cost never counts against a request timeout."""
-        with self._lock:
-            self.run(self._setup(), deadline)
-
-    def get(self, oids: list[str], deadline: float) -> list[tuple[str, Any]]:
-        with self._lock:
-            return self.run(self._get(oids), deadline)
-
-    def walk(self, prefix: str, deadline: float) -> list[tuple[str, Any]]:
-        with self._lock:
-            return self.run(self._walk(prefix), deadline)
-
-    def set(self, varbinds: list[sp.VarBind], deadline: float) -> None:
-        with self._lock:
-            self.run(self._set(varbinds), deadline)
-
-    def close(self) -> None:
-        async def _close() -> None:
-            if self._engine is not None:
-                self._engine.close_dispatcher()
-
-        # Closing a broken engine must not mask the error that got us here.
-        with contextlib.suppress(Exception):
-            self.run(_close(), 5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
 
 
 def _auth_protocols() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -321,7 +106,7 @@ class DlinkSnmpDriver(base.PushDriver):
         "require_v3": False,
         "snmp_timeout": 2.0,
         "snmp_retries": 1,
-        "max_varbinds": 10,
+        "max_varbinds": None,
         "model": None,
     }
 
@@ -341,7 +126,8 @@ class DlinkSnmpDriver(base.PushDriver):
         self.require_v3 = bool(args["require_v3"])
         self.snmp_timeout = float(args["snmp_timeout"])
         self.snmp_retries = int(args["snmp_retries"])
-        self.max_varbinds = max(1, int(args["max_varbinds"]))
+        limit = args["max_varbinds"]
+        self.max_varbinds = None if limit is None else max(1, int(limit))
         self.expected_model: str | None = args["model"]
         self.model: str | None = None
         self.sys_object_id = ""
@@ -349,7 +135,8 @@ class DlinkSnmpDriver(base.PushDriver):
         self.last_writes: list[sp.VarBind] = []
         self._rollback_state: list[sp.VarBind] | None = None
         self._attempted = False
-        self._session: _SnmpClient | None = None
+        self._session: SnmpSession | None = None
+        self._known: list[sp.VarBind] | None = None  # the device as last read or written
 
     # --- connection ------------------------------------------------------------------
 
@@ -377,13 +164,15 @@ class DlinkSnmpDriver(base.PushDriver):
 
     def open(self) -> None:
         """Read sysObjectID: proves the device answers and tells which model it is."""
-        client = self._session = _SnmpClient(
+        self._known = None
+        client = self._session = SnmpSession(
             self.hostname,
             self.port,
             self._auth(),
             self.snmp_timeout,
             self.snmp_retries,
             str(self.optional_args["context_name"]),
+            max_varbinds=self.max_varbinds,
         )
         try:
             client.setup(max(float(self.timeout), 10.0))
@@ -416,7 +205,7 @@ class DlinkSnmpDriver(base.PushDriver):
             )
         self.model = found
 
-    def _end(self, session: _SnmpClient) -> None:
+    def _end(self, session: SnmpSession) -> None:
         # SNMP has no session on the device: alive means opened and not closed.
         session.close()
 
@@ -425,7 +214,7 @@ class DlinkSnmpDriver(base.PushDriver):
         # for a stuck loop, with room for a busy machine.
         return self.snmp_timeout * (self.snmp_retries + 1) + 5.0
 
-    def _need(self) -> _SnmpClient:
+    def _need(self) -> SnmpSession:
         if self._session is None or self.model is None:
             raise ConnectionException(f"{self._where}: not open")
         return self._session
@@ -438,7 +227,7 @@ class DlinkSnmpDriver(base.PushDriver):
         assert self.model is not None
         port_count, poe_ports = sp.model_ports(self.model)
         deadline = float(self.timeout)
-        rows = client.walk(sp.VLAN_ROW_STATUS, deadline)
+        rows = client.column(sp.VLAN_ROW_STATUS, deadline)
         vids = [int(oid.rsplit(".", 1)[1]) for oid, _ in rows]
         kinds: dict[str, str] = dict.fromkeys((sp.SYS_CONTACT, sp.SYS_NAME, sp.SYS_LOCATION), "str")
         for vid in vids:
@@ -459,7 +248,8 @@ class DlinkSnmpDriver(base.PushDriver):
                 out.append(sp.VarBind(oid, "octets", bytes(value)))
             else:
                 out.append(sp.VarBind(oid, kind, int(value)))  # type: ignore[arg-type]
-        return sorted(out, key=lambda vb: sp.oid_key(vb.oid))
+        self._known = sorted(out, key=lambda vb: sp.oid_key(vb.oid))
+        return list(self._known)
 
     def read_plan(self) -> sp.SetPlan:
         """The device read back as a set-plan."""
@@ -533,10 +323,15 @@ class DlinkSnmpDriver(base.PushDriver):
         self.load_replace_candidate(filename=filename, config=config)
 
     def compare_config(self) -> str:
-        """Unified diff, device vs candidate, as varbind lines; "" when equal or no candidate."""
+        """Unified diff, device vs candidate, as varbind lines; "" when equal or no candidate.
+
+        The device as this session last read it (``get_config``) or wrote it, else read now."""
         if self.candidate is None:
             return ""
-        return sp.diff_text(self._read(ConnectionException), sp.to_varbinds(self.candidate))
+        return sp.diff_text(self._current(ConnectionException), sp.to_varbinds(self.candidate))
+
+    def _current(self, error: type[Exception]) -> list[sp.VarBind]:
+        return list(self._known) if self._known is not None else self._read(error)
 
     # --- writing ---------------------------------------------------------------------
 
@@ -547,45 +342,71 @@ class DlinkSnmpDriver(base.PushDriver):
                 " SNMPv3 authPriv (nothing was sent)"
             )
 
+    def _read_back(self, current: list[sp.VarBind], writes: list[sp.VarBind]) -> list[sp.VarBind]:
+        """The device after ``writes``: ``current`` with every written object read again
+        (one batched GET; a destroyed VLAN row reads as absent, and so do its columns)."""
+        client = self._need()
+        try:
+            values = dict(client.get([vb.oid for vb in writes], self._request_deadline()))
+        except SnmpError as exc:
+            raise CommitError(f"{self._where}: reading back failed: {exc}") from None
+        state = {vb.oid: vb for vb in current}
+        kinds = {vb.oid: vb.kind for vb in writes}
+        gone: set[int] = set()
+        for oid, kind in kinds.items():
+            value = values.get(oid)
+            if value is None:
+                state.pop(oid, None)
+                vid = sp.row_of(oid)
+                if vid is not None:
+                    gone.add(vid)
+            elif kind == "str":
+                state[oid] = sp.VarBind(oid, "str", bytes(value).decode("utf-8", "replace"))
+            elif kind == "octets":
+                state[oid] = sp.VarBind(oid, "octets", bytes(value))
+            else:
+                state[oid] = sp.VarBind(oid, kind, int(value))
+        after = [vb for vb in state.values() if sp.vlan_of(vb.oid) not in gone]
+        return sorted(after, key=lambda vb: sp.oid_key(vb.oid))
+
     def _apply(self, desired: list[sp.VarBind], what: str) -> list[sp.VarBind]:
-        """Write what differs, verify by reading back, then save. Returns what was sent."""
+        """Write what differs in one SET PDU, verify by reading it back, then save.
+        Returns what was sent."""
         client = self._need()
         assert self.model is not None
-        current = self._read(CommitError)
+        current = self._current(CommitError)
         writes = sp.plan_writes(current, desired)
         if not writes:
             return []
         if what == "commit":
-            # Captured before the first SET, so rollback works after a half-done commit.
+            # Captured before the SET, so rollback works after a failed commit.
             self._rollback_state = current
         deadline = self._request_deadline()
-        sent: list[sp.VarBind] = []
+        self._known = None  # from here on, only a new read says what the device holds
         try:
-            for i in range(0, len(writes), self.max_varbinds):
-                pdu = writes[i : i + self.max_varbinds]
-                client.set(pdu, deadline)
-                sent += pdu
+            client.set(writes, deadline)
         except SnmpError as exc:
-            self.last_writes = sent
+            self.last_writes = writes[: exc.sent]
             raise CommitError(
-                f"{what} failed after {len(sent)} of {len(writes)} varbinds ({exc});"
+                f"{what} failed after {exc.sent} of {len(writes)} varbinds ({exc});"
                 " the device may be half-changed: roll back"
             ) from None
-        self.last_writes = sent
-        after = self._read(CommitError)
+        self.last_writes = writes
+        after = self._read_back(current, writes)
         left = sp.plan_writes(after, desired)
         if left:
             raise CommitError(
                 f"{self._where}: {what} did not stick, still different:\n"
                 + sp.diff_text(after, desired)
             )
+        self._known = after
         ids = MODELS[self.model].snmp
         assert ids is not None  # open() accepts SNMP switches only
         try:
             client.set([sp.VarBind(ids.save_oid, "int", ids.save_value)], deadline)
         except SnmpError as exc:
             raise CommitError(f"{what}: applied but not saved ({exc})") from None
-        return sent
+        return writes
 
     def commit_config(self, message: str = "", revert_in: int | None = None) -> None:
         """Send only the differing varbinds, verify, save. Nothing is sent when equal."""
