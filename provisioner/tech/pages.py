@@ -43,6 +43,7 @@ from provisioner.api import tokens
 from provisioner.api.auth import SESSION_COOKIE, Principal, principal_of
 from provisioner.api.problems import DocumentRefused
 from provisioner.catalog import MODELS
+from provisioner.documents.document import normalize_mac
 from provisioner.errors import ProvisionerError
 from provisioner.orders.reads import OrderStatus
 from provisioner.orders.service import OrdersService
@@ -60,7 +61,8 @@ PHONE_MODELS = tuple(k for k, m in MODELS.items() if m.kind == "phone")
 # No page of ours is framed, cached by a proxy or tells another site where it came from.
 HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # same-origin: a form post then names its origin (no-referrer would make it "null").
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -364,7 +366,7 @@ def bind(
                             model=model or None, actor=_actor(principal))  # fmt: skip
         else:
             done = inv.bind(order_id, mac=mac.strip(), device_id=name, actor=_actor(principal))
-        return t("done.bound", device=done.device_id, mac=mac.strip())
+        return t("done.bound", device=done.device_id, mac=normalize_mac(mac))
 
     return _act(request, order_id, csrf, "devices:bind", run)
 
@@ -379,7 +381,7 @@ def swap(
 ) -> Response:
     def run(principal: Principal, t: Words) -> str:
         done = _inv(request).swap(order_id, old, new.strip(), actor=_actor(principal))
-        return t("done.swapped", device=done.device_id, mac=new.strip())
+        return t("done.swapped", device=done.device_id, mac=normalize_mac(new))
 
     return _act(request, order_id, csrf, "devices:bind", run)
 
