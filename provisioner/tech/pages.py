@@ -353,7 +353,8 @@ def _reason(exc: Exception) -> str:
 def bind(
     request: Request,
     order_id: str,
-    csrf: Annotated[str, Form(max_length=100)],
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
     mac: Annotated[str, Form(max_length=40)],
     target: Annotated[str, Form(max_length=60)],
     model: Annotated[str, Form(max_length=40)] = "",
@@ -375,7 +376,8 @@ def bind(
 def swap(
     request: Request,
     order_id: str,
-    csrf: Annotated[str, Form(max_length=100)],
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
     old: Annotated[str, Form(max_length=40)],
     new: Annotated[str, Form(max_length=40)],
 ) -> Response:
@@ -390,7 +392,8 @@ def swap(
 def unbind(
     request: Request,
     order_id: str,
-    csrf: Annotated[str, Form(max_length=100)],
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
     device: Annotated[str, Form(max_length=60)],
 ) -> Response:
     def run(principal: Principal, t: Words) -> str:
@@ -404,7 +407,8 @@ def unbind(
 def arm(
     request: Request,
     order_id: str,
-    csrf: Annotated[str, Form(max_length=100)],
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
     minutes: Annotated[int, Form(ge=1, le=7 * 24 * 60)] = 60,
 ) -> Response:
     def run(principal: Principal, t: Words) -> str:
@@ -464,7 +468,8 @@ async def push(request: Request, order_id: str) -> Response:
 def unblock(
     request: Request,
     order_id: str,
-    csrf: Annotated[str, Form(max_length=100)],
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
     source: Annotated[str, Form(max_length=45)],
 ) -> Response:
     """Lift the block of an address the order's own devices use (a technician may lift no

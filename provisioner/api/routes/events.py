@@ -63,13 +63,15 @@ async def follow(
     order_id: str,
     stop: anyio.Event,
     poll: float = POLL,
+    seconds: float | None = None,
 ) -> AsyncIterator[dict[str, str]]:
-    """The order's events until the client goes or ``stop`` is set."""
+    """The order's events until the client goes, ``stop`` is set or ``seconds`` passed."""
+    end = None if seconds is None else anyio.current_time() + seconds
     seq = 0
     key: tuple[int, ...] | None = None
     shell = ""
     devices: dict[str, str] = {}
-    while not stop.is_set():
+    while not stop.is_set() and (end is None or anyio.current_time() < end):
         now_key = await anyio.to_thread.run_sync(inv.watch_key, order_id)
         if now_key != key:
             key = now_key
@@ -101,6 +103,10 @@ def order_events(
     order: Annotated[
         str, Query(pattern=schemas.ORDER_ID_PATTERN, max_length=64, description="Order id.")
     ],
+    seconds: Annotated[
+        int | None,
+        Query(ge=1, le=86_400, description="End the stream after this long (default: never)."),
+    ] = None,
 ) -> EventSourceResponse:
     """Every change of a device's state (bind, arm, fetch, refusal, block, push) within a
     second or so. A technician may follow the orders on the token only."""
@@ -109,7 +115,7 @@ def order_events(
     inv.read_order(order, lambda _o: None)  # 404 before the stream starts
     stop = anyio.Event()
     return EventSourceResponse(
-        follow(inv, order, stop),
+        follow(inv, order, stop, seconds=seconds),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         ping=KEEPALIVE,
         ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SEP),
