@@ -111,16 +111,35 @@ def _when(at: datetime | None) -> str:
 
 @token_app.command("list")
 @handles_errors
-def token_list() -> None:
+def token_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """List API tokens (never the tokens themselves), with when each expires (UTC).
 
-    Example: provisioner token list
+    Examples:
+
+      provisioner token list
+
+      provisioner token list --json
     """
     from rich.table import Table
 
     from provisioner.api import tokens
 
     rows = tokens.listing(_inventory())
+    if as_json:
+        import json
+
+        items = [
+            {"id": r.id, "name": r.name, "role": r.role, "orders": r.orders,
+             "created_at": r.created_at.isoformat(),
+             "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+             "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+             "expired": r.expired}
+            for r in rows
+        ]  # fmt: skip
+        out.print(json.dumps(items, indent=2), markup=False)
+        return
     table = Table("id", "name", "role", "orders", "created", "expires", "revoked")
     for r in rows:
         if r.expires_at is None:
