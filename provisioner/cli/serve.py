@@ -175,7 +175,7 @@ def _status_lines(st: Any, zone: Any, width: int) -> list[str]:
                 f"{d.refusals} refused, last {hm(d.last_refused_at)} from {d.last_refused_source}"
             )
         elif d.state.value == "blocked":
-            detail = f"source blocked until {hm(d.blocked_until)}"
+            detail = f"{d.refusals} refused; source blocked until {hm(d.blocked_until)}"
         elif d.state.value in ("verified", "failed"):
             detail = f"push {d.push_result} {hm(d.push_at)}" + (
                 f": {d.push_error}" if d.push_error else ""
@@ -188,9 +188,9 @@ def _status_lines(st: Any, zone: Any, width: int) -> list[str]:
             detail = f"{d.identity} {detail}"
         lines.append(f"   {detail}"[:width])
     for source, until in st.blocks.items():
-        lines.append(
-            f"source {source} blocked until {hm(until)}: provisioner unblock {source}"[:width]
-        )
+        # A blocked source gets no file at all: say so, and how to lift it.
+        lines.append(f"source {source} is blocked until {hm(until)} (sweep guard)"[:width])
+        lines.append(f"  lift it: provisioner unblock {source}"[:width])
     return lines
 
 
