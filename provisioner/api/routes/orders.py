@@ -22,10 +22,10 @@ from provisioner.api.deps import (
 )
 from provisioner.api.problems import (
     CONFLICT,
+    MEDIA_TYPE,
     NOT_FOUND,
     UNSUPPORTED,
     DocumentRefused,
-    Problem,
     Violation,
 )
 from provisioner.api.schemas import ORDER_EXAMPLE, ORDER_ID_PATTERN
@@ -260,8 +260,8 @@ def _versioned(order: Any) -> tuple[schemas.OrderPublic, str]:
 
 PRECONDITION: dict[int | str, dict[str, Any]] = {
     412: {
-        "model": Problem,
         "description": "`If-Match` names another version: the order changed since it was read.",
+        "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
 }
 
