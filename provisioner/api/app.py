@@ -1,8 +1,10 @@
 """The FastAPI application: ``create_app(settings, inventory)``.
 
-Layout: ``/api/v1/...`` for the resources (every route guarded by a permission), the
-OpenAPI document at ``/api/v1/openapi.json`` and its docs at ``/api/v1/docs``; ``/healthz``,
-``/readyz`` and ``/metrics`` at the root, public, for probes and scrapers.
+Layout: ``/api/v1/...`` for the resources (every route guarded by a permission; a query
+parameter a route does not take is a 422), the OpenAPI document at ``/api/v1/openapi.json``
+and its docs at ``/api/v1/docs`` (Swagger UI's files served from here, no CDN); ``/healthz``,
+``/readyz`` and ``/metrics`` at the root, public, for probes and scrapers; the technician
+page under ``/tech/`` (:mod:`provisioner.tech.pages`, its own session and CSRF checks).
 """
 
 from __future__ import annotations
