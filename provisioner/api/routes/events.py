@@ -38,12 +38,40 @@ POLL = 0.5  # seconds between looks at the order's fingerprint
 KEEPALIVE = 15.0  # a comment line this often, so proxies keep the stream open
 SEP = "\n"
 
+
+def _event(name: str, ref: str, about: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": about,
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{ref}"},
+            },
+        },
+    }
+
+
+# One event of the stream (as the push job's stream documents its events).
 _DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`: a `snapshot` (OrderStatusPublic) first, then "
         "`device` events (DeviceStatus) as devices change state; a new `snapshot` when devices "
         "come or go. Reconnecting starts with a fresh snapshot.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "oneOf": [
+                        _event("snapshot", "OrderStatusPublic", "The whole order's status."),
+                        _event("device", "DeviceStatus", "One device that changed."),
+                    ]
+                }
+            }
+        },
     }
 }
 

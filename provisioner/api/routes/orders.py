@@ -334,14 +334,14 @@ def replace_order(
     """Re-apply (idempotent): status ``unchanged`` or ``updated``; binds are kept. With
     ``If-Match``, 412 when the order changed since that version was read."""
     current = inv.read_order(order_id, lambda o: _etag(o.generation))  # 404 first
-    if if_match is not None and if_match.strip() != "*" and current not in _tags(if_match):
-        raise HTTPException(
-            412, f"order {order_id}: changed since that version was read (now {current})"
-        )
-    doc = _valid_document(inv, body, principal)
+    doc = _valid_document(inv, body, principal)  # then 422 for a bad document
     if doc.order != order_id:
         raise DocumentRefused(
             [Violation(path="order", message=f"is {doc.order}, the URL says {order_id}")]
+        )
+    if if_match is not None and if_match.strip() != "*" and current not in _tags(if_match):
+        raise HTTPException(
+            412, f"order {order_id}: changed since that version was read (now {current})"
         )
     applied = _apply(inv, doc, principal, "active")  # 409 when cancelled, checked in the write
     response.headers["ETag"] = inv.read_order(order_id, lambda o: _etag(o.generation))
