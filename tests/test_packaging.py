@@ -119,21 +119,28 @@ def test_the_wheel_ships_templates_static_root_migrations_the_lab_and_napalm_mod
         for p in (REPO / "provisioner" / "store" / "migrations").rglob("*")
         if p.suffix in (".py", ".mako")
     }
+    page = {  # the technician page's templates and static files
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "provisioner" / "tech").rglob("*")
+        if p.suffix in (".html", ".css", ".js", ".svg")
+    }
     expected = (
         {f"provisioner/{t}" for t in templates}
         | migrations
+        | page
         | {
             "provisioner/tftp_root/.gitkeep",
             "provisioner/py.typed",
             "provisioner_lab/__init__.py",
             "provisioner_lab/commands.py",
             "provisioner_lab/switch_sim.py",
+            "provisioner_lab/install.py",
             "napalm_dlink_snmp/__init__.py",
             "napalm_iad_ssh/__init__.py",
             "napalm_dlink_cli/__init__.py",
         }
     )
-    assert templates and expected <= names, sorted(expected - names)
+    assert templates and page and expected <= names, sorted(expected - names)
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     # Not custom_napalm (the operator's site-local namespace), not a bare `lab`, no tests.
     assert tops == {"provisioner", "provisioner_lab", "napalm_dlink_snmp", "napalm_iad_ssh",
