@@ -169,3 +169,61 @@ def phones(
     out.print(table)
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command("install")
+@handles_errors
+def install(
+    order: Annotated[str, typer.Argument(help="Order id.")],
+    registrar: Annotated[
+        bool,
+        typer.Option(help="Start Kamailio and register every account (needs kamailio, baresip)."),
+    ] = True,
+    http_port: Annotated[
+        int, typer.Option(help="HTTP port of the lab's server (0: a free one).")
+    ] = 0,
+    tftp_port: Annotated[
+        int, typer.Option(help="TFTP port of the lab's server (0: a free one).")
+    ] = 0,
+    hold: Annotated[
+        float, typer.Option(help="Seconds to keep the server up at the end (to look at the page).")
+    ] = 0.0,
+) -> None:
+    """Play a whole install appointment against the lab and print its timeline.
+
+    Planned devices get simulated boxes and are bound, the order is armed, phones and DECT
+    bases boot (fetch over TFTP or HTTP, register on Kamailio), the Mini ONT fetches its file,
+    the switch and IAD are pushed and verified. The technician page's login link is printed
+    first: open it to watch. Exit status 1 unless every device ends green.
+
+    Examples:
+
+      provisioner lab install WT-2026-000123
+
+      provisioner lab install WT-2026-000104 --http-port 8080 --hold 60
+    """
+    lab_install = _lab_module("install", "install")
+    inv = orders_service()
+
+    def emit(line: str) -> None:
+        out.print(line, markup=False)
+
+    report = lab_install.run_install(
+        inv,
+        order,
+        emit=emit,
+        registrar=registrar,
+        http_port=http_port,
+        tftp_port=tftp_port,
+        hold=hold,
+    )
+    accounts = (
+        f", {report.registered}/{report.accounts} SIP accounts registered" if registrar else ""
+    )
+    out.print(
+        f"{order}: {'all green' if report.green else 'NOT all green'} in {report.seconds:.1f} s"
+        f" ({len(report.states)} devices{accounts})",
+        markup=False,
+    )
+    if not report.green or (registrar and report.registered < report.accounts):
+        raise typer.Exit(1)

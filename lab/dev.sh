@@ -9,9 +9,11 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 # Real protocol peers the tests use: curl (tftp://, http://), tftp-hpa, net-snmp, OpenSSH,
-# dnsmasq and Kea (config checks), Kamailio and baresip (SIP registration). Installed here,
+# dnsmasq and Kea (config checks), Kamailio and baresip (SIP registration), Chromium and its
+# driver (the technician page's browser test). Installed here,
 # never assumed to be on the machine.
-DEBS=(curl tftp-hpa snmp openssh-client dnsmasq-base kea-dhcp4-server kamailio baresip-core)
+DEBS=(curl tftp-hpa snmp openssh-client dnsmasq-base kea-dhcp4-server kamailio baresip-core
+      chromium chromium-driver)
 
 apt_setup() {
   local missing=()

@@ -1,24 +1,30 @@
 """The FastAPI application: ``create_app(settings, inventory)``.
 
-Layout: ``/api/v1/...`` for the resources (every route guarded by a permission), the
-OpenAPI document at ``/api/v1/openapi.json`` and its docs at ``/api/v1/docs``; ``/healthz``,
-``/readyz`` and ``/metrics`` at the root, public, for probes and scrapers.
+Layout: ``/api/v1/...`` for the resources (every route guarded by a permission; a query
+parameter a route does not take is a 422), the OpenAPI document at ``/api/v1/openapi.json``
+and its docs at ``/api/v1/docs`` (Swagger UI's files served from here, no CDN); ``/healthz``,
+``/readyz`` and ``/metrics`` at the root, public, for probes and scrapers; the technician
+page under ``/tech/`` (:mod:`provisioner.tech.pages`, its own session and CSRF checks).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provisioner import __version__
 from provisioner.api import problems
 from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
-from provisioner.api.routes import audit, blocks, devices, health, orders, push
+from provisioner.api.routes import audit, blocks, devices, events, health, jobs, orders, push
 from provisioner.api.routing import iter_routes
 from provisioner.documents.document import OrderDocument
 from provisioner.metrics import METRICS, Metrics
@@ -97,8 +103,88 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _known_query(route: Any) -> frozenset[str]:
+    known: frozenset[str] | None = getattr(route, "_known_query", None)
+    if known is None:
+        names: set[str] = set()
+        todo = [getattr(route, "dependant", None)]
+        while todo:  # the route's own query parameters and its dependencies'
+            dependant = todo.pop()
+            if dependant is None:
+                continue
+            names.update(p.alias for p in dependant.query_params)
+            todo.extend(dependant.dependencies)
+        known = frozenset(names)
+        route._known_query = known
+    return known
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: ``?q=Rossi`` on a listing that has
+    no ``q`` must not quietly answer with everything."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    known = _known_query(route)
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name[:40]),
+                    "msg": f"unknown query parameter (this route takes: {takes})",
+                }
+                for name in unknown[:20]
+            ]
+        )
+
+
+# Swagger UI's files, served from the fastapi-offline package: nothing is fetched from a CDN,
+# so the docs work on an isolated NOC network.
+_DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "application/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon.png": "image/png",
+}
+
+
+def _docs_router() -> APIRouter:
+    import fastapi_offline
+
+    root = Path(fastapi_offline.__file__).parent / "static"
+    router = APIRouter(include_in_schema=False)
+
+    @router.get(f"{PREFIX}/docs")
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{PREFIX}/openapi.json",
+            title="Office Smart provisioner - API docs",
+            swagger_js_url=f"{PREFIX}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{PREFIX}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{PREFIX}/docs/assets/favicon.png",
+        )
+
+    @router.get(PREFIX + "/docs/assets/{name}")
+    def docs_asset(name: str) -> FileResponse:
+        if name not in _DOCS_ASSETS:
+            raise HTTPException(404, "not found")
+        return FileResponse(
+            root / name,
+            media_type=_DOCS_ASSETS[name],
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    return router
+
+
 def create_app(
-    settings: Settings, inventory: OrdersService | None = None, limits: ApiLimits | None = None
+    settings: Settings,
+    inventory: OrdersService | None = None,
+    limits: ApiLimits | None = None,
+    *,
+    tech: bool = True,
 ) -> FastAPI:
     """The NOC REST API over ``inventory`` (made from ``settings`` when not given)."""
     inventory = inventory or OrdersService(settings)
@@ -110,7 +196,7 @@ def create_app(
         "from "
         "`provisioner token create --role viewer|technician|noc|admin`.",
         openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        docs_url=None,  # served by _docs_router, with local assets
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         # operationId = the handler's name (create_order, bind_device, ...): short for clients.
@@ -122,14 +208,25 @@ def create_app(
     app.state.rate_limiter = RateLimiter(limits.rate, limits.burst)
     problems.install(app)
 
-    api = APIRouter(prefix=PREFIX, responses=problems.COMMON_RESPONSES)
+    api = APIRouter(
+        prefix=PREFIX,
+        responses=problems.COMMON_RESPONSES,
+        dependencies=[Depends(reject_unknown_query)],
+    )
     api.include_router(orders.router)
     api.include_router(devices.router)
+    api.include_router(jobs.router)
     api.include_router(push.router)
     api.include_router(audit.router)
     api.include_router(blocks.router)
+    api.include_router(events.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(_docs_router())
+    if tech:
+        from provisioner.tech.pages import mount
+
+        mount(app)
 
     app.add_middleware(BodyLimitMiddleware, max_body=limits.max_body)
     app.add_middleware(

@@ -17,7 +17,7 @@ without one. Roles:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -40,6 +40,11 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 }
 # Roles limited to the orders named on their token.
 SCOPED_ROLES = frozenset({"technician"})
+# The technician page's session cookie (HttpOnly, SameSite=Strict): it holds a token, and the
+# API takes it on reads only (GET, HEAD: the page's live streams). Writes need the bearer
+# header, or the page's own forms with their CSRF token (provisioner.tech).
+SESSION_COOKIE = "pv_session"
+_SAFE = frozenset({"GET", "HEAD"})
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -96,11 +101,15 @@ class Permission:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
         limiter: RateLimiter = request.app.state.rate_limiter
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            presented = credentials.credentials
+        elif request.method in _SAFE and request.cookies.get(SESSION_COOKIE):
+            presented = request.cookies[SESSION_COOKIE]
+        else:
             raise _unauthorized("a bearer token is required")
         inventory = request.app.state.inventory
         with inventory.db.read() as session:
-            info = tokens.verify(session, credentials.credentials)
+            info = tokens.verify(session, presented)
         if info is None:
             # Failed logins share a bucket per source, so guessing tokens is throttled too.
             source = request.client.host if request.client else "-"
@@ -124,3 +133,14 @@ class Permission:
 def require(permission: str) -> Permission:
     """The dependency that guards a route with ``permission``."""
     return Permission(permission)
+
+
+def principal_of(inventory: Any, presented: str) -> Principal | None:
+    """The caller a token (a bearer's or the page's session cookie) stands for, or None."""
+    if not presented:
+        return None
+    with inventory.db.read() as session:
+        info = tokens.verify(session, presented)
+    if info is None:
+        return None
+    return Principal(info, ROLE_PERMISSIONS.get(info.role, frozenset()))

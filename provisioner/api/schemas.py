@@ -26,6 +26,7 @@ from pydantic.json_schema import SkipJsonSchema
 from provisioner.api.problems import Violation
 from provisioner.documents.document import normalize_mac, shown
 from provisioner.errors import InvalidMac
+from provisioner.orders.status import State
 
 # The usual MAC spellings of a unicast address (second hex digit even), not all zeros: what
 # the OpenAPI schema says of a MAC. Requests are checked by a validator instead of the
@@ -89,9 +90,8 @@ class OrderState(enum.StrEnum):
     cancelled = "cancelled"
 
 
-class DeviceState(enum.StrEnum):
-    planned = "planned"
-    bound = "bound"
+# One vocabulary of device states for CLI, API and the technician page.
+DeviceState = State
 
 
 class ApplyStatus(enum.StrEnum):
@@ -276,12 +276,32 @@ class DeviceDetail(DevicePublic):
     order_state: OrderState
 
 
+class TerminalPublic(BaseModel):
+    slot: int = Field(description="0 for a desk phone, 1.. for a DECT base's handsets.")
+    extension: int
+    name: str
+
+
 class DeviceStatus(BaseModel):
     order: str
     device: str
     model: str
     mac: str | None
     state: DeviceState
+    title: str = Field("", description="The model as people name it.")
+    kind: str = ""
+    site: str | None = None
+    serial: str | None = None
+    terminals: list[TerminalPublic] = []
+    switch: str | None = None
+    port: int | None = None
+    window_until: Timestamp | None = Field(None, description="When its enrollment window closes.")
+    refusals: int = Field(0, description="Fetches of its files refused.")
+    last_refused_at: Timestamp | None = None
+    last_refused_source: str | None = None
+    blocked_until: Timestamp | None = Field(None, description="Its address is blocked until.")
+    last_push_job: str | None = None
+    last_push_error: str = ""
     last_fetch_at: Timestamp | None = None
     last_fetch_file: str | None = None
     last_fetch_source: str | None = Field(None, description="Address of the last fetch.")
@@ -333,8 +353,47 @@ class Unblocked(BaseModel):
 
 class AuditPage(BaseModel):
     items: list[AuditEventPublic]
+    total: int = Field(description="Events matching the filters, on every page.")
     limit: int
     offset: int
+
+
+class DevicePage(BaseModel):
+    items: list[DeviceStatus]
+    total: int
+    limit: int
+    offset: int
+
+
+class SitePlace(BaseModel):
+    id: str
+    address: str
+    connectivity: str
+
+
+class FreeExtensionPublic(BaseModel):
+    short: int
+    name: str
+    type: str
+    site: str
+
+
+class OrderStatusPublic(BaseModel):
+    """Every device of an order with its state, in one call."""
+
+    order: str
+    customer: CustomerPublic
+    plan: str
+    state: OrderState
+    counts: dict[str, int] = Field(description="Devices per state.")
+    sites: list[SitePlace]
+    devices: list[DeviceStatus]
+    free_extensions: list[FreeExtensionPublic] = Field(
+        description="Extensions no terminal serves yet (a phone may be bound to them)."
+    )
+    blocked_sources: dict[str, Timestamp] = Field(
+        description="Addresses of this order's devices blocked by the sweep guard -> until."
+    )
 
 
 class SecretPublic(BaseModel):
@@ -445,6 +504,22 @@ class PushDeviceResult(BaseModel):
 class PushJobState(enum.StrEnum):
     running = "running"
     finished = "finished"
+
+
+class PushJobSummaryPublic(BaseModel):
+    id: str
+    order: str
+    started_at: Timestamp
+    finished_at: Timestamp
+    summary: dict[str, int] = Field(description="Devices per result.")
+    devices: list[str]
+
+
+class PushJobPage(BaseModel):
+    items: list[PushJobSummaryPublic]
+    total: int
+    limit: int
+    offset: int
 
 
 class PushJobPublic(BaseModel):

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from provisioner.api import schemas
 from provisioner.catalog import MODELS
-from provisioner.store.models import AuditEvent, Device, DeviceState, Order
+from provisioner.orders.reads import OrderStatus, PushJobSummary
+from provisioner.orders.status import DeviceStatus, statuses
+from provisioner.store.models import AuditEvent, Device, Order
 
 
 def device_state(dev: Device) -> schemas.DeviceState:
-    return schemas.DeviceState.bound if (dev.mac or dev.serial) else schemas.DeviceState.planned
+    """The device's state in the shared vocabulary (read in the service's session)."""
+    session = object_session(dev)
+    assert session is not None, "read inside the orders service's session"
+    return statuses(session, [dev])[0].state
 
 
-def device_public(dev: Device) -> schemas.DevicePublic:
+def device_public(dev: Device, state: schemas.DeviceState | None = None) -> schemas.DevicePublic:
     model = MODELS.get(dev.model)
     return schemas.DevicePublic(
         id=dev.device_id,
@@ -26,7 +29,7 @@ def device_public(dev: Device) -> schemas.DevicePublic:
         site=dev.site.site_id if dev.site else None,
         mac=dev.mac,
         serial=dev.serial,
-        state=device_state(dev),
+        state=state or device_state(dev),
         extensions=[t.extension.short for t in dev.terminals],
         switch=dev.switch.device_id if dev.switch else None,
         port=dev.port,
@@ -52,15 +55,10 @@ def device_ref(dev: Device) -> tuple[str, str, str]:
 
 
 def device_status(dev: Device) -> schemas.DeviceStatus:
-    """Planned or bound, with its last fetch and push (read in the service's session)."""
-    return schemas.DeviceStatus(
-        order=dev.order.order_id,
-        device=dev.device_id,
-        model=dev.model,
-        mac=dev.mac,
-        state=device_state(dev),
-        **last_events(dev),
-    )
+    """Its state, last fetch and last push (read in the service's session)."""
+    session = object_session(dev)
+    assert session is not None, "read inside the orders service's session"
+    return status_public(statuses(session, [dev])[0])
 
 
 def order_summary(order: Order) -> schemas.OrderSummary:
@@ -124,8 +122,81 @@ def order_public(order: Order) -> schemas.OrderPublic:
             )
             for e in order.extensions
         ],
-        devices=[device_public(d) for d in order.devices],
+        devices=_devices_public(order),
         updated_at=order.updated_at,
+    )
+
+
+def _devices_public(order: Order) -> list[schemas.DevicePublic]:
+    session = object_session(order)
+    assert session is not None, "read inside the orders service's session"
+    states = statuses(session, list(order.devices))
+    return [device_public(d, st.state) for d, st in zip(order.devices, states, strict=True)]
+
+
+def status_public(st: DeviceStatus) -> schemas.DeviceStatus:
+    """One device's status (from :mod:`provisioner.orders.status`) as the API shows it."""
+    return schemas.DeviceStatus(
+        order=st.order_id,
+        device=st.device_id,
+        model=st.model,
+        mac=st.identity if st.identity_kind == "mac" and st.identity else None,
+        serial=st.identity if st.identity_kind == "serial" and st.identity else None,
+        state=st.state,
+        title=st.title,
+        kind=st.kind,
+        site=st.site,
+        terminals=[
+            schemas.TerminalPublic(slot=t.slot, extension=t.extension, name=t.name)
+            for t in st.terminals
+        ],
+        switch=st.switch,
+        port=st.port,
+        window_until=st.window_until,
+        refusals=st.refusals,
+        last_refused_at=st.last_refused_at,
+        last_refused_source=st.last_refused_source,
+        blocked_until=st.blocked_until,
+        last_fetch_at=st.last_at,
+        last_fetch_file=st.last_file,
+        last_fetch_source=st.last_source,
+        bound_source=st.bound_source,
+        fetches=st.fetches,
+        last_push_at=st.push_at,
+        last_push_result=st.push_result,
+        last_push_job=st.push_job,
+        last_push_error=st.push_error,
+    )
+
+
+def order_status_public(o: OrderStatus) -> schemas.OrderStatusPublic:
+    return schemas.OrderStatusPublic(
+        order=o.order_id,
+        customer=schemas.CustomerPublic(name=o.customer, vat=o.vat),
+        plan=o.plan,
+        state=schemas.OrderState(o.state),
+        counts=o.counts(),
+        sites=[
+            schemas.SitePlace(id=s.site_id, address=s.address, connectivity=s.connectivity)
+            for s in o.sites
+        ],
+        devices=[status_public(d) for d in o.devices],
+        free_extensions=[
+            schemas.FreeExtensionPublic(short=e.short, name=e.name, type=e.type, site=e.site)
+            for e in o.free
+        ],
+        blocked_sources=o.blocks,
+    )
+
+
+def push_job_summary(j: PushJobSummary) -> schemas.PushJobSummaryPublic:
+    return schemas.PushJobSummaryPublic(
+        id=j.job_id,
+        order=j.order_id,
+        started_at=j.started_at,
+        finished_at=j.finished_at,
+        summary=j.results,
+        devices=j.devices,
     )
 
 
@@ -145,40 +216,3 @@ def audit_public(event: AuditEvent) -> schemas.AuditEventPublic:
         device=event.device,
         detail=detail,
     )
-
-
-# Audit actions the serving and push code record (see audit.py); the status route reads them.
-FETCH_ACTIONS = ("file.served",)
-PUSH_PREFIX = "push."
-
-
-def last_events(dev: Device) -> dict[str, Any]:
-    """Last fetch and last push of ``dev`` from the audit log (None while never recorded)."""
-    session = object_session(dev)
-    assert session is not None, "read inside the orders service's session"
-    names = [n for n in (dev.device_id, dev.mac) if n]
-    base = select(AuditEvent).where(
-        AuditEvent.order_id == dev.order.order_id, AuditEvent.device.in_(names)
-    )
-    fetch = session.scalar(
-        base.where(AuditEvent.action.in_(FETCH_ACTIONS)).order_by(AuditEvent.id.desc()).limit(1)
-    )
-    push = session.scalar(
-        base.where(AuditEvent.action.startswith(PUSH_PREFIX))
-        .order_by(AuditEvent.id.desc())
-        .limit(1)
-    )
-    out: dict[str, Any] = {
-        "last_fetch_at": fetch.at if fetch else None,
-        "last_push_at": push.at if push else None,
-        "last_push_result": push.action.removeprefix(PUSH_PREFIX) if push else None,
-    }
-    # The serving layer keeps each device's last fetch in device_state.
-    state = session.get(DeviceState, dev.id)
-    if state is not None:
-        out["last_fetch_at"] = state.last_at or out["last_fetch_at"]
-        out["last_fetch_file"] = state.last_file
-        out["last_fetch_source"] = state.last_source
-        out["bound_source"] = state.bound_source
-        out["fetches"] = state.fetches or 0
-    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,24 +33,75 @@ def token_create(
             show_default=False,
         ),
     ] = None,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link",
+            help="Print a one-time login link to the technician page (and its QR code) "
+            "instead of the token.",
+        ),
+    ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the technician's phone reaches the server (default: "
+            "http://PROVISIONING_HOST[:HTTP_PORT]).",
+            show_default=False,
+        ),
+    ] = None,
+    qr: Annotated[bool, typer.Option(help="Print the link's QR code too.")] = True,
 ) -> None:
     """Make an API token and print it once; only its hash is stored.
 
+    With --link: a one-time login link to the technician page (/tech/) and its QR code.
+    Opening it on the phone starts a session that sees the token's orders until the token
+    expires; the link works once.
+
     Examples:
+
       provisioner token create --role noc --name dashboard --expires 30d
+
       provisioner token create --role technician --order WT-2026-000123 --name mario
+
+      provisioner token create --role technician --order WT-2026-000123 --link
     """
     from provisioner.api import tokens
 
-    issued = tokens.issue(_inventory(), role, name=name, orders=order or [], expires=expires)
+    inv = _inventory()
+    issued = tokens.issue(inv, role, name=name, orders=order or [], expires=expires, link=link)
     token_id, token_name = issued.token.id, issued.token.name
     until = _when(issued.token.expires_at)
     lasts = f"expires {until} UTC" if until else "never expires"
+    if not link:
+        err.print(
+            f"token {token_id} ({token_name}, {role}, {lasts}); store it now, it is not shown "
+            "again:",
+            markup=False,
+        )
+        out.print(issued.text, markup=False)
+        return
+    base = (url or _default_url(inv.settings)).rstrip("/")
+    address = f"{base}/tech/login/{issued.text}"
     err.print(
-        f"token {token_id} ({token_name}, {role}, {lasts}); store it now, it is not shown again:",
+        f"token {token_id} ({token_name}, {role}, {lasts}): a one-time login link, for the "
+        "technician's phone only:",
         markup=False,
     )
-    out.print(issued.text, markup=False)
+    out.print(address, markup=False)
+    if qr:
+        import io
+
+        import segno
+
+        text = io.StringIO()
+        segno.make(address, error="m").terminal(out=text, compact=True, border=2)
+        out.print(text.getvalue(), markup=False, end="")
+
+
+def _default_url(settings: Any) -> str:
+    port = settings.http_port
+    host = settings.provisioning_host
+    return f"http://{host}" if port == 80 else f"http://{host}:{port}"
 
 
 def _when(at: datetime | None) -> str:
@@ -60,16 +111,35 @@ def _when(at: datetime | None) -> str:
 
 @token_app.command("list")
 @handles_errors
-def token_list() -> None:
+def token_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """List API tokens (never the tokens themselves), with when each expires (UTC).
 
-    Example: provisioner token list
+    Examples:
+
+      provisioner token list
+
+      provisioner token list --json
     """
     from rich.table import Table
 
     from provisioner.api import tokens
 
     rows = tokens.listing(_inventory())
+    if as_json:
+        import json
+
+        items = [
+            {"id": r.id, "name": r.name, "role": r.role, "orders": r.orders,
+             "created_at": r.created_at.isoformat(),
+             "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+             "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+             "expired": r.expired}
+            for r in rows
+        ]  # fmt: skip
+        out.print(json.dumps(items, indent=2), markup=False)
+        return
     table = Table("id", "name", "role", "orders", "created", "expires", "revoked")
     for r in rows:
         if r.expires_at is None:

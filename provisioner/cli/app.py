@@ -13,6 +13,7 @@ when they are named or listed.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -48,7 +49,9 @@ class Commands(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         found = super().get_command(ctx, cmd_name)
-        if found is not None or cmd_name not in self.plugins:
+        if found is not None:
+            return _examples_verbatim(found)
+        if cmd_name not in self.plugins:
             return found
         ep = self.plugins[cmd_name]
         try:
@@ -59,7 +62,51 @@ class Commands(TyperGroup):
         except Exception as exc:  # a broken plugin must not take the other commands down
             command = _unavailable(cmd_name, f"{ep.value}: {type(exc).__name__}: {exc}")
         self.add_command(command, cmd_name)
+        return _examples_verbatim(command)
+
+
+def _indented(paragraph: str) -> bool:
+    """A paragraph of examples: some line of it is indented."""
+    return any(line.startswith(" ") for line in paragraph.splitlines())
+
+
+def _examples_verbatim(command: Any) -> Any:
+    """Keep a command's examples as written: click rewraps help paragraphs, which ran
+    examples together on one line; a paragraph of indented lines is marked to stay verbatim
+    (click's ``\\b``). Applied once per command, and to a group's commands."""
+    if getattr(command, "_examples_kept", False):
         return command
+    command._examples_kept = True
+    if command.help:
+        paragraphs = command.help.split("\n\n")
+        command.help = "\n\n".join(
+            "\b\n" + p if _indented(p) and not p.startswith("\b") else p for p in paragraphs
+        )
+    for sub in getattr(command, "commands", {}).values():
+        _examples_verbatim(sub)
+    return command
+
+
+def _no_hyphen_breaks(module: Any) -> None:
+    """Help text wraps between words only, never inside ``--dry-run`` or ``lab-targets.yaml``
+    (a pasted example must work). click's ``wrap_text`` imports its ``TextWrapper`` when it
+    runs: give it one that keeps hyphenated words whole."""
+    base = module.TextWrapper
+
+    class NoHyphenBreaks(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["break_on_hyphens"] = False
+            kwargs["break_long_words"] = False
+            super().__init__(*args, **kwargs)
+
+    module.TextWrapper = NoHyphenBreaks
+
+
+for _name in ("typer._click._textwrap", "click._textwrap"):  # typer 0.2x vendors click
+    try:
+        _no_hyphen_breaks(importlib.import_module(_name))
+    except (ImportError, AttributeError):
+        continue
 
 
 def _unavailable(name: str, why: str) -> typer.core.TyperCommand:
@@ -85,7 +132,7 @@ app = typer.Typer(
     help="Zero-touch provisioning for the Office Smart virtual PBX: orders, device files, "
     "serving and push.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # provisioner --install-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

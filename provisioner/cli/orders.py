@@ -11,6 +11,10 @@ import typer
 from provisioner.cli.app import _inventory, app, err, handles_errors, out
 from provisioner.errors import ProvisionerError
 
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")
+]
+
 PathsArg = Annotated[
     list[Path], typer.Argument(help="Order files (YAML) or folders of them.", show_default=False)
 ]
@@ -93,21 +97,17 @@ def apply(
         if res.status == "unchanged":
             out.print(f"{r.file}: {res.order_id}: unchanged (no change)", markup=False)
         else:
-            out.print(
-                f"{r.file}: {res.order_id}: {res.status} ({len(res.changes)} changes)",
-                markup=False,
-            )
-            for change in res.changes[:50]:
+            # A new order's one change is its creation: the status line says it already.
+            news = [c for c in res.changes if c != f"order {res.order_id} created"]
+            counted = f" ({len(news)} changes)" if news else ""
+            out.print(f"{r.file}: {res.order_id}: {res.status}{counted}", markup=False)
+            for change in news[:50]:
                 out.print(f"  {change}", markup=False)
     if refused:
         raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------- read
-
-
-def _device_state(dev: Any) -> str:
-    return "bound" if (dev.mac or dev.serial) else "planned"
 
 
 def _order_row(o: Any) -> tuple[str, ...]:
@@ -127,15 +127,28 @@ def _order_row(o: Any) -> tuple[str, ...]:
 
 @app.command()
 @handles_errors
-def orders() -> None:
+def orders(as_json: JsonOpt = False) -> None:
     """List the orders in the store.
 
-    Example: provisioner orders
+    Examples:
+
+      provisioner orders
+
+      provisioner orders --json
     """
     from rich.table import Table
 
     from provisioner.orders.reads import OrderQuery
 
+    if as_json:
+        import json
+
+        from provisioner.api import views
+
+        page = _inventory().read_orders(OrderQuery(), views.order_summary)
+        items = [o.model_dump(mode="json") for o in page.items]
+        out.print(json.dumps(items, indent=2, ensure_ascii=False), markup=False)
+        return
     rows = _inventory().read_orders(OrderQuery(), _order_row).items
     if not rows:
         out.print("no orders in the store (try: provisioner apply inventory/orders/)")
@@ -146,7 +159,7 @@ def orders() -> None:
     out.print(table)
 
 
-def _order_tables(o: Any) -> list[Any]:
+def _order_tables(o: Any, states: dict[str, str]) -> list[Any]:
     """What ``show`` prints of an order: a headline and three tables."""
     from rich.table import Table
 
@@ -178,19 +191,35 @@ def _order_tables(o: Any) -> list[Any]:
             d.mac or d.serial or "-",
             f"{d.switch.device_id}:{d.port}" if d.switch else "-",
             ",".join(str(t.extension.short) for t in d.terminals) or "-",
-            _device_state(d),
+            states.get(d.device_id, "-"),
         )
     return [head, sites, exts, devs]
 
 
 @app.command()
 @handles_errors
-def show(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
-    """Show one order: sites, extensions and devices with their state. No secrets.
+def show(order: Annotated[str, typer.Argument(help="Order id.")], as_json: JsonOpt = False) -> None:
+    """Show one order: sites, extensions and devices with their state (the words of
+    provisioner status). No secrets.
 
-    Example: provisioner show WT-2026-000123
+    Examples:
+
+      provisioner show WT-2026-000123
+
+      provisioner show WT-2026-000123 --json
     """
-    for part in _inventory().read_order(order, _order_tables):
+    if as_json:
+        import json
+
+        from provisioner.api import views
+
+        body = _inventory().read_order(order, views.order_public)
+        out.print(json.dumps(body.model_dump(mode="json"), indent=2, ensure_ascii=False),
+                  markup=False)  # fmt: skip
+        return
+    inv = _inventory()
+    states = {d.device_id: d.state.value for d in inv.read_status(order).devices}
+    for part in inv.read_order(order, lambda o: _order_tables(o, states)):
         out.print(part)
 
 

@@ -21,7 +21,11 @@ TargetsOpt = Annotated[
 ]
 TargetOpt = Annotated[
     list[str] | None,
-    typer.Option("--target", help="DEVICE_ID=HOST:PORT (repeatable; wins over --targets)."),
+    typer.Option(
+        "--target",
+        metavar="DEVICE_ID=HOST:PORT",
+        help="Where a device answers (repeatable; wins over --targets).",
+    ),
 ]
 TofuOpt = Annotated[
     bool,
@@ -103,7 +107,9 @@ def _show_details(results: list[Any], dry_run: bool) -> None:
 @app.command()
 @handles_errors
 def push(
-    what: Annotated[str, typer.Argument(help="Order id (every pushed device) or a device MAC.")],
+    what: Annotated[
+        str, typer.Argument(help="Order id (every pushed device), a device's MAC or its id.")
+    ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read, back up and diff; change nothing.")
     ] = False,
@@ -123,16 +129,26 @@ def push(
     store holds no management addresses: give them with --target or --targets. Exit
     status 1 if any device failed or was rolled back.
 
-    Example: provisioner push WT-2026-000104 --targets lab-targets.yaml --dry-run
+    Examples:
+
+      provisioner push WT-2026-000104 --targets lab-targets.yaml --dry-run
+
+      provisioner push sw-catania --target sw-catania=192.168.1.250:161
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from provisioner.errors import ProvisionerError
     from provisioner.push.runner import push_many
     from provisioner.push.targets import device_keys
 
     inv = _inventory()
     renderer = _renderer(inv)
-    keys = device_keys(inv, renderer, what)
+    try:
+        keys = device_keys(inv, renderer, what)
+    except ProvisionerError:
+        # Neither an order nor a MAC: a device id, as --target names devices.
+        mac = inv.resolve_device(what)[2]
+        keys = device_keys(inv, renderer, mac) if mac else []
     if not keys:
         raise PushFailed(f"{what}: no device that is configured by push")
     addresses = _targets(targets_file, target)
@@ -227,6 +243,8 @@ def _on_the_queue(
 def _one_device(inv: Any, renderer: Any, mac: str) -> Any:
     from provisioner.push.targets import device_keys
 
+    # A device id (as --target names devices) works as well as a MAC.
+    mac = inv.resolve_device(mac)[2] or mac
     keys = device_keys(inv, renderer, mac)
     if len(keys) != 1 or keys[0].order_id == mac:
         raise PushFailed(f"{mac}: give the MAC of one pushed device (switch or IAD)")
@@ -236,12 +254,19 @@ def _one_device(inv: Any, renderer: Any, mac: str) -> Any:
 @app.command()
 @handles_errors
 def backups(
-    mac: Annotated[str, typer.Argument(help="MAC of a pushed device.")],
+    mac: Annotated[str, typer.Argument(help="MAC or device id of a pushed device.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """List the stored config backups of a device (newest last).
+    """List the stored config backups of a device (newest last). Times are local.
 
-    Example: provisioner backups b0:c5:54:10:00:01
+    Examples:
+
+      provisioner backups b0:c5:54:10:00:01
+
+      provisioner backups sw-catania --json
     """
+    from zoneinfo import ZoneInfo
+
     from rich.table import Table
 
     from provisioner.push.backups import list_backups
@@ -249,12 +274,30 @@ def backups(
     inv = _inventory()
     key = _one_device(inv, _renderer(inv), mac)
     rows = list_backups(inv, key)
+    if as_json:
+        import json
+
+        items = [
+            {"version": b.version, "taken_at": b.taken_at.isoformat(), "method": b.method,
+             "reason": b.reason, "sha256": b.sha256}
+            for b in rows
+        ]  # fmt: skip
+        out.print(json.dumps(items, indent=2), markup=False)
+        return
+    try:
+        zone = ZoneInfo(inv.settings.timezone)
+    except (KeyError, ValueError):
+        zone = ZoneInfo("UTC")
     table = Table(title=f"backups of {key}")
     for col in ("version", "taken at", "method", "reason", "sha256"):
         table.add_column(col)
     for b in rows:
         table.add_row(
-            str(b.version), f"{b.taken_at:%Y-%m-%d %H:%M:%S}", b.method, b.reason, b.sha256[:16]
+            str(b.version),
+            f"{b.taken_at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
+            b.method,
+            b.reason,
+            b.sha256[:16],
         )
     out.print(table)
     if not rows:
@@ -274,19 +317,55 @@ def rollback(
     trust_on_first_use: TofuOpt = False,
     connect_timeout: ConnectOpt = 10.0,
     command_timeout: CommandOpt = 30.0,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before rolling back.")
+    ] = False,
 ) -> None:
     """Push a stored backup back to the device (what it has now is backed up first).
 
-    Example: provisioner rollback b0:c5:54:10:00:01 --to 1 --target sw-catania=10.0.0.2:161
+    Says which backup it is (when taken, why, how long) and asks first, unless --yes or
+    --dry-run. Audited as a rollback.
+
+    Examples:
+
+      provisioner rollback sw-catania --to 1 --target sw-catania=10.0.0.2:161
+
+      provisioner rollback b0:c5:54:10:00:01 --to 2 --targets lab-targets.yaml --yes
     """
+    from provisioner.push.backups import list_backups, read_backup
     from provisioner.push.job import rollback_device
 
     inv = _inventory()
     renderer = _renderer(inv)
     key = _one_device(inv, renderer, mac)
+    stored = list_backups(inv, key)
+    versions = [b.version for b in stored]
+    if not stored:
+        raise PushFailed(f"{key}: no backup stored (push takes one before every change)")
+    if to is not None and to not in versions:
+        raise PushFailed(
+            f"{key}: no version {to} stored (versions: {', '.join(map(str, versions))})"
+        )
     address = _targets(targets_file, target).get(key.device_id)
     if address is None:
         raise PushFailed(f"{key}: no address (give --target {key.device_id}=HOST:PORT)")
+    chosen = next(b for b in stored if b.version == (to if to is not None else versions[-1]))
+    text = read_backup(inv, key, chosen.version).text
+    lines = len([ln for ln in text.splitlines() if ln.strip()])
+    what = (
+        f"{key}: backup {chosen.version} taken {chosen.taken_at:%Y-%m-%d %H:%M} UTC "
+        f"({chosen.reason}, {chosen.method}, {lines} lines"
+        + (": EMPTY, a factory config" if lines == 0 else "")
+        + ")"
+    )
+    err.print(what, markup=False)
+    if not dry_run and not yes:
+        import sys
+
+        if not sys.stdin.isatty() and not _stdin_has_data():
+            raise PushFailed(f"{key}: rolling back needs a yes: answer the question or give --yes")
+        if not typer.confirm("Roll the device back to it?", default=False, err=True):
+            raise PushFailed(f"{key}: not rolled back")
     res = rollback_device(
         inv,
         renderer,
@@ -299,5 +378,32 @@ def rollback(
     )
     out.print(_table([res], f"rollback {key}"))
     _show_details([res], dry_run)
+    if not dry_run:
+        inv.note(
+            audit_actor(),
+            "rollback",
+            order_id=key.order_id,
+            device=key.device_id,
+            version=chosen.version,
+            result=res.result,
+            job=res.job_id,
+        )
     if res.failed:
         raise typer.Exit(1)
+
+
+def audit_actor() -> str:
+    from provisioner.store.audit import default_actor
+
+    return default_actor()
+
+
+def _stdin_has_data() -> bool:
+    """Whether an answer was piped in (a script's "yes"): stdin is readable now."""
+    import select
+    import sys
+
+    try:
+        return bool(select.select([sys.stdin], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True  # not a real file (a test runner's input): let confirm read it

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -101,7 +101,7 @@ def serve(
 @app.command()
 @handles_errors
 def arm(
-    target: Annotated[str, typer.Argument(help="Order id, or a device's MAC.")],
+    target: Annotated[str, typer.Argument(help="Order id, a device's MAC, or its device id.")],
     minutes: Annotated[
         int | None, typer.Option(help="Window length (setting enrollment_minutes).")
     ] = None,
@@ -111,98 +111,184 @@ def arm(
     files without credentials until it closes. Re-arming releases the source binding.
 
     Examples:
+
       provisioner arm WT-2026-000123 --minutes 60
+
       provisioner arm 00:80:f0:00:00:01
+
+      provisioner arm phone-209
     """
     if minutes is not None and not 1 <= minutes <= 7 * 24 * 60:
         raise ProvisionerError(f"--minutes {minutes}: must be 1 to 10080 (a week)")
-    armed = _inventory().arm(target, minutes, actor=actor)
-    until = armed.expires_at.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    from provisioner.errors import OrderUnknown
+
+    inv = _inventory()
+    try:
+        armed = inv.arm(target, minutes, actor=actor)
+    except OrderUnknown:
+        # Not an order, not a MAC: a device id (as push's --target names devices).
+        _, device_id, mac = inv.resolve_device(target)
+        if not mac:
+            raise ProvisionerError(
+                f"device {device_id}: no box bound yet; bind one first"
+            ) from None
+        armed = inv.arm(mac, minutes, actor=actor, only="device")
+    until = armed.expires_at.astimezone(_local(inv.settings)).strftime("%Y-%m-%d %H:%M %Z")
     out.print(f"{armed.order_id}: armed {len(armed.devices)} devices until {until}", markup=False)
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")
+]
+
+
+def _local(settings: Any) -> Any:
+    """The time zone people read times in (setting timezone)."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        return ZoneInfo(settings.timezone)
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _status_lines(st: Any, zone: Any, width: int) -> list[str]:
+    """The compact status: two lines per device, fitting ``width`` (60 at least) columns."""
+    from provisioner.orders.status import DONE, WRONG
+
+    def hm(at: Any) -> str:
+        return at.astimezone(zone).strftime("%H:%M:%S") if at else "-"
+
+    mark = {**dict.fromkeys(DONE, "ok"), **dict.fromkeys(WRONG, "!!")}
+    counts = ", ".join(f"{n} {k}" for k, n in st.counts().items())
+    lines = [f"{st.order_id} {st.customer[: max(10, width - 40)]}", f"  {counts}"]
+    for d in st.devices:
+        head = f"{mark.get(d.state, '..')} {d.device_id} {d.state.value}"
+        what = d.title + (f" - {d.what}" if d.what else "")
+        lines.append(f"{head}  {what}"[:width])
+        if d.state.value == "fetched":
+            detail = f"{d.last_file} {hm(d.last_at)} from {d.last_source}"
+        elif d.state.value == "armed":
+            detail = f"window until {hm(d.window_until)}"
+        elif d.state.value == "refused":
+            detail = (
+                f"{d.refusals} refused, last {hm(d.last_refused_at)} from {d.last_refused_source}"
+            )
+        elif d.state.value == "blocked":
+            detail = f"{d.refusals} refused; source blocked until {hm(d.blocked_until)}"
+        elif d.state.value in ("verified", "failed"):
+            detail = f"push {d.push_result} {hm(d.push_at)}" + (
+                f": {d.push_error}" if d.push_error else ""
+            )
+        elif d.state.value == "planned":
+            detail = "bind a box: provisioner bind ..."
+        else:
+            detail = d.identity
+        if d.identity and d.state.value != "bound":
+            detail = f"{d.identity} {detail}"
+        lines.append(f"   {detail}"[:width])
+    for source, until in st.blocks.items():
+        # A blocked source gets no file at all: say so, and how to lift it.
+        lines.append(f"source {source} is blocked until {hm(until)} (sweep guard)"[:width])
+        lines.append(f"  lift it: provisioner unblock {source}"[:width])
+    return lines
+
+
+def _status_json(st: Any) -> str:
+    import json
+
+    from provisioner.api import views
+
+    return json.dumps(views.order_status_public(st).model_dump(mode="json"), indent=2)
 
 
 @app.command()
 @handles_errors
-def status(order: Annotated[str, typer.Argument(help="Order id.")]) -> None:
-    """Per device of an order: planned / bound / armed / fetched, and what it fetched last.
+def status(
+    order: Annotated[str, typer.Argument(help="Order id.")],
+    as_json: JsonOpt = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show it again whenever a device changes (Ctrl-C ends).")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between looks with --watch.")] = 1.0,
+) -> None:
+    """Per device of an order: its state (planned, bound, armed, fetched, refused, blocked,
+    pushing, verified, failed: the words the API and the technician page use), what it
+    fetched, when (local time, setting timezone) and from where. Fits 60 columns.
 
-    Example: provisioner status WT-2026-000123
+    Examples:
+
+      provisioner status WT-2026-000123
+
+      provisioner status WT-2026-000123 --watch
+
+      provisioner status WT-2026-000123 --json
     """
+    import shutil
+    import time
+
+    inv = _inventory()
+    zone = _local(inv.settings)
+    width = max(60, shutil.get_terminal_size((60, 24)).columns)
+    last: tuple[int, ...] | None = None
+    while True:
+        key = inv.watch_key(order)
+        if key != last:
+            last = key
+            st = inv.read_status(order)
+            if as_json:
+                out.print(_status_json(st), markup=False)
+            else:
+                if watch:
+                    now = time.strftime("%H:%M:%S")
+                    out.print(f"--- {now}", markup=False)
+                for line in _status_lines(st, zone, width):
+                    out.print(line, markup=False, overflow="ignore", crop=False)
+        if not watch:
+            return
+        time.sleep(max(0.2, interval))
+
+
+@app.command()
+@handles_errors
+def blocks(as_json: JsonOpt = False) -> None:
+    """Sources blocked for asking for too many unknown device names (a MAC sweep).
+
+    A blocked source gets no file over TFTP or HTTP, except with a device's own credentials.
+    Times are local (setting timezone).
+
+    Examples:
+
+      provisioner blocks
+
+      provisioner blocks --json
+    """
+    import json
+
     from rich.table import Table
 
     from provisioner.serving.blocks import active
 
     inv = _inventory()
-    rows = inv.status(order)
-    blocks = {b.source: b for b in active(inv)}
-    table = Table(
-        "device",
-        "model",
-        "MAC / serial",
-        "state",
-        "window until",
-        "bound to",
-        "last file",
-        "sha256",
-        "when",
-        "from",
-        "user agent",
-        "refused",
-        title=order,
-    )
-    for r in rows:
-        table.add_row(
-            r.device_id,
-            r.model,
-            r.identity or "-",
-            r.state,
-            r.window_until.astimezone().strftime("%H:%M") if r.window_until else "-",
-            r.bound_source or "-",
-            r.last_file or "-",
-            (r.last_hash or "-")[:12],
-            r.last_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.last_at else "-",
-            r.last_source or "-",
-            r.last_user_agent or "-",
-            f"{r.refusals} (last from {r.last_refused_source} at "
-            f"{r.last_refused_at.astimezone().strftime('%H:%M:%S')})"
-            if r.refusals and r.last_refused_at
-            else "-",
-        )
-    out.print(table)
-    # A blocked source gets no file at all: say so next to the devices it concerns.
-    seen = {s for r in rows for s in (r.bound_source, r.last_source, r.last_refused_source) if s}
-    for source in sorted(seen & set(blocks)):
-        until = blocks[source].until.astimezone().strftime("%H:%M")
-        out.print(
-            f"source {source} is blocked until {until} (sweep guard): provisioner unblock {source}",
-            markup=False,
-        )
-
-
-@app.command()
-@handles_errors
-def blocks() -> None:
-    """Sources blocked for asking for too many unknown device names (a MAC sweep).
-
-    A blocked source gets no file over TFTP or HTTP, except with a device's own credentials.
-
-    Example:
-      provisioner blocks
-    """
-    from rich.table import Table
-
-    from provisioner.serving.blocks import active
-
-    rows = active(_inventory())
+    rows = active(inv)
+    if as_json:
+        items = [
+            {"source": b.source, "blocked_at": b.blocked_at.isoformat(),
+             "until": b.until.isoformat(), "protocol": b.protocol, "unknown_names": b.names}
+            for b in rows
+        ]  # fmt: skip
+        out.print(json.dumps(items, indent=2), markup=False)
+        return
     if not rows:
         out.print("no source is blocked")
         return
+    zone = _local(inv.settings)
     table = Table("source", "blocked at", "until", "protocol", "unknown names")
     for b in rows:
         table.add_row(
             b.source,
-            b.blocked_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-            b.until.astimezone().strftime("%H:%M:%S"),
+            b.blocked_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+            b.until.astimezone(zone).strftime("%H:%M:%S"),
             b.protocol,
             str(b.names),
         )

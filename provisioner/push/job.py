@@ -165,9 +165,10 @@ class _Job:
                 self.step("backup")
                 running = drv.get_config(retrieve="running")["running"]
                 self.backup = running
-                self.backup_version, _ = store_backup(
-                    self.inv, self.device_pk, running, self.kind, self.reason
-                )
+                if not self.dry_run:  # a dry run changes nothing: it keeps no version either
+                    self.backup_version, _ = store_backup(
+                        self.inv, self.device_pk, running, self.kind, self.reason
+                    )
                 self.step("diff")
                 drv.load_replace_candidate(config=self.config)
                 return drv, drv.compare_config()

@@ -2,7 +2,7 @@
 
 A set-plan is the YAML document the template renderer writes for an SNMP-only switch
 (D-Link DGS-1100 non-/ME): system strings, static VLANs with their tagged/untagged
-ports, the PVID of every port and the PoE admin state of every PoE port::
+ports, the PVID of every port and the PoE admin state of the PoE ports the order uses::
 
     model: dlink-dgs-1100-24p
     system: {name: sw-milano, location: "Via Roma 1, 20121 Milano MI", contact: "noc@x"}
@@ -10,7 +10,7 @@ ports, the PVID of every port and the PoE admin state of every PoE port::
       - {vid: 1, name: data, untagged: [1, 2, 3], tagged: []}
       - {vid: 20, name: voice, untagged: [], tagged: [1, 2]}
     pvid: {1: 1, 2: 1, 3: 1}          # every port of the model
-    poe: {1: true, 2: true, 3: false}  # every PoE port of the model
+    poe: {1: true, 2: true}           # PoE ports the plan sets; the others stay as they are
 
 Everything here is pure: parse and validate (:func:`parse_setplan`), map to the varbinds
 that describe the device state (:func:`to_varbinds`), read such varbinds back into a plan
@@ -353,9 +353,8 @@ def parse_setplan(text: str) -> SetPlan:
             problems.append(f"{where}: poe: port {port}: {state!r} is not true/false")
         else:
             poe[port] = state
-    missing = [p for p in poe_ports if p not in poe_doc]
-    if missing:
-        problems.append(f"{where}: poe: PoE ports {ranges(missing)} have no state (true/false)")
+    # A PoE port the plan does not name is left as it is: a phone plugged in on site into a
+    # port the order does not list keeps its power.
 
     if problems:
         raise SetPlanError(problems)

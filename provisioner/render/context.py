@@ -97,13 +97,15 @@ class OrderView:
         for d in self.devices:
             if d.device_id == device_id:
                 return d
-        raise RenderError(f"order {self.order_id}: no device {device_id}")
+        ids = ", ".join(d.device_id for d in self.devices)
+        raise RenderError(f"order {self.order_id}: no device {device_id} (devices: {ids})")
 
     def site(self, site_id: str) -> SiteView:
         for s in self.sites:
             if s.id == site_id:
                 return s
-        raise RenderError(f"order {self.order_id}: no site {site_id}")
+        sites = ", ".join(s.id for s in self.sites)
+        raise RenderError(f"order {self.order_id}: no site {site_id} (sites: {sites})")
 
     def on_switch(self, switch_id: str) -> list[DeviceView]:
         """Devices plugged into a port of ``switch_id``, by port."""

@@ -1,7 +1,7 @@
 """The device-facing HTTP server: a bare ASGI app, because it is the hot path of a boot storm.
 
-``GET /<file>`` runs :meth:`ProvisioningService.fetch`; ``/api/...`` is handed to the NOC
-REST API (FastAPI) when one is mounted. Answers:
+``GET /<file>`` runs :meth:`ProvisioningService.fetch`; ``/api/...`` (and the technician
+page, ``/tech/...``) is handed to the NOC REST API (FastAPI) when one is mounted. Answers:
 
 - 200 with an ETag; 304 when ``If-None-Match`` carries it;
 - 401 with a Basic challenge for a name shaped like a device file that we will not serve
@@ -36,6 +36,7 @@ _TYPES = {
     "yaml": b"application/yaml",
 }
 _OCTETS = b"application/octet-stream"
+_API_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/tech"})
 _CHALLENGE = (b"www-authenticate", b'Basic realm="provisioning", charset="UTF-8"')
 
 
@@ -71,7 +72,8 @@ class DeviceHttpApp:
             return
         path: str = scope["path"]
         if self.api is not None and (
-            path.startswith("/api/") or path in ("/healthz", "/readyz", "/metrics")
+            path.startswith(("/api/", "/tech/"))
+            or path in ("/healthz", "/readyz", "/metrics", "/tech")
         ):
             await self.api(scope, receive, send)
             return

@@ -176,7 +176,10 @@ values = {jobs}
 [[operations]]
 include-path-regex = "^/api/v1/orders(/\\\\{{order_id\\\\}})?$"
 include-method = ["POST", "PUT"]
-checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+# 412: a PUT whose If-Match names another version of the order (the header is schema-valid).
+checks.positive_data_acceptance.expected-statuses = [
+  "2xx", "401", "403", "404", "409", "412", "422"
+]
 
 [[operations]]
 include-path-regex = "^/api/v1/orders/\\\\{{order_id\\\\}}/push$"

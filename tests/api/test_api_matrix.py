@@ -221,6 +221,22 @@ OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/v1/push-jobs/{job_id}/events"): Op(
         "devices:read", True, 200, False, _job_path("/events")
     ),
+    ("GET", "/api/v1/devices"): Op(
+        "devices:read", False, 200, False, lambda s, o: {"url": "/api/v1/devices?state=armed"}
+    ),
+    ("GET", "/api/v1/orders/{order_id}/status"): Op(
+        "orders:read", True, 200, False, _order_path("/status")
+    ),
+    ("GET", "/api/v1/push-jobs"): Op(
+        "devices:read", False, 200, False, lambda s, o: {"url": "/api/v1/push-jobs"}
+    ),
+    ("GET", "/api/v1/events"): Op(
+        "devices:read",
+        True,
+        200,
+        False,
+        lambda s, o: {"url": f"/api/v1/events?order={o}&seconds=1"},
+    ),
     ("GET", "/api/v1/audit"): Op(
         "audit:read", False, 200, False, lambda s, o: {"url": "/api/v1/audit"}
     ),

@@ -72,7 +72,6 @@ def test_every_problem_is_reported_at_once(plan_yaml: Callable[..., str]) -> Non
     ("old", "new", "message"),
     [
         ("1: 1, 2: 1, 3: 1,", "", "pvid: ports 1-3 have no PVID"),
-        ("1: true, 2: true,", "", "poe: PoE ports 1-2 have no state"),
         ("tagged: [1, 2]", "tagged: [1, 2], untagged: [2]", "port 2 is already untagged in vlan 1"),
         ("name: voice", "name: " + "v" * 33, "33 bytes, the limit is 32"),
         ("1: true,", "1: yes please,", "'yes please' is not true/false"),

@@ -41,7 +41,8 @@ def test_push_prints_a_table_and_a_second_push_changes_nothing(push_lab: Any, cl
     listed = cli("backups", push_lab.sw_key.mac)
     assert listed.exit_code == 0 and "pre-push" in listed.output
     sw_target = f"sw-catania=127.0.0.1:{push_lab.sw_at.port}"
-    back = cli("rollback", push_lab.sw_key.mac, "--to", "1", "--target", sw_target, *FAST)
+    back = cli("rollback", push_lab.sw_key.mac, "--to", "1", "--target", sw_target, "--yes",
+               *FAST)  # fmt: skip
     assert back.exit_code == 0, back.output
     assert "sw-lab" in _sysname(push_lab)
 

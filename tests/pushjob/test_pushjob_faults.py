@@ -26,11 +26,17 @@ def switch_state(lab: Any) -> str:
         return dev.read_plan().to_yaml()
 
 
-def new_switch_state(lab: Any) -> str:
-    payload = lab.renderer.push_payload(lab.sw_key.order_id, lab.sw_key.device_id)
+def new_switch_state(lab: Any, before: str) -> str:
+    """The switch after the whole plan: the plan's objects over ``before`` (PoE ports the
+    plan does not name keep their state)."""
+    import dataclasses
+
     from provisioner.push import setplan as sp
 
-    return sp.parse_setplan(payload[1].data.decode()).to_yaml()
+    payload = lab.renderer.push_payload(lab.sw_key.order_id, lab.sw_key.device_id)
+    plan = sp.parse_setplan(payload[1].data.decode())
+    old = sp.parse_setplan(before)
+    return dataclasses.replace(plan, poe={**old.poe, **plan.poe}).to_yaml()
 
 
 def iad_new(lab: Any) -> dict[tuple[str, ...], str]:
@@ -73,7 +79,7 @@ def test_switch_dark_for_good_fails_then_rollback_restores_the_backup(
     assert res.result == "failed" and "restore backup 1" in res.error
     assert isinstance(res.exception, RollbackIncomplete) and res.exception.backup_version == 1
     # The whole plan went in one SET PDU, applied all or nothing: the new config, not a mix.
-    assert switch_state(lab) == new_switch_state(lab)
+    assert switch_state(lab) == new_switch_state(lab, before)
 
     lab.switch.set_fault(None)
     back = rollback_device(lab.inv, lab.renderer, lab.sw_key, lab.sw_at, version=1, timeouts=fast)

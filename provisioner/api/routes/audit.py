@@ -51,4 +51,5 @@ def query_audit(
         only=principal.token.orders if principal.scoped else None,
     )
     items = list(inv.read_audit(query, views.audit_public, limit, offset))
-    return schemas.AuditPage(items=items, limit=limit, offset=offset)
+    total = inv.count_audit(query)
+    return schemas.AuditPage(items=items, total=total, limit=limit, offset=offset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import AfterValidator, WithJsonSchema
 
@@ -15,12 +15,15 @@ from provisioner.api.deps import (
     DevicesBind,
     DevicesRead,
     OrdersDep,
+    PageLimit,
+    PageOffset,
     renderer_of,
 )
 from provisioner.api.problems import CONFLICT, NOT_FOUND
 from provisioner.api.routes.orders import OrderId
 from provisioner.api.schemas import MAC_SCHEMA, api_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, RenderError
+from provisioner.orders.reads import DeviceQuery
 from provisioner.orders.service import OrdersService
 
 router = APIRouter(tags=["devices"])
@@ -62,8 +65,62 @@ def bind_device(
         order=order_id,
         device=done.device_id,
         identity=body.mac or body.serial,
-        state=schemas.DeviceState.bound,
+        state=_state_of(inv, order_id, done.device_id),
     )
+
+
+def _state_of(inv: OrdersService, order_id: str, device_id: str) -> schemas.DeviceState:
+    found = inv.read_devices(DeviceQuery(order_id=order_id)).items
+    return next(d.state for d in found if d.device_id == device_id)
+
+
+@router.get(
+    "/devices",
+    response_model=schemas.DevicePage,
+    summary="List devices of the fleet, by state, order, site or model",
+)
+def list_devices(
+    principal: DevicesRead,
+    inv: OrdersDep,
+    response: Response,
+    request: Request,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
+    state: Annotated[schemas.DeviceState | None, Query(description="Device state.")] = None,
+    order: Annotated[
+        str | None, Query(max_length=64, pattern=schemas.ORDER_ID_PATTERN, description="Order id.")
+    ] = None,
+    site: Annotated[str | None, Query(max_length=40, description="Site id.")] = None,
+    model: Annotated[str | None, Query(max_length=40, description="Catalog model key.")] = None,
+) -> schemas.DevicePage:
+    """Devices by order and position. ``total`` counts every match; the ``Link`` header
+    names the next and previous pages. A technician sees the devices of the token's orders."""
+    query = DeviceQuery(
+        state=state,
+        order_id=order,
+        site=site,
+        model=model,
+        only=principal.token.orders if principal.scoped else None,
+    )
+    page = inv.read_devices(query, limit, offset)
+    links = []
+    if offset + limit < page.total:
+        links.append(_link(request, limit, offset + limit, "next"))
+    if offset > 0:
+        links.append(_link(request, limit, max(0, offset - limit), "prev"))
+    if links:
+        response.headers["Link"] = ", ".join(links)
+    return schemas.DevicePage(
+        items=[views.status_public(d) for d in page.items],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def _link(request: Request, limit: int, offset: int, rel: str) -> str:
+    url = request.url.include_query_params(limit=limit, offset=offset)
+    return f'<{url.path}?{url.query}>; rel="{rel}"'
 
 
 @router.post(

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from provisioner.api import schemas, views
@@ -22,6 +22,7 @@ from provisioner.api.deps import (
 )
 from provisioner.api.problems import (
     CONFLICT,
+    MEDIA_TYPE,
     NOT_FOUND,
     UNSUPPORTED,
     DocumentRefused,
@@ -249,12 +250,67 @@ def validate_order(principal: OrdersRead, body: DocumentBody) -> schemas.OrderVa
     )
 
 
+def _etag(generation: int) -> str:
+    return f'"g{generation}"'
+
+
+def _versioned(order: Any) -> tuple[schemas.OrderPublic, str]:
+    return views.order_public(order), _etag(order.generation)
+
+
+PRECONDITION: dict[int | str, dict[str, Any]] = {
+    412: {
+        "description": "`If-Match` names another version: the order changed since it was read.",
+        "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+}
+
+
 @router.get(
-    "/{order_id}", response_model=schemas.OrderPublic, summary="Read an order", responses=NOT_FOUND
+    "/{order_id}",
+    response_model=schemas.OrderPublic,
+    summary="Read an order",
+    responses={
+        **NOT_FOUND,
+        304: {"description": "`If-None-Match` names the current version."},
+    },
 )
-def get_order(principal: OrdersRead, inv: OrdersDep, order_id: OrderId) -> schemas.OrderPublic:
-    """Sites, extensions and devices (planned or bound). Never a secret."""
-    return inv.read_order(order_id, views.order_public, visible=principal.sees)
+def get_order(
+    principal: OrdersRead,
+    inv: OrdersDep,
+    response: Response,
+    order_id: OrderId,
+    if_none_match: Annotated[
+        str | None, Header(max_length=200, description="An ETag read before.")
+    ] = None,
+) -> Any:
+    """Sites, extensions and devices with their state. Never a secret. The ``ETag`` names
+    the order's version (every write to it makes a new one; devices' fetches do not): send it
+    back as ``If-Match`` with a PUT, so that a concurrent change is not overwritten."""
+    body, etag = inv.read_order(order_id, _versioned, visible=principal.sees)
+    if if_none_match is not None and etag in _tags(if_none_match):
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return body
+
+
+def _tags(header: str) -> set[str]:
+    return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
+
+
+@router.get(
+    "/{order_id}/status",
+    response_model=schemas.OrderStatusPublic,
+    summary="Every device of an order with its state, in one call",
+    responses=NOT_FOUND,
+)
+def get_order_status(
+    principal: OrdersRead, inv: OrdersDep, order_id: OrderId
+) -> schemas.OrderStatusPublic:
+    """Planned, bound, armed, fetched (which file, when, from where), refused or blocked
+    fetches, pushing, verified or failed pushes: the same states as ``provisioner status``
+    and the technician page."""
+    return views.order_status_public(inv.read_status(order_id, visible=principal.sees))
 
 
 @router.put(
@@ -262,19 +318,34 @@ def get_order(principal: OrdersRead, inv: OrdersDep, order_id: OrderId) -> schem
     response_model=schemas.OrderApplied,
     summary="Replace an order with a new document",
     openapi_extra=DOCUMENT_BODY,
-    responses={**NOT_FOUND, **CONFLICT, **UNSUPPORTED},
+    responses={**NOT_FOUND, **CONFLICT, **UNSUPPORTED, **PRECONDITION},
 )
 def replace_order(
-    principal: OrdersWrite, inv: OrdersDep, order_id: OrderId, body: DocumentBody
+    principal: OrdersWrite,
+    inv: OrdersDep,
+    response: Response,
+    order_id: OrderId,
+    body: DocumentBody,
+    if_match: Annotated[
+        str | None,
+        Header(max_length=200, description="The ETag of the version this change is based on."),
+    ] = None,
 ) -> schemas.OrderApplied:
-    """Re-apply (idempotent): status ``unchanged`` or ``updated``; binds are kept."""
-    inv.read_order(order_id, lambda _o: None)  # 404 before judging the body
-    doc = _valid_document(inv, body, principal)
+    """Re-apply (idempotent): status ``unchanged`` or ``updated``; binds are kept. With
+    ``If-Match``, 412 when the order changed since that version was read."""
+    current = inv.read_order(order_id, lambda o: _etag(o.generation))  # 404 first
+    doc = _valid_document(inv, body, principal)  # then 422 for a bad document
     if doc.order != order_id:
         raise DocumentRefused(
             [Violation(path="order", message=f"is {doc.order}, the URL says {order_id}")]
         )
-    return _apply(inv, doc, principal, "active")  # 409 when cancelled, checked in the write
+    if if_match is not None and if_match.strip() != "*" and current not in _tags(if_match):
+        raise HTTPException(
+            412, f"order {order_id}: changed since that version was read (now {current})"
+        )
+    applied = _apply(inv, doc, principal, "active")  # 409 when cancelled, checked in the write
+    response.headers["ETag"] = inv.read_order(order_id, lambda o: _etag(o.generation))
+    return applied
 
 
 @router.post(

@@ -1,0 +1,1 @@
+"""The technician page (``/tech/``): the install appointment from a phone. See ``pages``."""
