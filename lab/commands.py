@@ -208,15 +208,20 @@ def install(
     def emit(line: str) -> None:
         out.print(line, markup=False)
 
-    report = lab_install.run_install(
-        inv,
-        order,
-        emit=emit,
-        registrar=registrar,
-        http_port=http_port,
-        tftp_port=tftp_port,
-        hold=hold,
-    )
+    from provisioner.errors import OrderUnknown
+
+    try:
+        report = lab_install.run_install(
+            inv,
+            order,
+            emit=emit,
+            registrar=registrar,
+            http_port=http_port,
+            tftp_port=tftp_port,
+            hold=hold,
+        )
+    except OrderUnknown as exc:  # the usual first try on a fresh store
+        raise OrderUnknown(f"{exc} (apply it first: provisioner apply inventory/orders/)") from None
     accounts = (
         f", {report.registered}/{report.accounts} SIP accounts registered" if registrar else ""
     )
