@@ -63,26 +63,39 @@ def device_by_id(order: Order, device_id: str) -> Device:
 
 
 def put_secret(
-    session: Session, v: vault.Vault, order: Order, owner: str, name: str, given: str | None
+    session: Session,
+    v: vault.Vault,
+    order: Order,
+    owner: str,
+    name: str,
+    given: str | None,
+    rows: dict[tuple[str, str], SecretRow] | None = None,
 ) -> str | None:
-    """Ensure a secret exists; returns a change note, or None when nothing changed."""
-    row = session.scalar(
-        select(SecretRow).where(
-            SecretRow.order_pk == order.id, SecretRow.owner == owner, SecretRow.name == name
+    """Ensure a secret exists; returns a change note, or None when nothing changed.
+
+    ``rows``: the order's secret rows by (owner, name), when the caller loaded them all at
+    once (an apply puts a hundred secrets: one query, not one per secret); kept current."""
+    if rows is not None:
+        row = rows.get((owner, name))
+    else:
+        row = session.scalar(
+            select(SecretRow).where(
+                SecretRow.order_pk == order.id, SecretRow.owner == owner, SecretRow.name == name
+            )
         )
-    )
     if row is None:
         value = given if given is not None else vault.generate(name)
         source = "document" if given is not None else "generated"
-        session.add(
-            SecretRow(
-                order_pk=order.id,
-                owner=owner,
-                name=name,
-                ciphertext=v.encrypt(value),
-                source=source,
-            )
+        row = SecretRow(
+            order_pk=order.id,
+            owner=owner,
+            name=name,
+            ciphertext=v.encrypt(value),
+            source=source,
         )
+        session.add(row)
+        if rows is not None:
+            rows[(owner, name)] = row
         return f"{owner} {name} {source}"
     if given is not None and v.decrypt(row.ciphertext) != given:
         row.ciphertext = v.encrypt(given)
@@ -450,10 +463,17 @@ class OrderSync:
     def _secrets(self) -> None:
         doc, order = self.doc, self.order
         want: set[tuple[str, str]] = set()
+        with self.session.no_autoflush:
+            rows = {
+                (r.owner, r.name): r
+                for r in self.session.scalars(
+                    select(SecretRow).where(SecretRow.order_pk == order.id)
+                )
+            }
 
         def put(owner: str, name: str, given: str | None) -> None:
             want.add((owner, name))
-            note = put_secret(self.session, self.vault, order, owner, name, given)
+            note = put_secret(self.session, self.vault, order, owner, name, given, rows)
             if note and self.existing:
                 self.changes.append(note)
 
@@ -468,8 +488,8 @@ class OrderSync:
             if dev.origin == "bind":
                 for name in DEVICE_SECRETS[MODELS[dev.model].kind]:
                     want.add((f"device:{dev.device_id}", name))
-        for row in self.session.scalars(select(SecretRow).where(SecretRow.order_pk == order.id)):
-            if (row.owner, row.name) not in want:
+        for key, row in rows.items():
+            if key not in want:
                 self.session.delete(row)
         self.session.flush()
 
