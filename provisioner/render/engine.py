@@ -248,7 +248,78 @@ def parse_temporis_ini(text: str) -> list[tuple[str, configparser.SectionProxy]]
     )
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
     parser.read_string(numbered)
-    return [(name.split("#", 1)[1], parser[name]) for name in parser.sections()]
+    return [(_shown(name), parser[name]) for name in parser.sections()]
+
+
+def _shown(section: str) -> str:
+    """A section's name as written (``parse_temporis_ini`` numbers the headers it can)."""
+    number, hash_, name = section.partition("#")
+    return name if hash_ and number.isdigit() else section
+
+
+_CP_SECTION = re.compile(r"\[(?P<header>.+)\]")  # configparser's SECTCRE
+_CP_NONSPACE = re.compile(r"\S")
+
+
+def check_temporis_ini(text: str) -> None:
+    """Raise ValueError (short reason, with the line) unless ``text`` is a Temporis INI file
+    that :func:`parse_temporis_ini` reads, with a non-empty ``path=`` in every section.
+
+    The same rules as configparser in the strict mode that function uses (whole-line ``#``/``;``
+    comments, ``key = value`` lines, deeper-indented lines continuing the previous value, a
+    duplicate key in one section refused, ``[DEFAULT]`` keys inherited), in one pass without
+    building a parser: this runs on every phone file at every publish, and configparser was
+    a third of a republish. ``tests/render/test_ini_check.py`` holds the two to the same
+    answers.
+    """
+    sections: dict[str, dict[str, list[str]]] = {}
+    defaults: dict[str, list[str]] = {}
+    cursect: dict[str, list[str]] | None = None
+    optname: str | None = None
+    indent_level = 0
+    counter = 0
+    for lineno, line in enumerate(text.split("\n"), 1):
+        value = line.strip()
+        if not value or value[0] in "#;":
+            if not value and cursect is not None and optname:
+                cursect[optname].append("")
+            continue
+        numbered = _SECTION.fullmatch(line)
+        if numbered:  # what parse_temporis_ini numbers (and unindents): never a duplicate
+            counter += 1
+            cursect = sections[f"{counter}#{numbered.group('header')}"] = {}
+            optname, indent_level = None, 0
+            continue
+        first = _CP_NONSPACE.search(line)
+        cur_indent = first.start() if first else 0
+        if cursect is not None and optname and cur_indent > indent_level:
+            cursect[optname].append(value)
+            continue
+        indent_level = cur_indent
+        header = _CP_SECTION.match(value)
+        if header is not None:
+            name = header.group("header")
+            if name in sections:
+                raise ValueError(f"line {lineno}: section [{name}] twice")
+            cursect = defaults if name == "DEFAULT" else sections.setdefault(name, {})
+            optname = None
+            continue
+        if cursect is None:
+            raise ValueError(f"line {lineno}: a key before any [ section ]")
+        key, eq, rest = value.partition("=")
+        key = key.rstrip()
+        if not eq or not key:
+            raise ValueError(f"line {lineno}: not key = value: {value[:40]!r}")
+        if key in cursect:
+            raise ValueError(f"line {lineno}: key {key!r} twice in one section")
+        cursect[key] = [rest.strip()]
+        optname = key
+    if not sections:
+        raise ValueError("no section")
+    for name, keys in sections.items():
+        path = keys.get("path", defaults.get("path"))
+        if not path or not "\n".join(path).rstrip():
+            raise ValueError(f"section [ {_shown(name)} ] has no path=")
 
 
 # Formats a FileSpec may declare: each has its check in check_format.
@@ -258,15 +329,7 @@ FORMATS = ("ini", "xml", "json", "yaml", "iad-cli", "dlink-cli", "text")
 def check_format(fmt: str, text: str) -> None:
     """Raise ValueError (short reason) unless ``text`` parses as ``fmt``."""
     if fmt == "ini":
-        try:
-            sections = parse_temporis_ini(text)
-        except configparser.Error as exc:
-            raise ValueError(str(exc).splitlines()[0]) from None
-        if not sections:
-            raise ValueError("no section")
-        for name, keys in sections:
-            if not keys.get("path"):
-                raise ValueError(f"section [ {name} ] has no path=")
+        check_temporis_ini(text)
     elif fmt == "xml":
         try:
             ET.fromstring(text)  # noqa: S314 - parsing our own output, not untrusted input
