@@ -79,6 +79,17 @@ Timestamp = AwareDatetime
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        # An optional field is left out, not sent as null: the schema has no null anywhere
+        # in a request body (SkipJsonSchema), and the API holds to what it documents.
+        if isinstance(data, dict):
+            nulls = sorted(str(k) for k, v in data.items() if v is None)
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: leave the key out instead of null")
+        return data
+
 
 def _exactly_one(*groups: tuple[str, ...]) -> dict[str, Any]:
     """JSON Schema for "exactly one key of each group" (what the model validator checks)."""

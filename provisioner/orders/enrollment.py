@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.documents.document import normalize_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown
-from provisioner.store.models import Device, Enrollment, Order, utcnow
+from provisioner.store.models import Device, Enrollment, Order
 
 
 def resolve_target(
@@ -67,17 +67,3 @@ def open_window(
     else:
         row.armed_at, row.expires_at, row.armed_by = now, expires, actor
     session.flush()
-
-
-def window_open(session: Session, device: Device, now: datetime | None = None) -> datetime | None:
-    """When the device's window (its own or its order's) closes, or None if it is closed."""
-    now = now or utcnow()
-    rows = session.scalars(
-        select(Enrollment).where(
-            Enrollment.order_pk == device.order_pk,
-            (Enrollment.device_pk == device.id) | Enrollment.device_pk.is_(None),
-        )
-    ).all()
-    ends = [r.expires_at for r in rows]
-    open_ends = [e for e in ends if e is not None and e > now]
-    return max(open_ends) if open_ends else None

@@ -225,6 +225,9 @@ def test_arm_order_and_device(client: TestClient, store: Store) -> None:
     assert too_long.status_code == 422
     not_a_number = client.post(f"/api/v1/orders/{OWN}/arm", json={"minutes": True}, headers=h)
     assert not_a_number.status_code == 422 and "minutes" in not_a_number.text
+    # The schema documents no null; a null is refused, not taken as "the default".
+    null = client.post(f"/api/v1/devices/{mac}/arm", json={"minutes": None}, headers=h)
+    assert null.status_code == 422 and "minutes: leave the key out" in null.text
     assert (
         client.post(f"/api/v1/orders/{OWN}/arm", headers=store.headers("viewer")).status_code == 403
     )
