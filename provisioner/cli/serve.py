@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated, Any
 
 import typer
@@ -68,9 +69,16 @@ def serve(
             )
         )
     servers = [uvicorn.Server(c) for c in configs]
-    # Render every active order in the background: after a power cut the whole customer
-    # base asks at once, and a warm cache answers from memory.
-    threading.Thread(target=service.warm, name="warm-cache", daemon=True).start()
+
+    # Load every active order's published files in the background (no rendering): after a
+    # power cut the whole customer base asks at once, and the index answers from memory.
+    # Until then an order is loaded on its first fetch.
+    def warm() -> None:
+        started = time.monotonic()
+        orders = service.warm()
+        out.print(f"index: {orders} orders in memory in {time.monotonic() - started:.1f} s")
+
+    threading.Thread(target=warm, name="warm-index", daemon=True).start()
     out.print(
         f"serving TFTP on {bind}:{port}, HTTP on {bind}:{configs[0].port}"
         + (f", HTTPS on {bind}:{s.https_port}" if len(configs) > 1 else "")
@@ -225,7 +233,6 @@ def status(
       provisioner status WT-2026-000123 --json
     """
     import shutil
-    import time
 
     inv = _inventory()
     zone = _local(inv.settings)
