@@ -543,3 +543,21 @@ class PushJobPublic(BaseModel):
     finished_at: Timestamp | None = None
     summary: dict[str, int] = Field(description="Devices per result so far.")
     devices: list[PushDeviceResult]
+
+
+def sse_event(name: str, data: dict[str, Any], about: str) -> dict[str, Any]:
+    """One server-sent event of a stream, for the OpenAPI document (``data``: one JSON line)."""
+    return {
+        "type": "object",
+        "description": about,
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }

@@ -13,6 +13,7 @@ from provisioner.cli.app import _inventory, app, err, handles_errors, out
 from provisioner.errors import PushFailed
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
     from rich.table import Table
 
 TargetsOpt = Annotated[
@@ -37,6 +38,20 @@ ConnectOpt = Annotated[float, typer.Option("--connect-timeout", help="Seconds to
 CommandOpt = Annotated[
     float, typer.Option("--command-timeout", help="Seconds per SSH command / SNMP request x3.")
 ]
+
+
+def _progress() -> Progress:  # rich loads when a push runs, not for --help
+    """The push's progress bar on stderr, gone when the push ends (the summary stays)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def _targets(targets_file: Path | None, target: list[str] | None) -> dict[str, Any]:
@@ -135,8 +150,6 @@ def push(
 
       provisioner push sw-catania --target sw-catania=192.168.1.250:161
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from provisioner.errors import ProvisionerError
     from provisioner.push.runner import push_many
     from provisioner.push.targets import device_keys
@@ -159,14 +172,7 @@ def push(
         job_id, results = _on_the_queue(inv, jobs, dry_run, trust_on_first_use, timeouts)
         _finish(what, job_id, results, dry_run)
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task("push", total=len(jobs))
 
         def on_step(device: str, step: str) -> None:
@@ -204,8 +210,6 @@ def _on_the_queue(
     """Enqueue the push for the workers and follow it from the store's events."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from provisioner.push import queue
 
     job_id = queue.create_job(
@@ -218,14 +222,7 @@ def _on_the_queue(
     )
     err.print(f"push job {job_id} queued for the workers (provisioner worker)", markup=False)
     seen = 0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task("queued", total=len(jobs))
         while True:
             items, finished = queue.events_after(inv, job_id, seen)

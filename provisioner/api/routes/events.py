@@ -39,23 +39,6 @@ KEEPALIVE = 15.0  # a comment line this often, so proxies keep the stream open
 SEP = "\n"
 
 
-def _event(name: str, ref: str, about: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": about,
-        "required": ["id", "event", "data"],
-        "properties": {
-            "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
-            "event": {"const": name},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": {"$ref": f"#/components/schemas/{ref}"},
-            },
-        },
-    }
-
-
 # One event of the stream (as the push job's stream documents its events).
 _DOC: dict[int | str, dict[str, Any]] = {
     200: {
@@ -66,8 +49,16 @@ _DOC: dict[int | str, dict[str, Any]] = {
             "text/event-stream": {
                 "schema": {
                     "oneOf": [
-                        _event("snapshot", "OrderStatusPublic", "The whole order's status."),
-                        _event("device", "DeviceStatus", "One device that changed."),
+                        schemas.sse_event(
+                            "snapshot",
+                            {"$ref": "#/components/schemas/OrderStatusPublic"},
+                            "The whole order's status.",
+                        ),
+                        schemas.sse_event(
+                            "device",
+                            {"$ref": "#/components/schemas/DeviceStatus"},
+                            "One device that changed.",
+                        ),
                     ]
                 }
             }

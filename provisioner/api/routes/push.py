@@ -36,23 +36,6 @@ SSE_KEEPALIVE = 15.0  # a comment line this often, so proxies keep the stream op
 SSE_SEP = "\n"  # the event separator (sse-starlette's default is CRLF)
 
 
-def _event(name: str, data: dict[str, Any], about: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": about,
-        "required": ["id", "event", "data"],
-        "properties": {
-            "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
-            "event": {"const": name},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": data,
-            },
-        },
-    }
-
-
 # One event of the stream (OpenAPI 3.1 has no itemSchema: ``schema`` describes each event,
 # as schemathesis and the SSE tooling read it). ``data`` is one line of JSON.
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
@@ -63,17 +46,17 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
             "text/event-stream": {
                 "schema": {
                     "oneOf": [
-                        _event(
+                        schemas.sse_event(
                             "step",
                             schemas.PushStepEvent.model_json_schema(),
                             "A device moved to a step (connect, backup, diff, commit, ...).",
                         ),
-                        _event(
+                        schemas.sse_event(
                             "result",
                             {"$ref": "#/components/schemas/PushDeviceResult"},
                             "A device's push ended.",
                         ),
-                        _event(
+                        schemas.sse_event(
                             "done",
                             schemas.PushDoneEvent.model_json_schema(),
                             "The job is over; the stream ends.",

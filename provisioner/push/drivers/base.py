@@ -56,6 +56,10 @@ class PushDriver(napalm_base.NetworkDriver):
         self.port = int(self.optional_args["port"])
         self.candidate: Any = None  # the loaded candidate, in the driver's own form
         self._session: Any = None
+        self._setup()
+
+    def _setup(self) -> None:
+        """A driver's own attributes from ``optional_args`` (NAPALM's constructor stays one)."""
 
     @property
     def _where(self) -> str:
@@ -140,15 +144,8 @@ class SshDriver(PushDriver):
         "command_timeout": 30.0,
     }
 
-    def __init__(
-        self,
-        hostname: str,
-        username: str,
-        password: str,
-        timeout: int = 60,
-        optional_args: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(hostname, username, password, timeout, optional_args)
+    def _setup(self) -> None:
+        super()._setup()
         self.command_timeout = float(self.optional_args["command_timeout"])
         self.new_host_key: str | None = None  # accepted by trust on first use at open()
 

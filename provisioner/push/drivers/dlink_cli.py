@@ -27,7 +27,6 @@ may hold secrets.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from napalm.base.exceptions import CommitError, MergeConfigException, ReplaceConfigException
 
@@ -76,15 +75,8 @@ def parse_lines(text: str) -> list[str]:
 class DlinkCliDriver(base.SshDriver):
     """DGS-1100 /ME over SSH CLI: merge-only, save after commit."""
 
-    def __init__(
-        self,
-        hostname: str,
-        username: str,
-        password: str,
-        timeout: int = 60,
-        optional_args: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(hostname, username, password, timeout, optional_args)
+    def _setup(self) -> None:
+        super()._setup()
         self.candidate: list[str] | None = None
         self.last_changes: list[str] = []
 

@@ -110,15 +110,8 @@ class DlinkSnmpDriver(base.PushDriver):
         "model": None,
     }
 
-    def __init__(
-        self,
-        hostname: str,
-        username: str,
-        password: str,
-        timeout: int = 60,
-        optional_args: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(hostname, username, password, timeout, optional_args)
+    def _setup(self) -> None:
+        super()._setup()
         args = self.optional_args
         self.snmp_version = str(args["snmp_version"])
         if self.snmp_version not in ("2c", "3"):

@@ -76,15 +76,8 @@ def _iad_connection_class() -> type:
 class IadSshDriver(base.SshDriver):
     """The IAD over SSH: set-line config, candidate/commit on the device, pinned host keys."""
 
-    def __init__(
-        self,
-        hostname: str,
-        username: str,
-        password: str,
-        timeout: int = 60,
-        optional_args: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(hostname, username, password, timeout, optional_args)
+    def _setup(self) -> None:
+        super()._setup()
         self.candidate: Config | None = None
         self._merge = False
         self.last_changes: list[str] = []
