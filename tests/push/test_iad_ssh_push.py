@@ -245,6 +245,18 @@ def test_merge_keeps_what_the_candidate_does_not_mention(iad: IadSim) -> None:
     assert iad.running == {**NEW, ("voice", "line", "2", "number"): "+390212345602"}
 
 
+def test_get_config_reads_what_the_device_shows(iad: IadSim) -> None:
+    iad.reset(running=NEW)
+    with driver(iad) as dev:
+        before = dev.get_config()
+        assert before["candidate"] == "" and "set voice line 2 number" not in before["running"]
+        assert before["running"].startswith("set ") and before["startup"].startswith("set ")
+        dev.load_merge_candidate(config="set voice line 2 number +390212345602\n")
+        only = dev.get_config(retrieve="candidate")
+        assert only["running"] == only["startup"] == ""
+        assert "set voice line 2 number +390212345602" in only["candidate"]
+
+
 def test_dialect_functions() -> None:
     assert split_line('set a "b \\"c\\" \\\\"') == ["set", "a", 'b "c" \\']
     assert quote("") == '""'

@@ -65,6 +65,25 @@ class PushDriver(napalm_base.NetworkDriver):
     def _where(self) -> str:
         return f"{self.hostname}:{self.port}"
 
+    # --- configs ---
+
+    def get_config(
+        self,
+        retrieve: str = "all",
+        full: bool = False,
+        sanitized: bool = False,
+        format: str = "text",
+    ) -> dict[str, str]:
+        """NAPALM's three configs (``retrieve``: all, running, startup or candidate)."""
+        return {
+            which: self._config_text(which) if retrieve in ("all", which) else ""
+            for which in ("running", "startup", "candidate")
+        }
+
+    def _config_text(self, which: str) -> str:
+        """One config as text ("" when the device has no such config or nothing is loaded)."""
+        raise NotImplementedError
+
     # --- session ---
 
     def _end(self, session: Any) -> None:

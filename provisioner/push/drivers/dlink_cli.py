@@ -101,19 +101,10 @@ class DlinkCliDriver(base.SshDriver):
             raise ConnectionException(f"{self._where}: show config: {exc}") from None
         return [" ".join(line.split()) for line in out.splitlines() if line.strip()]
 
-    def get_config(
-        self,
-        retrieve: str = "all",
-        full: bool = False,
-        sanitized: bool = False,
-        format: str = "text",
-    ) -> dict[str, str]:
-        out = {"running": "", "candidate": "", "startup": ""}
-        if retrieve in ("all", "running"):
-            out["running"] = "\n".join(self._running_lines())
-        if retrieve in ("all", "candidate") and self.candidate is not None:
-            out["candidate"] = "\n".join(self.candidate)
-        return out
+    def _config_text(self, which: str) -> str:
+        if which == "running":
+            return "\n".join(self._running_lines())
+        return "\n".join(self.candidate) if which == "candidate" and self.candidate else ""
 
     def load_merge_candidate(self, filename: str | None = None, config: str | None = None) -> None:
         text = self._candidate_text(filename, config)

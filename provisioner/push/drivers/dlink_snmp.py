@@ -279,20 +279,11 @@ class DlinkSnmpDriver(base.PushDriver):
             "interface_list": [str(p) for p in range(1, port_count + 1)],
         }
 
-    def get_config(
-        self,
-        retrieve: str = "all",
-        full: bool = False,
-        sanitized: bool = False,
-        format: str = "text",
-    ) -> dict[str, str]:
+    def _config_text(self, which: str) -> str:
         """running: the device as set-plan YAML; candidate: the loaded plan; no startup."""
-        out = {"running": "", "candidate": "", "startup": ""}
-        if retrieve in ("all", "running"):
-            out["running"] = self.read_plan().to_yaml()
-        if retrieve in ("all", "candidate") and self.candidate is not None:
-            out["candidate"] = self.candidate.to_yaml()
-        return out
+        if which == "running":
+            return self.read_plan().to_yaml()
+        return self.candidate.to_yaml() if which == "candidate" and self.candidate else ""
 
     # --- candidate -------------------------------------------------------------------
 

@@ -140,21 +140,10 @@ class IadSshDriver(base.SshDriver):
         except ConfigSyntaxError as exc:
             raise ConnectionException(f"{self._where}: unreadable running-config: {exc}") from None
 
-    def get_config(
-        self,
-        retrieve: str = "all",
-        full: bool = False,
-        sanitized: bool = False,
-        format: str = "text",
-    ) -> dict[str, str]:
-        out = {"running": "", "candidate": "", "startup": ""}
-        if retrieve in ("all", "running"):
-            out["running"] = self._guard("get_config", "show running-config")
-        if retrieve in ("all", "startup"):
-            out["startup"] = self._guard("get_config", "show startup-config")
-        if retrieve in ("all", "candidate") and self.candidate is not None:
-            out["candidate"] = format_config(self.candidate)
-        return out
+    def _config_text(self, which: str) -> str:
+        if which in ("running", "startup"):
+            return str(self._guard("get_config", f"show {which}-config"))
+        return format_config(self.candidate) if self.candidate is not None else ""
 
     def get_facts(self) -> dict[str, Any]:
         version: dict[str, str] = {}
