@@ -24,7 +24,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from provisioner.api.problems import Violation
-from provisioner.documents.document import normalize_mac, shown
+from provisioner.documents.document import normalize_mac
+from provisioner.documents.problems import shown
 from provisioner.errors import InvalidMac
 from provisioner.orders.status import State
 

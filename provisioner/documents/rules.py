@@ -20,7 +20,8 @@ from provisioner.catalog import (
     TERMINAL_QUOTA_TYPES,
     terminal_quota,
 )
-from provisioner.documents.document import Device, OrderDocument, Problem, format_path
+from provisioner.documents.document import Device, OrderDocument
+from provisioner.documents.problems import Problem, format_path
 
 GNR_MAX_SIZE = 10000  # interp: the pages give no size; real GNR blocks are 10 to 10,000 numbers
 

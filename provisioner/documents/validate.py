@@ -16,13 +16,12 @@ from pathlib import Path
 from provisioner.documents.document import (
     OrderDocument,
     ParsedDocument,
-    Problem,
     collect_files,
-    format_path,
     parse_file,
     parse_json,
     parse_text,
 )
+from provisioner.documents.problems import Problem, format_path
 from provisioner.documents.rules import check_order
 
 _INDEX = re.compile(r"\[\d+\]$|\.[^.\[]+$")
