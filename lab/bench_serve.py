@@ -720,7 +720,7 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
     rows: dict[tuple[str, str], list[float]] = {}
     rearm(job)  # the device is bound to its own source by now: a re-arm releases it
     with contextlib.ExitStack() as stack:
-        _, http_port, _ = stack.enter_context(our_server(procs, home, "wrk"))
+        _, http_port, pid = stack.enter_context(our_server(procs, home, "wrk"))
         ours = f"http://127.0.0.1:{http_port}/{job.name}"
         # wrk fetches from 127.0.0.1: that box, inside its window, binds the device first.
         first = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -732,11 +732,16 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
         if files is not None:
             nginx_port = stack.enter_context(nginx(procs, files, base / "nginx-wrk"))
             theirs = f"http://127.0.0.1:{nginx_port}/{job.name}"
-        for _ in range(args.wrk_rounds):
+        for n in range(args.wrk_rounds):
             for kind, hdr in (("plain", ""), ("credentials", header)):
+                spy = None
+                if args.profile is not None and n == 0:
+                    spy = start_py_spy(procs, pid, args.profile / f"wrk-{kind}.txt")
                 rows.setdefault(("ours", kind), []).append(
                     wrk_rate(ours, args.wrk_seconds, args.wrk_connections, hdr)
                 )
+                if spy is not None:
+                    procs.stop(spy, signal.SIGINT)
                 if theirs is not None:
                     rows.setdefault(("nginx", kind), []).append(
                         wrk_rate(theirs, args.wrk_seconds, args.wrk_connections, hdr)

@@ -5,8 +5,11 @@ request path decided, in batches (DESIGN.md §4, "the request path does no I/O t
   conditional UPDATE: of two servers claiming one device, the first write wins and the other
   follows it. A claim made in a window re-armed since, or for a box swapped out, is dropped.
 - Each device's state row (last fetch, refusals) is updated once per batch.
-- Fetches a device made are audited one row each; static files and refusals are coalesced
-  into one row per source, action, device and minute, so a flood cannot grow the log.
+- A file served is audited once per device, file, content, source and minute: the first
+  fetch writes the row, fetches of the same file repeated within the minute (a phone in a
+  reboot loop, a client hammering with its own credentials) count in it (``requests``).
+  Static files and refusals are coalesced per source, action, device and minute. Either
+  way a flood cannot grow the log, and a write per request does not slow the request path.
 - A source the guard blocked is stored, so every server and ``provisioner blocks`` see it.
 """
 
@@ -69,7 +72,9 @@ class Recorder:
         self.index = index
         self.guard = guard
         self._events: queue.Queue[Event | _Flush | None] = queue.Queue()
-        self._coalesced: dict[tuple[str, str, str, str], tuple[int, dict[str, int]]] = {}
+        self._coalesced: dict[tuple[str, str, int, str], tuple[int, dict[str, int]]] = {}
+        # (source, device, file, sha256, minute) -> (audit row id, requests so far, detail)
+        self._served: dict[tuple[str, str, str, str, int], tuple[int, int, dict[str, Any]]] = {}
         self._thread = threading.Thread(target=self._write_events, name="serving-recorder",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -131,7 +136,7 @@ class Recorder:
             elif e.kind in ("refused", "claim-refused", "blocked-fetch"):
                 _, n = refused.get(e.device_pk, (e, 0))
                 refused[e.device_pk] = (e, n + 1)
-        rows = [_audit_row(e) for e in events if e.kind in _ACTIONS]
+        rows = [_audit_row(e) for e in events if e.kind in _ACTIONS and e.kind != "served"]
         coalesced = [e for e in events if e.kind in _COALESCED]
         blocks = [e for e in events if e.kind == "blocked"]
         with self.store.db.write() as s:
@@ -181,6 +186,7 @@ class Recorder:
             s.flush()
             if rows:
                 s.execute(insert(AuditEvent), rows)
+            self._audit_served(s, [e for e in events if e.kind == "served"])
             if claims or blocks:
                 announce(s)  # other servers take the binding or the block at once
             self._coalesce(s, coalesced)
@@ -192,16 +198,61 @@ class Recorder:
         for e in blocks:
             self.guard.stored(e.source)
 
+    def _audit_served(self, s: Any, events: list[Event]) -> None:
+        """One row per device, file, content, source and minute; repeats add to its count.
+        New rows go in with one INSERT .. RETURNING, counts with one executemany UPDATE."""
+        if not events:
+            return
+        counts: dict[tuple[str, str, str, str, int], int] = {}
+        first: dict[tuple[str, str, str, str, int], Event] = {}
+        for e in events:
+            key = (e.source, e.device_id, e.name, e.sha256, _minute(e.at))
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, e)
+        new = [k for k in counts if k not in self._served]
+        if new:
+            rows = []
+            for k in new:
+                row = _audit_row(first[k])
+                detail = json.loads(row["detail"])
+                if counts[k] > 1:
+                    detail["requests"] = counts[k]
+                row["detail"] = json.dumps(detail, sort_keys=True)
+                rows.append((k, row, detail))
+            ids = s.scalars(
+                insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
+                [row for _, row, _ in rows],
+            ).all()
+            for (k, _, detail), row_id in zip(rows, ids, strict=True):
+                self._served[k] = (row_id, counts[k], detail)
+        again = []
+        for k, n in counts.items():
+            if k in new:
+                continue
+            row_id, total, detail = self._served[k]
+            detail = {**detail, "requests": total + n}
+            self._served[k] = (row_id, total + n, detail)
+            again.append({"row": row_id, "detail": json.dumps(detail, sort_keys=True)})
+        if again:
+            s.connection().execute(
+                update(AuditEvent)
+                .where(AuditEvent.id == bindparam("row"))
+                .values(detail=bindparam("detail")),
+                again,
+            )
+        current = _minute(utcnow())
+        for k in [k for k in self._served if k[4] < current]:
+            del self._served[k]  # minutes that are over: their rows are final
+
     def _coalesce(self, s: Any, events: list[Event]) -> None:
         """Static files and refusals: one audit row per source, action, device and minute,
         however many requests (a flood cannot grow the audit log faster than that)."""
         if not events:
             return
-        groups: dict[tuple[str, str, str, str], dict[str, int]] = {}
-        first: dict[tuple[str, str, str, str], Event] = {}
+        groups: dict[tuple[str, str, int, str], dict[str, int]] = {}
+        first: dict[tuple[str, str, int, str], Event] = {}
         for e in events:
-            minute = e.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-            key = (e.source, _COALESCED[e.kind], minute, e.device_id)
+            key = (e.source, _COALESCED[e.kind], _minute(e.at), e.device_id)
             names = groups.setdefault(key, {})
             first.setdefault(key, e)
             shown = _printable(e.name)
@@ -230,7 +281,7 @@ class Recorder:
             row.detail = json.dumps(
                 {
                     "source": key[0],
-                    "minute": key[2],
+                    "minute": datetime.fromtimestamp(key[2] * 60, UTC).strftime("%Y-%m-%dT%H:%M"),
                     "requests": sum(total.values()),
                     "files": total,
                     "protocol": first[key].protocol,
@@ -238,12 +289,17 @@ class Recorder:
                 sort_keys=True,
             )
         # Forget minutes that are over: their rows are final.
-        current = utcnow().astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        current = _minute(utcnow())
         for key in [k for k in self._coalesced if k[2] < current]:
             del self._coalesced[key]
 
 
-# One audit row per event: fetches a device made, and blocks.
+def _minute(at: datetime) -> int:
+    """Minutes since the epoch (a key per minute, cheaper than formatting one per event)."""
+    return int(at.timestamp()) // 60
+
+
+# One audit row per event: abandoned transfers and blocks (served files: see _audit_served).
 _ACTIONS = {
     "served": "file.served",
     "abandoned": "file.abandoned",

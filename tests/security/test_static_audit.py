@@ -126,3 +126,25 @@ def test_refusals_of_a_known_device_are_coalesced(
     refused = _rows(sample_inventory, "file.refused")
     assert _requests(refused) == 500 and len(refused) <= 2
     assert {r.device for r in refused} == {"phone-200"}
+
+
+def test_a_device_fetching_its_file_in_a_loop_adds_to_one_row_per_minute(
+    tftp: tuple[object, int], sample_inventory: OrdersService
+) -> None:
+    service, _ = tftp
+    sample_inventory.arm("WT-2026-000123", 30, actor="test")
+    for i in range(500):  # a phone in a reboot loop, or a client with its own credentials
+        assert service.fetch("0080f0000001.cfg", "127.0.0.5", "http").outcome == "served"  # type: ignore[attr-defined]
+        if i % 100 == 0:
+            service.flush()  # type: ignore[attr-defined]  # across several batches
+    assert service.fetch("0080f0000002.cfg", "127.0.0.6", "http").outcome == "served"  # type: ignore[attr-defined]
+    service.flush()  # type: ignore[attr-defined]
+    served = _rows(sample_inventory, "file.served")
+    loop = [r for r in served if r.device == "phone-200"]
+    # One row a minute (two if the loop ran across a minute's end), with every request in it.
+    assert 1 <= len(loop) <= 2 and sum(json.loads(r.detail).get("requests", 1) for r in loop) == 500
+    detail = json.loads(loop[0].detail)
+    assert detail["file"] == "0080f0000001.cfg" and detail["source"] == "127.0.0.5"
+    assert len(detail["sha256"]) == 64
+    other = [json.loads(r.detail) for r in served if r.device == "phone-201"]
+    assert [d["file"] for d in other] == ["0080f0000002.cfg"] and "requests" not in other[0]
