@@ -8,14 +8,17 @@ Not a test (timings are flaky on shared machines). What it does, all on loopback
 2. our server runs as a subprocess, as in production:
    ``provisioner serve --host 127.0.0.1 --tftp-port P --http-port Q --no-api``.
    One process for the TFTP passes, a fresh one for the HTTP passes, so each protocol's
-   first pass starts with an empty cache ("cold": every order is rendered by its first
-   fetch, the boot storm) and is followed by a "warm" pass;
+   first pass is the first fetch of every device after a restart ("cold": the boot storm;
+   files are published, never rendered by a fetch) and is followed by "warm" passes;
 3. the same bytes, one file per device under the same names, are served by Debian's nginx
    (own config, ``worker_processes 2``, ``access_log off``) and by tftpd-hpa
    (``in.tftpd -L -a 127.0.0.1:P -s DIR -u nobody``) on free high ports, then both are
    stopped by PID (also on Ctrl-C or an error);
 4. an asyncio load generator in this process fetches every device's file with at most
-   ``--concurrency`` fetches in flight and checks every body against the expected sha256.
+   ``--concurrency`` fetches in flight and checks every body against the expected sha256;
+5. ``wrk`` (keep-alive, 64 connections) hammers one armed device's file, without and with
+   its per-device Basic credentials, on ours and on nginx in turn: the load tool is not the
+   bottleneck there (nginx shows what the machine can do).
 
 Each device fetches from its own loopback address (127.0.x.y, all of 127/8 is loopback on
 Linux): the cold TFTP pass binds each device to that address inside its enrollment window,
@@ -28,7 +31,8 @@ source after 20 misses a minute, so any failure is a real one).
 
     .venv/bin/python lab/bench_serve.py                     # 2,000 devices, 200 in flight
     .venv/bin/python lab/bench_serve.py --devices 500 --skip-reference
-    .venv/bin/python lab/bench_serve.py --profile /tmp/prof  # py-spy: /tmp/prof/tftp-cold.txt...
+    .venv/bin/python lab/bench_serve.py --profile /tmp/prof  # py-spy: /tmp/prof/tftp-cold.txt,
+                                                             # ... wrk-plain.txt
 
 Reference servers: ``apt-get install nginx-light tftpd-hpa`` (tftpd-hpa needs root for
 ``-s``/``-u``); without them, or with ``--skip-reference``, only our rows are printed.
@@ -457,8 +461,8 @@ def wait_tftp(port: int, proc: subprocess.Popen[bytes], probe: str) -> None:
 
 
 @contextlib.contextmanager
-def our_server(procs: Processes, home: Path, tag: str) -> Iterator[tuple[int, int]]:
-    """``provisioner serve`` in a subprocess; yields (tftp port, http port)."""
+def our_server(procs: Processes, home: Path, tag: str) -> Iterator[tuple[int, int, int]]:
+    """``provisioner serve`` in a subprocess; yields (tftp port, http port, pid)."""
     tftp_port, http_port = free_ports()
     argv = [
         sys.executable,
@@ -708,6 +712,34 @@ def wrk_rate(url: str, seconds: int, connections: int, header: str = "") -> floa
     return float(line.split()[1]) if line else 0.0
 
 
+# The Python HTTP stack's own ceiling: uvicorn (httptools, uvloop, as ``serve`` runs it) with
+# an ASGI app that answers every request with the same bytes and decides nothing.
+BARE_ASGI = """
+import sys, uvicorn
+body = open(sys.argv[2], "rb").read()
+head = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            log_level="warning", access_log=False, lifespan="off")
+"""
+
+
+@contextlib.contextmanager
+def bare_uvicorn(procs: Processes, body_file: Path) -> Iterator[int]:
+    port = free_ports()[0]
+    argv = [sys.executable, "-c", BARE_ASGI, str(port), str(body_file)]
+    proc = procs.start("uvicorn (bare)", argv, stdout=subprocess.DEVNULL)
+    try:
+        wait_tcp(port, proc, "uvicorn (bare)")
+        yield port
+    finally:
+        procs.stop(proc, signal.SIGINT)
+
+
 def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job: Job,
                args: argparse.Namespace) -> None:  # fmt: skip
     """One armed device's file under ``wrk`` (keep-alive, 64 connections): without and with
@@ -732,6 +764,9 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
         if files is not None:
             nginx_port = stack.enter_context(nginx(procs, files, base / "nginx-wrk"))
             theirs = f"http://127.0.0.1:{nginx_port}/{job.name}"
+        body_file = base / "wrk-body"
+        body_file.write_bytes(b"x" * job.size)  # the same size as the device's file
+        bare = f"http://127.0.0.1:{stack.enter_context(bare_uvicorn(procs, body_file))}/x"
         for n in range(args.wrk_rounds):
             for kind, hdr in (("plain", ""), ("credentials", header)):
                 spy = None
@@ -746,6 +781,9 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
                     rows.setdefault(("nginx", kind), []).append(
                         wrk_rate(theirs, args.wrk_seconds, args.wrk_connections, hdr)
                     )
+            rows.setdefault(("bare", "plain"), []).append(
+                wrk_rate(bare, args.wrk_seconds, args.wrk_connections)
+            )
     print(f"\nwrk -t2 -c{args.wrk_connections} -d{args.wrk_seconds}s (keep-alive), one armed"
           f" device's file, median of {args.wrk_rounds}:")  # fmt: skip
     for kind in ("plain", "credentials"):
@@ -758,6 +796,12 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
             line += (f", nginx {ref_rate:8.0f} req/s: ours/nginx = {ratio:.3f}"
                      f" (aim >= 0.35) {verdict}")  # fmt: skip
         print(line)
+    bare_rate = statistics.median(rows[("bare", "plain")])
+    ours_rate = statistics.median(rows[("ours", "plain")])
+    line = f"  {'ceiling':11}: uvicorn with an ASGI app that decides nothing {bare_rate:8.0f} req/s"
+    if ("nginx", "plain") in rows:
+        line += f" = {bare_rate / statistics.median(rows[('nginx', 'plain')]):.3f} x nginx"
+    print(line + f"; ours is {ours_rate / bare_rate:.2f} of it")
 
 
 # ---------------------------------------------------------------------------- main
