@@ -37,7 +37,7 @@ PACKAGES = "kamailio baresip-core"  # Debian packages these need
 KAMAILIO_CFG = """#!KAMAILIO
 debug=2
 log_stderror=yes
-children=2
+children={children}
 disable_tcp=yes
 auto_aliases=no
 listen=udp:{host}:{port}
@@ -99,13 +99,22 @@ class Kamailio:
     """Kamailio on ``host:port`` (a free port when 0), reading db_text from ``db_dir``."""
 
     def __init__(
-        self, db_dir: Path, *, host: str = "127.0.0.1", port: int = 0, workdir: Path | None = None
+        self,
+        db_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        workdir: Path | None = None,
+        children: int = 2,
+        memory_mb: int = 0,
     ):
         if KAMAILIO is None:
             raise SipLabError(f"kamailio is not installed (apt-get install {PACKAGES})")
         self.db_dir = Path(db_dir).resolve()
         self.host = host
         self.port = port or free_udp_port(host)
+        self.children = children  # UDP worker processes
+        self.memory_mb = memory_mb  # shared memory (-m); 0: Kamailio's default (64)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="kamailio-")
         self.workdir = Path(workdir) if workdir else Path(self._tmp.name)  # type: ignore[union-attr]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -118,12 +127,17 @@ class Kamailio:
 
     def start(self, timeout: float = 10.0) -> None:
         cfg = self.workdir / "kamailio.cfg"
-        cfg.write_text(KAMAILIO_CFG.format(host=self.host, port=self.port, db=self.db_dir))
+        cfg.write_text(
+            KAMAILIO_CFG.format(
+                host=self.host, port=self.port, db=self.db_dir, children=self.children
+            )
+        )
+        memory = ["-m", str(self.memory_mb)] if self.memory_mb else []
         t0 = time.monotonic()
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                [str(KAMAILIO), "-DD", "-E", "-f", str(cfg)],
+                [str(KAMAILIO), "-DD", "-E", *memory, "-f", str(cfg)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
