@@ -95,8 +95,20 @@ def build_frame(
         opts.append((60, vendor_class.encode()))
     opts += [(55, PARAMETERS), (57, struct.pack("!H", 1500))]
     bootp = (
-        struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, xid, min(secs, 0xFFFF), 0x8000,
-                    b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4)  # fmt: skip
+        struct.pack(
+            "!BBBBIHH4s4s4s4s",
+            1,
+            1,
+            6,
+            0,
+            xid,
+            min(secs, 0xFFFF),
+            0x8000,
+            b"\0" * 4,
+            b"\0" * 4,
+            b"\0" * 4,
+            b"\0" * 4,
+        )
         + hw.ljust(16, b"\0")
         + b"\0" * 192
         + MAGIC
@@ -105,8 +117,9 @@ def build_frame(
     bootp = bootp.ljust(300, b"\0")  # BOOTP minimum; some servers want it
     udp_len = 8 + len(bootp)
     udp = struct.pack("!HHHH", 68, 67, udp_len, 0) + bootp
-    ip_hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, xid & 0xFFFF, 0, 64, 17, 0,
-                         b"\0" * 4, b"\xff" * 4)  # fmt: skip
+    ip_hdr = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, xid & 0xFFFF, 0, 64, 17, 0, b"\0" * 4, b"\xff" * 4
+    )
     ip_hdr = ip_hdr[:10] + struct.pack("!H", _checksum(ip_hdr)) + ip_hdr[12:]
     return b"\xff" * 6 + hw + struct.pack("!H", ETH_P_IP) + ip_hdr + udp
 
@@ -259,10 +272,9 @@ class DhcpMux:
 
     def _send(self, frame: bytes) -> None:
         assert self._sock is not None
-        try:
+        # a full queue is a lost frame: the retransmission timer covers it
+        with contextlib.suppress(BlockingIOError, InterruptedError):
             self._sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            pass  # a full queue is a lost frame: the retransmission timer covers it
 
     def _interval(self, attempt: int) -> float:
         return min(64.0, 4.0 * 2**attempt) + self.rng.uniform(-1.0, 1.0)
@@ -287,8 +299,16 @@ class DhcpMux:
                 attempt = 0
                 while offer is None:
                     secs = int(time.monotonic() - start)
-                    self._send(build_frame(mac, xid, DISCOVER, secs=secs,
-                                           vendor_class=vendor_class, hostname=hostname))  # fmt: skip
+                    self._send(
+                        build_frame(
+                            mac,
+                            xid,
+                            DISCOVER,
+                            secs=secs,
+                            vendor_class=vendor_class,
+                            hostname=hostname,
+                        )
+                    )
                     sent += 1
                     offer = await self._wait(ex, OFFER, self._interval(attempt), deadline)
                     attempt += 1
@@ -296,16 +316,26 @@ class DhcpMux:
                 ack: Reply | None = None
                 while ack is None:
                     secs = int(time.monotonic() - start)
-                    self._send(build_frame(mac, xid, REQUEST, secs=secs, requested=offer.yiaddr,
-                                           server_id=offer.server_id, vendor_class=vendor_class,
-                                           hostname=hostname))  # fmt: skip
+                    self._send(
+                        build_frame(
+                            mac,
+                            xid,
+                            REQUEST,
+                            secs=secs,
+                            requested=offer.yiaddr,
+                            server_id=offer.server_id,
+                            vendor_class=vendor_class,
+                            hostname=hostname,
+                        )
+                    )
                     sent += 1
                     ack = await self._wait(ex, (ACK, NAK), self._interval(attempt), deadline)
                     attempt += 1
                 if ack.msg_type == ACK:
                     ipaddress.ip_address(ack.yiaddr)
-                    return Lease(mac, ack.yiaddr, ack.server_id, ack.options, ack.siaddr,
-                                 ack.file, sent, ack)  # fmt: skip
+                    return Lease(
+                        mac, ack.yiaddr, ack.server_id, ack.options, ack.siaddr, ack.file, sent, ack
+                    )
             raise DhcpFailed(f"{mac}: NAK after NAK")
         finally:
             self._exchanges.pop(xid, None)

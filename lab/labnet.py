@@ -2,10 +2,12 @@
 
 ``provisioner lab net up`` builds, for a name ``P`` (default ``plab``)::
 
-    P-svc  (services)            P-sw (the bridge)             P-dev (devices)
-    svc0 10.66.0.1/16  ---veth--- to-svc  [br0]  to-dev ---veth--- dev0 10.66.0.2/16
-    route 10.66.128.0/17                                        promisc; AnyIP:
-      via 10.66.0.2                                             route local 10.66.128.0/17 dev lo
+    P-svc  (services)            P-sw (the bridges)             P-dev (devices)
+    svc0 10.66.0.1/16 ---veth--- to-svc0 [br0] to-dev0 ---veth--- dev0 10.66.0.2/16
+    route 10.66.128.0/17                                       promisc; AnyIP:
+      via 10.66.0.2                                            route local 10.66.128.0/17 dev lo
+    svc1 10.67.0.1/16 ---veth--- to-svc1 [br1] to-dev1 ---veth--- dev1 10.67.0.2/16
+    ...                  (``segments``: one broadcast domain per area, 1 by default)
 
 Nothing is added to the machine's own namespace: the bridge lives in a namespace of its own,
 so no frame can leave the three. The devices' namespace holds every address of the DHCP pool
@@ -32,6 +34,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
@@ -42,14 +45,65 @@ class LabNetError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One broadcast domain (an area of the city): its bridge, links and addresses."""
+
+    index: int
+    network: str  # 10.(66+k).0.0/16
+    services_ip: str  # .0.1 on svc<k>: the DHCP server of the area
+    devices_gw: str  # .0.2 on dev<k>
+    pool: str  # .128.0/17: the devices' addresses (32,766)
+
+    @property
+    def svc_if(self) -> str:
+        return f"svc{self.index}"
+
+    @property
+    def dev_if(self) -> str:
+        return f"dev{self.index}"
+
+    @property
+    def bridge(self) -> str:
+        return f"br{self.index}"
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.network).prefixlen
+
+    def pool_range(self) -> tuple[str, str]:
+        net = ipaddress.ip_network(self.pool)
+        return str(net.network_address + 1), str(net.broadcast_address - 1)
+
+
+@dataclass(frozen=True)
 class LabNet:
-    """Names and addresses of one lab network."""
+    """Names and addresses of one lab network of ``segments`` broadcast domains.
+
+    Segment 0 holds the services' address (``services_ip``: the provisioning server and
+    the registrar files name); segment k has its own bridge, DHCP server address and pool
+    (10.(66+k).128.0/17). Unicast traffic of every segment's devices goes over segment 0's
+    link (the devices' namespace routes 10.66.0.0/16 there; the services route every pool
+    back through 10.66.0.2), so only DHCP broadcasts are split by area.
+    """
 
     name: str = "plab"
-    network: str = "10.66.0.0/16"
-    services_ip: str = "10.66.0.1"
-    devices_gw: str = "10.66.0.2"
-    pool: str = "10.66.128.0/17"  # 32,766 device addresses
+    segments: int = 1
+
+    def segment(self, k: int) -> Segment:
+        b = 66 + k
+        return Segment(k, f"10.{b}.0.0/16", f"10.{b}.0.1", f"10.{b}.0.2", f"10.{b}.128.0/17")
+
+    @property
+    def all_segments(self) -> list[Segment]:
+        return [self.segment(k) for k in range(self.segments)]
+
+    @property
+    def services_ip(self) -> str:
+        return self.segment(0).services_ip
+
+    @property
+    def pool(self) -> str:
+        return ", ".join(s.pool for s in self.all_segments)
 
     @property
     def svc(self) -> str:
@@ -67,19 +121,11 @@ class LabNet:
     def namespaces(self) -> tuple[str, str, str]:
         return (self.svc, self.dev, self.sw)
 
-    @property
-    def prefixlen(self) -> int:
-        return ipaddress.ip_network(self.network).prefixlen
-
-    def pool_range(self) -> tuple[str, str]:
-        net = ipaddress.ip_network(self.pool)
-        return str(net.network_address + 1), str(net.broadcast_address - 1)
-
     # ------------------------------------------------------------------ state
 
     def existing(self) -> list[str]:
         """Which of this lab's namespaces exist now."""
-        return [ns for ns in self.namespaces if os.path.exists(f"{NETNS_DIR}/{ns}")]
+        return [ns for ns in self.namespaces if Path(NETNS_DIR, ns).exists()]
 
     def is_up(self) -> bool:
         return len(self.existing()) == len(self.namespaces)
@@ -87,33 +133,39 @@ class LabNet:
     # ------------------------------------------------------------------ up / down
 
     def up(self) -> bool:
-        """Build the namespaces, veths and bridge; False (nothing done) when already up."""
+        """Build the namespaces, veths and bridges; False (nothing done) when already up."""
         require_netns()
+        if not 1 <= self.segments <= 32:
+            raise LabNetError(f"segments: 1 to 32, not {self.segments}")
         if self.is_up():
             return False
         if self.existing():
             self.down()  # half-built (an interrupted up): start again
+        gw0 = self.segment(0).devices_gw
         try:
             for ns in self.namespaces:
                 _ip("netns", "add", ns)
             for ns in self.namespaces:
                 _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", self.sw, "link", "add", "br0", "type", "bridge")
-            # no STP and no forwarding delay: the devices talk the moment the link is up
-            _ip("-n", self.sw, "link", "set", "br0", "type", "bridge", "stp_state", "0",
-                "forward_delay", "0")  # fmt: skip
-            _ip("-n", self.sw, "link", "set", "br0", "up")
-            for end, peer, ns in (("svc0", "to-svc", self.svc), ("dev0", "to-dev", self.dev)):
-                _ip("-n", ns, "link", "add", end, "type", "veth", "peer", "name", peer,
-                    "netns", self.sw)  # fmt: skip
-                _ip("-n", self.sw, "link", "set", peer, "master", "br0", "up")
-            p = self.prefixlen
-            _ip("-n", self.svc, "addr", "add", f"{self.services_ip}/{p}", "dev", "svc0")
-            _ip("-n", self.svc, "link", "set", "svc0", "up")
-            _ip("-n", self.svc, "route", "add", self.pool, "via", self.devices_gw)
-            _ip("-n", self.dev, "addr", "add", f"{self.devices_gw}/{p}", "dev", "dev0")
-            _ip("-n", self.dev, "link", "set", "dev0", "up", "promisc", "on")
-            _ip("-n", self.dev, "route", "add", "local", self.pool, "dev", "lo")
+            for seg in self.all_segments:
+                br = seg.bridge
+                _ip("-n", self.sw, "link", "add", br, "type", "bridge")
+                # no STP, no forwarding delay: the devices talk the moment the link is up
+                _ip("-n", self.sw, "link", "set", br, "type", "bridge", "stp_state", "0",
+                    "forward_delay", "0")  # fmt: skip
+                _ip("-n", self.sw, "link", "set", br, "up")
+                for end, ns in ((seg.svc_if, self.svc), (seg.dev_if, self.dev)):
+                    peer = f"to-{end}"
+                    _ip("-n", ns, "link", "add", end, "type", "veth", "peer", "name", peer,
+                        "netns", self.sw)  # fmt: skip
+                    _ip("-n", self.sw, "link", "set", peer, "master", br, "up")
+                p = str(seg.prefixlen)
+                _ip("-n", self.svc, "addr", "add", f"{seg.services_ip}/{p}", "dev", seg.svc_if)
+                _ip("-n", self.svc, "link", "set", seg.svc_if, "up")
+                _ip("-n", self.dev, "addr", "add", f"{seg.devices_gw}/{p}", "dev", seg.dev_if)
+                _ip("-n", self.dev, "link", "set", seg.dev_if, "up", "promisc", "on")
+                _ip("-n", self.dev, "route", "add", "local", seg.pool, "dev", "lo")
+                _ip("-n", self.svc, "route", "add", seg.pool, "via", gw0, "dev", "svc0")
         except LabNetError:
             self.down()
             raise
@@ -188,7 +240,9 @@ def inside(ns: str) -> Iterator[None]:
         target = os.open(f"{NETNS_DIR}/{ns}", os.O_RDONLY)
     except FileNotFoundError:
         os.close(own)
-        raise LabNetError(f"network namespace {ns} does not exist (provisioner lab net up)")
+        raise LabNetError(
+            f"network namespace {ns} does not exist (provisioner lab net up)"
+        ) from None
     try:
         _setns(target)
         try:

@@ -37,9 +37,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from provisioner_lab.labnet import LabNet, LabNetError, inside, netns_pids, require_netns
+from provisioner_lab.labnet import (
+    LabNet,
+    LabNetError,
+    Segment,
+    inside,
+    netns_pids,
+    require_netns,
+)
 from provisioner_lab.stormdevice import DeviceResult, DeviceSpec
 
 Emit = Callable[[str], None]
@@ -61,12 +68,18 @@ class Planned:
     model: str
     mac: str
     serial: str = ""
+    accounts: int = 0  # SIP accounts its file will hold
 
 
 class _Ids:
     """Unique MACs and serials for the storm's devices (random, as a city's are)."""
 
-    PREFIX = {"phone": "00:80:f0", "dect_base": "00:80:f1", "iad": "00:1d:73", "ont": "02:4f:4e"}
+    PREFIX: ClassVar[dict[str, str]] = {
+        "phone": "00:80:f0",
+        "dect_base": "00:80:f1",
+        "iad": "00:1d:73",
+        "ont": "02:4f:4e",
+    }
 
     def __init__(self, rng: random.Random):
         self.rng = rng
@@ -101,7 +114,7 @@ def order_document(
     devices: list[dict[str, Any]] = []
     iad_mac = ids.mac("iad")
     devices.append({"model": "iad", "site": site, "mac": iad_mac})
-    planned.append(Planned(f"{oid}/iad", oid, "iad", "iad", iad_mac))
+    planned.append(Planned(f"{oid}/iad", oid, "iad", "iad", iad_mac, accounts=int(size <= 0)))
     if conn == "ftth":
         serial = ids.serial()
         devices.append({"model": "mini-ont", "site": site, "serial": serial})
@@ -115,18 +128,33 @@ def order_document(
     }
     left = size - len(devices)
     if left <= 0:  # a single-extension plan: the IAD's FXS port 1 is the extension
-        doc.update(plan="office_one" if conn in ("fttc", "ftth") else "office_plus_special",
-                   lines=1)  # fmt: skip
-        doc["extensions"] = [{"number": f"{base}00", "short": 10, "type": "premium",
-                              "name": "Titolare", "site": site}]  # fmt: skip
+        doc.update(
+            plan="office_one" if conn in ("fttc", "ftth") else "office_plus_special", lines=1
+        )
+        doc["extensions"] = [
+            {
+                "number": f"{base}00",
+                "short": 10,
+                "type": "premium",
+                "name": "Titolare",
+                "site": site,
+            }
+        ]
         doc["devices"] = devices
         return doc, planned, onts
     exts: list[dict[str, Any]] = []
 
     def ext(i: int) -> int:
         short = 100 + i
-        exts.append({"number": f"{base}{i:02d}", "short": short, "type": "standard",
-                     "name": f"Interno {i}", "site": site})  # fmt: skip
+        exts.append(
+            {
+                "number": f"{base}{i:02d}",
+                "short": short,
+                "type": "standard",
+                "name": f"Interno {i}",
+                "site": site,
+            }
+        )
         return short
 
     dect = left >= 8 and rng.random() < 0.5
@@ -139,14 +167,19 @@ def order_document(
         model = "alcatel-temporis-ip701g" if rng.random() < 0.2 else "alcatel-temporis-ip150"
         mac = ids.mac("phone")
         devices.append({"model": model, "mac": mac, "extension": ext(i)})
-        planned.append(Planned(f"{oid}/{model}-{i}", oid, "phone", model, mac))
+        planned.append(Planned(f"{oid}/{model}-{i}", oid, "phone", model, mac, accounts=1))
     if dect:
         mac = ids.mac("dect_base")
-        hs = [{"extension": ext(phones + j)} if j == 0
-              else {"extension": ext(phones + j), "model": "alcatel-ip15"}
-              for j in range(handsets)]  # fmt: skip
+        hs = [
+            {"extension": ext(phones + j)}
+            if j == 0
+            else {"extension": ext(phones + j), "model": "alcatel-ip15"}
+            for j in range(handsets)
+        ]
         devices.append({"model": "alcatel-ip2215", "mac": mac, "site": site, "handsets": hs})
-        planned.append(Planned(f"{oid}/dect", oid, "dect_base", "alcatel-ip2215", mac))
+        planned.append(
+            Planned(f"{oid}/dect", oid, "dect_base", "alcatel-ip2215", mac, accounts=handsets)
+        )
     while len(exts) < 3:
         ext(len(exts))
     doc.update(plan="office_maxi", lines=3 if conn == "fwa" else min(8, max(3, len(exts) // 4)))
@@ -230,8 +263,7 @@ def build_store(home: Path, net: LabNet, n: int, seed: int, emit: Emit) -> Store
 
     store = Store(home, storm_env(home, net))
     t0 = time.monotonic()
-    with _environ({k: v for k, v in store.env.items()
-                   if k != "PROVISIONER_LOG_LEVEL"}):  # fmt: skip
+    with _environ({k: v for k, v in store.env.items() if k != "PROVISIONER_LOG_LEVEL"}):
         inv = OrdersService(load_settings())
         try:
             for doc, planned, onts in generate(n, seed):
@@ -273,15 +305,16 @@ def build_store(home: Path, net: LabNet, n: int, seed: int, emit: Emit) -> Store
 # ---------------------------------------------------------------------- services
 
 
-def dnsmasq_conf(store: Store, net: LabNet, renderer: Any) -> str:
-    """dnsmasq's configuration: the lab's lines, then ``provisioner dhcp`` for every site."""
+def dnsmasq_conf(orders: list[str], ont_macs: list[str], seg: Segment, services_ip: str,
+                 renderer: Any) -> str:  # fmt: skip
+    """One area's dnsmasq: the lab's lines, then ``provisioner dhcp`` for each of its sites."""
     from provisioner.render.dhcp import render_dhcp
 
-    first, last = net.pool_range()
+    first, last = seg.pool_range()
     lines = [
-        "# provisioner lab storm: DHCP for the devices' namespace",
+        f"# provisioner lab: DHCP for area {seg.index} of the devices' namespace",
         "port=0",  # no DNS
-        "interface=svc0",
+        f"interface={seg.svc_if}",
         "bind-interfaces",
         f"dhcp-range={first},{last},255.255.0.0,12h",
         "dhcp-lease-max=40000",
@@ -291,12 +324,12 @@ def dnsmasq_conf(store: Store, net: LabNet, renderer: Any) -> str:
         "quiet-dhcp",
         "# IADs (TR-069 CPEs) send option 60 dslforum.org and read the server's URL from",
         "# option 43 sub-option 1 (research/device-facts.md section 3)",
-        f"dhcp-option=vendor:dslforum.org,1,http://{net.services_ip}/",
+        f"dhcp-option=vendor:dslforum.org,1,http://{services_ip}/",
         "# Mini ONTs: the TFTP server (option 66, an address) [lab: no source for the ONT]",
     ]
-    lines += [f"dhcp-host={mac},set:ont" for mac in store.ont_macs.values()]
-    lines.append(f"dhcp-option=tag:ont,66,{net.services_ip}")
-    for oid in store.orders:
+    lines += [f"dhcp-host={mac},set:ont" for mac in ont_macs]
+    lines.append(f"dhcp-option=tag:ont,66,{services_ip}")
+    for oid in orders:
         order, _ = renderer.order_views(oid)
         for site in order.sites:
             lines.append(render_dhcp(renderer.engine, order, site.id, "dnsmasq"))
@@ -306,14 +339,14 @@ def dnsmasq_conf(store: Store, net: LabNet, renderer: Any) -> str:
 @dataclass
 class Services:
     serve: subprocess.Popen[bytes] | None = None
-    dnsmasq: subprocess.Popen[bytes] | None = None
+    dnsmasq: list[subprocess.Popen[bytes]] = field(default_factory=list)
     kamailio: Any = None
     workdir: Path | None = None
     serve_ready: float = 0.0
     index_line: str = ""
 
     def stop(self) -> None:
-        for p in (self.serve, self.dnsmasq):
+        for p in [self.serve, *self.dnsmasq]:
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGINT if p is self.serve else signal.SIGTERM)
                 try:
@@ -331,9 +364,14 @@ def _provisioner() -> str:
 
 
 def start_services(
-    net: LabNet, env: dict[str, str], workdir: Path, emit: Emit, *, dnsmasq_text: str,
+    net: LabNet,
+    env: dict[str, str],
+    workdir: Path,
+    emit: Emit,
+    *,
+    dnsmasq_texts: list[str],
     kamailio_children: int = 4,
-) -> Services:  # fmt: skip
+) -> Services:
     """serve, dnsmasq and Kamailio (from ``pbx export --all``) in the services namespace."""
     import httpx
 
@@ -346,47 +384,62 @@ def start_services(
     db = workdir / "kamailio-db"
     r = subprocess.run(
         [_provisioner(), "pbx", "export", "--all", "--format", "kamailio", "--out", str(db)],
-        env=full_env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if r.returncode != 0:
         raise LabNetError(f"pbx export: {r.stderr.strip() or r.stdout.strip()}")
-    conf = workdir / "dnsmasq.conf"
-    conf.write_text(dnsmasq_text)
-    log = (workdir / "serve.log").open("wb")
+    confs = []
+    for k, text in enumerate(dnsmasq_texts):
+        confs.append(workdir / f"dnsmasq-{k}.conf")
+        confs[-1].write_text(text)
+    out_path, log_path = workdir / "serve.out", workdir / "serve.log"
     try:
-        with inside(net.svc):
+        with inside(net.svc), out_path.open("wb") as out, log_path.open("wb") as log:
             t0 = time.monotonic()
             svc.serve = subprocess.Popen(
                 [_provisioner(), "serve", "--host", net.services_ip, "--no-api"],
-                env=full_env, stdout=subprocess.PIPE, stderr=log,
-            )  # fmt: skip
-            svc.dnsmasq = subprocess.Popen(
-                ["dnsmasq", "-k", "-C", str(conf), "--log-facility=-"],
-                stdout=subprocess.DEVNULL,
-                stderr=(workdir / "dnsmasq.log").open("wb"),
+                env=full_env,
+                stdout=out,
+                stderr=log,
+                start_new_session=True,
             )
-            kam = Kamailio(db, host=net.services_ip, port=5060, workdir=workdir,
-                           children=kamailio_children, memory_mb=256)  # fmt: skip
+            for k, conf in enumerate(confs):
+                with (workdir / f"dnsmasq-{k}.log").open("wb") as dlog:
+                    svc.dnsmasq.append(
+                        subprocess.Popen(
+                            ["dnsmasq", "-k", "-C", str(conf), "--log-facility=-"],
+                            stdout=subprocess.DEVNULL,
+                            stderr=dlog,
+                            start_new_session=True,
+                        )
+                    )
+            kam = Kamailio(
+                db,
+                host=net.services_ip,
+                port=5060,
+                workdir=workdir,
+                children=kamailio_children,
+                memory_mb=256,
+            )
             try:
                 kam.start()
             except SipLabError as exc:
                 raise LabNetError(f"kamailio: {exc}") from None
             svc.kamailio = kam
             # serve prints "index: N orders in memory in X s" when every order is loaded
-            assert svc.serve.stdout is not None
             deadline = time.monotonic() + 300
-            os.set_blocking(svc.serve.stdout.fileno(), True)
-            while True:
-                line = svc.serve.stdout.readline().decode("utf-8", "replace")
-                if not line:
-                    raise LabNetError(
-                        "serve exited: " + (workdir / "serve.log").read_text()[-1500:]
-                    )
-                if line.startswith("index:"):
-                    svc.index_line = line.strip()
-                    break
+            while not svc.index_line:
+                for line in out_path.read_text(errors="replace").splitlines():
+                    if line.startswith("index:"):
+                        svc.index_line = line.strip()
+                if svc.serve.poll() is not None:
+                    raise LabNetError("serve exited: " + log_path.read_text()[-1500:])
                 if time.monotonic() > deadline:
                     raise LabNetError("serve: orders not in memory after 300 s")
+                time.sleep(0.05)
             while True:
                 try:
                     httpx.get(f"http://{net.services_ip}/y000000000000.cfg", timeout=2)
@@ -396,25 +449,18 @@ def start_services(
                         raise LabNetError("serve: HTTP does not answer") from None
                     time.sleep(0.1)
             svc.serve_ready = time.monotonic() - t0
-            if svc.dnsmasq.poll() is not None:
-                raise LabNetError(
-                    "dnsmasq exited: " + (workdir / "dnsmasq.log").read_text()[-800:]
-                )
+            for k, d in enumerate(svc.dnsmasq):
+                if d.poll() is not None:
+                    log_k = (workdir / f"dnsmasq-{k}.log").read_text()[-800:]
+                    raise LabNetError(f"dnsmasq {k} exited: {log_k}")
     except BaseException:
         svc.stop()
         raise
-    finally:
-        log.close()
-    emit(f"services on {net.services_ip}: serve ({svc.index_line}; ready in "
-         f"{svc.serve_ready:.1f} s), dnsmasq, kamailio :5060 ({kamailio_children} children)")  # fmt: skip
-    # the serve process keeps writing to stdout: drain it so it never blocks
-    import threading
-
-    def drain(stream: Any) -> None:
-        for _ in iter(stream.readline, b""):
-            pass
-
-    threading.Thread(target=drain, args=(svc.serve.stdout,), daemon=True).start()
+    emit(
+        f"services on {net.services_ip}: serve ({svc.index_line}; ready in "
+        f"{svc.serve_ready:.1f} s), {len(svc.dnsmasq)} dnsmasq, kamailio :5060 "
+        f"({kamailio_children} children)"
+    )
     return svc
 
 
@@ -450,7 +496,8 @@ class StormReport:
 
     @property
     def with_accounts(self) -> list[DeviceResult]:
-        return [r for r in self.results if r.accounts]
+        """Devices whose file holds SIP accounts (whether they got that far or not)."""
+        return [r for r in self.results if r.accounts_expected or r.accounts]
 
     @property
     def done(self) -> list[float]:
@@ -475,28 +522,40 @@ class StormReport:
 
     def lines(self) -> list[str]:
         n = self.devices
-        out = [f"storm: {n} devices, power-on spread over {self.spread:g} s, "
-               f"{self.storm_seconds:.1f} s from t0 to the last device's end"]  # fmt: skip
+        out = [
+            f"storm: {n} devices, power-on spread over {self.spread:g} s, "
+            f"{self.storm_seconds:.1f} s from t0 to the last device's end"
+        ]
         out.append(f"{'stage':<12} {'devices':>14} {'p50 s':>8} {'p99 s':>8} {'max s':>8}")
-        regs = [r for r in self.with_accounts]
-        rows = [("DHCP", "dhcp", n), ("first file", "first_file", n),
-                ("all files", "all_files", n), ("REGISTER", "registered", len(regs))]  # fmt: skip
+        regs = self.with_accounts
+        rows = [
+            ("DHCP", "dhcp", n),
+            ("first file", "first_file", n),
+            ("all files", "all_files", n),
+            ("REGISTER", "registered", len(regs)),
+        ]
         for label, attr, of in rows:
             vals = self.stage(attr)
-            out.append(f"{label:<12} {len(vals):>7}/{of:<6} {_pct(vals, 50):>8} "
-                       f"{_pct(vals, 99):>8} {_pct(vals, 100):>8}")  # fmt: skip
+            out.append(
+                f"{label:<12} {len(vals):>7}/{of:<6} {_pct(vals, 50):>8} "
+                f"{_pct(vals, 99):>8} {_pct(vals, 100):>8}"
+            )
         done = self.done
         late = [d for d in done if d > AIM_SECONDS]
         accounts = sum(r.accounts for r in regs)
         accounts_ok = sum(r.accounts_ok for r in regs)
-        out.append(f"registered: {len(self.stage('registered'))}/{len(regs)} devices with SIP "
-                   f"accounts ({accounts_ok}/{accounts} accounts); done (registered, or all "
-                   f"files for the {n - len(regs)} devices with nothing to register): "
-                   f"{len(done)}/{n} = {100 * len(done) / max(1, n):.2f} %, "
-                   f"{len(late)} later than {AIM_SECONDS:g} s after power-on")  # fmt: skip
+        out.append(
+            f"registered: {len(self.stage('registered'))}/{len(regs)} devices with SIP "
+            f"accounts ({accounts_ok}/{accounts} accounts); done (registered, or all "
+            f"files for the {n - len(regs)} devices with nothing to register): "
+            f"{len(done)}/{n} = {100 * len(done) / max(1, n):.2f} %, "
+            f"{len(late)} later than {AIM_SECONDS:g} s after power-on"
+        )
         out.append(f"files: {self.files} fetched, {self.differ} differ from render")
-        retries = {k: sum(getattr(r, k) for r in self.results)
-                   for k in ("dhcp_sent", "http_retries", "tftp_retransmits", "sip_requests")}  # fmt: skip
+        retries = {
+            k: sum(getattr(r, k) for r in self.results)
+            for k in ("dhcp_sent", "http_retries", "tftp_retransmits", "sip_requests")
+        }
         out.append("retries: " + ", ".join(f"{k} {v}" for k, v in retries.items()))
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.cpu.items()))
         out.append(f"CPU seconds during the storm: {cpu}")
@@ -519,7 +578,7 @@ class StormReport:
 def _pct(vals: list[float], p: int) -> str:
     if not vals:
         return "-"
-    i = min(len(vals) - 1, max(0, int(round(p / 100 * len(vals) + 0.5)) - 1))
+    i = min(len(vals) - 1, max(0, round(p / 100 * len(vals) + 0.5) - 1))
     return f"{vals[i]:.2f}"
 
 
@@ -529,9 +588,20 @@ def _specs(store: Store, spread: float, rng: random.Random) -> list[DeviceSpec]:
     out = []
     for d in store.devices:
         mac = store.ont_macs[d.serial] if d.kind == "ont" else d.mac
-        out.append(DeviceSpec(d.device_id, d.order_id, d.kind, d.model, mac, d.serial,
-                              MODELS[d.model].firmware, rng.uniform(0, spread),
-                              store.expected.get(d.device_id, {})))  # fmt: skip
+        out.append(
+            DeviceSpec(
+                d.device_id,
+                d.order_id,
+                d.kind,
+                d.model,
+                mac,
+                d.serial,
+                MODELS[d.model].firmware,
+                rng.uniform(0, spread),
+                store.expected.get(d.device_id, {}),
+                d.accounts,
+            )
+        )
     return out
 
 
@@ -540,20 +610,20 @@ def run_storm(
     devices: int,
     spread: float,
     seed: int = 1,
-    workers: int = 0,
+    workers: int = 4,
     keep: bool = False,
-    net: LabNet | None = None,
+    name: str = "plab",
     give_up: float = 90.0,
     emit: Emit = print,
 ) -> StormReport:
-    """Everything above, then the network down (unless ``keep``). Raises LabNetError."""
+    """Everything above, then the network down (unless ``keep``). Raises LabNetError.
+
+    ``workers``: device processes, one per area (broadcast domain, with its own dnsmasq).
+    """
     require_netns()
-    net = net or LabNet()
+    net = LabNet(name=name, segments=workers)
     if net.existing():
-        raise LabNetError(
-            f"the lab network {net.name} is up already (provisioner lab net down first)"
-        )
-    workers = workers or max(2, os.cpu_count() or 2)
+        raise LabNetError(f"the lab network {name} is up already (provisioner lab net down first)")
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="lab-storm-"))
     svc: Services | None = None
@@ -567,43 +637,58 @@ def run_storm(
     try:
         emit(f"store: generating {devices} devices ...")
         store = build_store(tmp / "home", net, devices, seed, emit)
-        emit(f"store: {len(store.orders)} orders, {len(store.devices)} devices applied, armed "
-             f"and hashed in {store.seconds:.1f} s")  # fmt: skip
+        emit(
+            f"store: {len(store.orders)} orders, {len(store.devices)} devices applied, armed "
+            f"and hashed in {store.seconds:.1f} s"
+        )
+        # an order's devices are all in one area: area k has every workers-th order
+        area = {oid: n % workers for n, oid in enumerate(store.orders)}
         from provisioner.orders.service import OrdersService
         from provisioner.render.engine import Renderer
         from provisioner.settings import load_settings
 
+        texts = []
         with _environ(store.env):
             inv = OrdersService(load_settings())
             try:
-                text = dnsmasq_conf(store, net, Renderer(inv.settings, inv))
+                renderer = Renderer(inv.settings, inv)
+                for seg in net.all_segments:
+                    orders = [o for o in store.orders if area[o] == seg.index]
+                    onts = [store.ont_macs[d.serial] for d in store.devices
+                            if d.kind == "ont" and area[d.order_id] == seg.index]  # fmt: skip
+                    texts.append(dnsmasq_conf(orders, onts, seg, net.services_ip, renderer))
             finally:
                 inv.db.dispose()
         net.up()
-        with inside(net.dev):  # the devices' ARP: ask from dev0's own address
-            for key in ("all", "dev0"):
+        with inside(net.dev):  # the devices' ARP asks from the link's own address
+            for key in ["all"] + [seg.dev_if for seg in net.all_segments]:
                 Path(f"/proc/sys/net/ipv4/conf/{key}/arp_announce").write_text("2\n")
-        emit(f"net: {net.svc} ({net.services_ip}), {net.dev} (pool {net.pool}), "
-             f"bridge in {net.sw}")  # fmt: skip
-        svc = start_services(net, store.env, tmp, emit, dnsmasq_text=text)
+        emit(
+            f"net: {net.svc} ({net.services_ip}), {net.dev}, {workers} areas (pools {net.pool}),"
+            f" bridges in {net.sw}"
+        )
+        svc = start_services(net, store.env, tmp, emit, dnsmasq_texts=texts)
         specs = _specs(store, spread, rng)
         svc_pids = netns_pids(net.svc)
         cpu0 = cpu_seconds(svc_pids)
         t0 = time.monotonic() + 2.0  # the workers' start-up
         share: list[list[dict[str, Any]]] = [[] for _ in range(workers)]
-        for i, s in enumerate(specs):
-            share[i % workers].append(asdict(s))
+        for spec in specs:
+            share[area[spec.order_id]].append(asdict(spec))
         env = {**os.environ, **store.env}
         with inside(net.dev):
             for w in range(workers):
                 plan = tmp / f"plan-{w}.json"
-                plan.write_text(json.dumps({"t0": t0, "give_up": give_up, "ifname": "dev0",
-                                            "seed": seed * 1000 + w, "devices": share[w]}))  # fmt: skip
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "provisioner_lab.stormdevice", str(plan),
-                     str(tmp / f"out-{w}.jsonl")],
-                    env=env, stderr=(tmp / f"worker-{w}.log").open("wb"),
-                ))  # fmt: skip
+                plan.write_text(json.dumps({
+                    "t0": t0, "give_up": give_up, "ifname": net.segment(w).dev_if,
+                    "seed": seed * 1000 + w, "devices": share[w],
+                }))  # fmt: skip
+                with (tmp / f"worker-{w}.log").open("wb") as wlog:
+                    procs.append(subprocess.Popen(
+                        [sys.executable, "-m", "provisioner_lab.stormdevice", str(plan),
+                         str(tmp / f"out-{w}.jsonl")],
+                        env=env, stderr=wlog,
+                    ))  # fmt: skip
         emit(f"storm: {len(specs)} devices in {workers} workers, power-on over {spread:g} s")
         deadline = t0 + spread + give_up + 60
         for p in procs:
@@ -621,7 +706,11 @@ def run_storm(
                 tail = (tmp / f"worker-{w}.log").read_text(errors="replace")[-1500:]
                 raise LabNetError(f"storm worker {w} failed (exit {p.returncode}):\n{tail}")
             for line in out.read_text().splitlines():
-                results.append(DeviceResult(**json.loads(line)))
+                row = json.loads(line)
+                if "cpu" in row:
+                    cpu["devices (workers)"] = cpu.get("devices (workers)", 0.0) + row["cpu"]
+                else:
+                    results.append(DeviceResult(**row))
         report = StormReport(len(specs), spread, results, cpu, ended)
         report.setup = {"store": store.seconds, "serve_ready": svc.serve_ready}
         return report
@@ -637,4 +726,4 @@ def run_storm(
             net.down()
             shutil.rmtree(tmp, ignore_errors=True)
         else:
-            emit(f"kept: the lab network {net.name} and {tmp} (provisioner lab net down)")
+            emit(f"kept: the lab network {name} and {tmp} (provisioner lab net down --name {name})")
