@@ -410,7 +410,14 @@ def start_services(
                 with (workdir / f"dnsmasq-{k}.log").open("wb") as dlog:
                     svc.dnsmasq.append(
                         subprocess.Popen(
-                            ["dnsmasq", "-k", "-C", str(conf), "--log-facility=-"],
+                            [
+                                "dnsmasq",
+                                "-k",
+                                "-C",
+                                str(conf),
+                                "--log-facility=-",
+                                f"--pid-file={workdir}/dnsmasq-{k}.pid",
+                            ],
                             stdout=subprocess.DEVNULL,
                             stderr=dlog,
                             start_new_session=True,
