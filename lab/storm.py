@@ -430,6 +430,7 @@ def start_services(
                 workdir=workdir,
                 children=kamailio_children,
                 memory_mb=256,
+                lookup="htable",
             )
             try:
                 kam.start()

@@ -46,6 +46,7 @@ def test_a_thousand_devices_boot_register_and_get_exactly_their_rendered_files()
     lines: list[str] = []
     report = run_storm(devices=1000, spread=10, seed=7, name=NAME, emit=lines.append)
     text = "\n".join(lines + report.lines())
+    print(text)  # the figures, with pytest -s
     assert report.devices == 1000
     assert {r.kind for r in report.results} == {"phone", "dect_base", "iad", "ont"}
     done = report.done
