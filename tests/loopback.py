@@ -11,6 +11,7 @@ or SNMP, uvicorn, the PostgreSQL driver) goes through those methods; AF_UNIX is 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -76,10 +77,8 @@ def _guarded(name: str) -> Any:
 def install() -> None:
     """Wrap the socket methods once (idempotent)."""
     if not _HOME_NETNS:
-        try:
+        with contextlib.suppress(OSError):
             _HOME_NETNS.append(os.stat("/proc/self/ns/net").st_ino)
-        except OSError:
-            pass
     for name in ("connect", "connect_ex", "sendto"):
         if not hasattr(getattr(socket.socket, name), "__wrapped__"):
             setattr(socket.socket, name, _guarded(name))
