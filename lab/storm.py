@@ -358,6 +358,18 @@ class Services:
             self.kamailio.stop()
 
 
+def require_tools() -> None:
+    """Raise :class:`LabNetError` naming the programs the lab's services need and lack."""
+    from provisioner_lab.sip import KAMAILIO
+
+    missing = [n for n, ok in (("dnsmasq", shutil.which("dnsmasq")), ("kamailio", KAMAILIO))
+               if not ok]  # fmt: skip
+    if missing:
+        raise LabNetError(
+            f"the lab's services need {' and '.join(missing)} (apt-get install dnsmasq kamailio)"
+        )
+
+
 def _provisioner() -> str:
     exe = Path(sys.executable).parent / "provisioner"
     return str(exe) if exe.exists() else (shutil.which("provisioner") or "provisioner")
@@ -377,8 +389,7 @@ def start_services(
 
     from provisioner_lab.sip import Kamailio, SipLabError
 
-    if shutil.which("dnsmasq") is None:
-        raise LabNetError("the lab network needs dnsmasq (apt-get install dnsmasq-base)")
+    require_tools()
     svc = Services(workdir=workdir)
     full_env = {**os.environ, **env}
     db = workdir / "kamailio-db"
@@ -629,6 +640,7 @@ def run_storm(
     ``workers``: device processes, one per area (broadcast domain, with its own dnsmasq).
     """
     require_netns()
+    require_tools()
     net = LabNet(name=name, segments=workers)
     if net.existing():
         raise LabNetError(f"the lab network {name} is up already (provisioner lab net down first)")

@@ -24,7 +24,7 @@ from provisioner_lab.storm import AIM_SECONDS, run_storm
 NAME = "pstest"  # not the default "plab": a storm someone runs by hand is left alone
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture
 def _netns_allowed() -> None:
     why = probe_netns()
     if why:
@@ -41,7 +41,19 @@ def _leftovers() -> list[str]:
             if NAME in line or "to-svc" in line or "to-dev" in line]  # fmt: skip
 
 
+def test_without_root_the_storm_and_the_network_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert probe_netns() == "the lab network needs root (network namespaces, raw sockets)"
+    runner = CliRunner()
+    for args in (["lab", "storm", "--devices", "10"], ["lab", "net", "up", "--name", NAME]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert "needs root" in result.output
+    assert _leftovers() == []
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("_netns_allowed")
 def test_a_thousand_devices_boot_register_and_get_exactly_their_rendered_files() -> None:
     lines: list[str] = []
     report = run_storm(devices=1000, spread=10, seed=7, name=NAME, emit=lines.append)
@@ -60,6 +72,7 @@ def test_a_thousand_devices_boot_register_and_get_exactly_their_rendered_files()
     assert _leftovers() == []
 
 
+@pytest.mark.usefixtures("_netns_allowed")
 def test_net_up_twice_says_so_and_down_leaves_nothing_behind() -> None:
     runner = CliRunner()
     first = runner.invoke(app, ["lab", "net", "up", "--name", NAME, "--detach", "--no-services"])
