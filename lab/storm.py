@@ -385,9 +385,13 @@ def start_services(
     kamailio_children: int = 4,
 ) -> Services:
     """serve, dnsmasq and Kamailio (from ``pbx export --all``) in the services namespace."""
+    import logging
+
     import httpx
 
     from provisioner_lab.sip import Kamailio, SipLabError
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness probe: not news
 
     require_tools()
     svc = Services(workdir=workdir)
