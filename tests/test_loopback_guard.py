@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 import loopback
@@ -62,7 +63,7 @@ def test_inside_a_lab_namespace_its_own_addresses_are_reachable() -> None:
     why = probe_netns()
     if why:
         pytest.skip(f"no network namespaces here: {why}")
-    net = LabNet(name="pguard")
+    net = LabNet(name=f"pguard{os.getpid()}")
     net.up()
     try:
         before = len(loopback.attempts)

@@ -10,6 +10,7 @@ refuses ``ip netns add``) or dnsmasq/Kamailio are missing.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -21,7 +22,9 @@ from provisioner_lab.labnet import LabNet, probe_netns
 from provisioner_lab.sip import missing_tools
 from provisioner_lab.storm import AIM_SECONDS, run_storm
 
-NAME = "pstest"  # not the default "plab": a storm someone runs by hand is left alone
+# Not the default "plab" (a storm someone runs by hand is left alone), and this process's
+# own: two test runs at once on one machine must not take each other's network down.
+NAME = f"pst{os.getpid()}"
 
 
 @pytest.fixture
