@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import random
 import socket
 import struct
@@ -365,7 +364,3 @@ def ctypes_buffer(data: bytes) -> tuple[object, int]:
 
     buf = ctypes.create_string_buffer(data, len(data))
     return buf, ctypes.addressof(buf)
-
-
-def random_xid() -> int:
-    return int.from_bytes(os.urandom(4), "big")
