@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 import loopback
@@ -52,3 +53,30 @@ def test_loopback_still_works() -> None:
         tx.sendto(b"udp", rx.getsockname())
         assert rx.recv(3) == b"udp"
     assert len(loopback.attempts) == before
+
+
+def test_inside_a_lab_namespace_its_own_addresses_are_reachable() -> None:
+    """The lab network's namespaces (lab/labnet.py) have no route out: a thread inside one
+    may send to their addresses; back outside, the same address is refused again."""
+    from provisioner_lab.labnet import LabNet, inside, probe_netns
+
+    why = probe_netns()
+    if why:
+        pytest.skip(f"no network namespaces here: {why}")
+    net = LabNet(name=f"pguard{os.getpid()}")
+    net.up()
+    try:
+        before = len(loopback.attempts)
+        with inside(net.svc):
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rx.bind((net.services_ip, 0))
+            rx.settimeout(5)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                tx.sendto(b"lab", rx.getsockname())
+            assert rx.recv(3) == b"lab"
+        assert len(loopback.attempts) == before
+        with rx, pytest.raises(OSError):
+            rx.sendto(b"x", (net.services_ip, 9))
+        del loopback.attempts[before:]
+    finally:
+        net.down()
