@@ -14,6 +14,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +193,20 @@ def test_static_firmware_served_and_traversal_refused(served: Stack, tmp_path: P
             r = c.get("/" + name)
             assert b"CANARY" not in r.content
             assert r.status_code in (401, 404)
+
+
+def test_firmware_copied_in_after_phones_asked_for_it_is_served_within_seconds(
+    served: Stack,
+) -> None:
+    # Phones ask for their firmware at every boot; misses are remembered for a moment only.
+    assert served.service.fetch("IP150-new.rom", "127.0.0.3", "http").outcome == "not_found"
+    (served.tftp_root / "IP150-new.rom").write_bytes(b"\x7fNEWFIRMWARE")
+    deadline = time.monotonic() + 5
+    while served.service.fetch("IP150-new.rom", "127.0.0.3", "http").outcome != "served":
+        assert time.monotonic() < deadline, "a firmware file copied in was not served in 5 s"
+        time.sleep(0.1)
+    (served.tftp_root / "IP150-new.rom").unlink()
+    assert served.service.fetch("IP150-new.rom", "127.0.0.3", "http").outcome == "not_found"
 
 
 def test_200_concurrent_fetches_of_distinct_devices(sample_inventory: OrdersService,

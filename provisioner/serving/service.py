@@ -29,6 +29,7 @@ import hmac
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ from provisioner.store.models import SourceBlock, utcnow
 
 # Seconds a thread may hold the interpreter while a fetch waits (see __init__).
 SWITCH_INTERVAL = 0.0005
+# A static name found missing is not looked up on disk again for this long (a firmware file
+# copied into the static root is served within that time); at most this many names are kept.
+STATIC_MISS_SECONDS = 2.0
+STATIC_MISSES_KEPT = 4096
 
 log = logging.getLogger("provisioner.serving.service")
 
@@ -113,6 +118,7 @@ class ProvisioningService:
         self.guard.on_block = self._blocked_elsewhere
         self._static: dict[Path, tuple[float, _Static]] = {}
         self._static_lock = threading.Lock()
+        self._static_misses: dict[str, float] = {}  # name -> monotonic time it is checked again
         self._stop = threading.Event()
         self._feed = ChangeFeed(store)
         self._follower = threading.Thread(target=self._follow, name="store-follower", daemon=True)
@@ -254,8 +260,18 @@ class ProvisioningService:
     # ------------------------------------------------------------------ static files
 
     def _static_file(self, name: str) -> _Static | None:
+        # Every phone asks for names nobody has (model-wide files, other vendors' names) at
+        # each boot: a miss is remembered for a moment instead of resolved on disk again.
+        now = time.monotonic()
+        until = self._static_misses.get(name)
+        if until is not None and until > now:
+            return None
         path = resolve_static(self.static_root, name)
         if path is None:
+            with self._static_lock:
+                if len(self._static_misses) >= STATIC_MISSES_KEPT:
+                    self._static_misses.clear()  # a flood of names stays bounded
+                self._static_misses[name] = now + STATIC_MISS_SECONDS
             return None
         try:
             mtime = path.stat().st_mtime
