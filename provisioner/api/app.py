@@ -187,7 +187,12 @@ def create_app(
     tech: bool = True,
 ) -> FastAPI:
     """The NOC REST API over ``inventory`` (made from ``settings`` when not given)."""
-    inventory = inventory or OrdersService(settings)
+    if inventory is None:
+        inventory = OrdersService(settings)
+        if settings.resync_after_publish:
+            from provisioner.voice.resync import follow_publishes
+
+            follow_publishes(inventory)
     limits = limits or ApiLimits.from_settings(settings)
     app = FastAPI(
         title="Office Smart provisioner",

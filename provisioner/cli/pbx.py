@@ -94,3 +94,29 @@ def rotate(
             "re-applying it restores that value",
             markup=False,
         )
+
+
+@app.command()
+@handles_errors
+def resync(
+    target: Annotated[str, typer.Argument(help="Order id, or a device's MAC.")],
+    actor: Annotated[str, typer.Option(help="Who asks (for the audit log).")] = "",
+) -> None:
+    """Tell devices to re-fetch their files now, without a reboot (SIP NOTIFY check-sync).
+
+    The registrar (settings sip_registrar, sip_registrar_port) relays one NOTIFY to each
+    bound desk phone and DECT base of the order (or to the one device) at the contact it
+    registered. One line per device: delivered (the device took it), not-registered (the
+    registrar has no contact for it), refused, timeout or failed. Exit status 1 unless every
+    device took it. Audited (device.resync).
+
+    Example: provisioner resync WT-2026-000104
+             provisioner resync 00:80:f0:20:10:01
+    """
+    from provisioner.voice.resync import Resyncer
+
+    done = Resyncer(_inventory()).resync(target, actor=actor)
+    for r in done:
+        out.print(r.line(), markup=False)
+    if not all(r.ok for r in done):
+        raise typer.Exit(1)
