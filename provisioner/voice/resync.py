@@ -28,13 +28,14 @@ from provisioner.catalog import MODELS
 from provisioner.documents.document import normalize_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, ResyncRefused
 from provisioner.orders.service import OrdersService
+from provisioner.orders.status import RESYNC_ACTION
 from provisioner.store.models import Device, Order
 from provisioner.voice.notify import Answer, Outcome, send_check_sync
 
 log = logging.getLogger("provisioner.voice.resync")
 
 KINDS = ("phone", "dect_base")  # devices that pull their file and register (check-sync)
-ACTION = "device.resync"
+ACTION = RESYNC_ACTION
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """A stand-in registrar on loopback: takes NOTIFYs, answers as a test says, and keeps what
-it got (the real Kamailio relay is in ``tests/e2e``)."""
+it got (the real Kamailio relay is in ``tests/e2e``). ``start(policy)`` runs one on a free
+port of 127.0.0.1 in a thread; ``stop()`` ends it."""
 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +36,7 @@ class FakeRegistrar:
     policy: Policy
     got: list[tuple[str, bytes]] = field(default_factory=list)  # (source ip, request)
     _stop: bool = False
+    thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -64,3 +67,20 @@ class FakeRegistrar:
             counts[call] = counts.get(call, 0) + 1
             for status in self.policy(counts[call], msg):
                 self.sock.sendto(answer(msg, status), peer)
+
+
+def start(policy: Policy) -> FakeRegistrar:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    fake = FakeRegistrar(sock, policy)
+    fake.thread = threading.Thread(target=fake.serve, daemon=True)
+    fake.thread.start()
+    return fake
+
+
+def stop(fake: FakeRegistrar) -> None:
+    fake._stop = True
+    if fake.thread is not None:
+        fake.thread.join(2)
+    fake.sock.close()
