@@ -165,3 +165,21 @@ def test_the_command_prints_a_line_per_device_and_fails_unless_all_took_it(
     assert result.exit_code == 1
     assert "error: order WT-2026-000104: device sw-catania: a dlink-dgs-1100-08p takes no " \
         "check-sync" in result.output  # fmt: skip
+
+
+def test_an_export_in_the_same_second_still_moves_the_table_s_mtime(tmp_path: Any) -> None:
+    """Kamailio's db_text (non-caching mode) reloads a table when its mtime, in whole
+    seconds, changed: two exports within one second must still differ."""
+    import os
+
+    from provisioner.render.pbx import Subscriber, write_kamailio
+
+    subs = [Subscriber("WT-1", 200, "+39095", "+39095", "127.0.0.1", "pw-1")]
+    write_kamailio(subs, tmp_path)
+    table = tmp_path / "subscriber"
+    first = int(table.stat().st_mtime)
+    os.utime(table, (first, first))
+    write_kamailio([Subscriber("WT-1", 200, "+39095", "+39095", "127.0.0.1", "pw-2")], tmp_path)
+    assert int(table.stat().st_mtime) > first
+    assert "pw-2" in table.read_text()
+    assert oct(table.stat().st_mode & 0o777) == "0o600"
