@@ -1,4 +1,4 @@
-"""``provisioner pbx export`` and ``rotate``: the voice side of provisioning."""
+"""``provisioner pbx export``, ``rotate`` and ``resync``: the voice side of provisioning."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def pbx_export(
     sip_registrar; phone and DECT files name it and have no domain key, so phones register
     as number@registrar) and the SIP domain (setting sip_domain; the IAD's analog lines
     register there): one row per extension and domain. Kamailio reads db_text once at
-    start: restart it after an export.
+    start, unless db_text runs in non-caching mode (modparam db_mode 1: it reads a table
+    again when its file changed; README "Resync"): else restart it after an export.
 
     Example: provisioner pbx export --all --format kamailio --out /etc/kamailio/dbtext
     """
@@ -78,7 +79,8 @@ def rotate(
 ) -> None:
     """Give extensions a new SIP password (never printed).
 
-    Phones get it at their next fetch; the registrar after the next pbx export and restart.
+    Phones get it at their next fetch (provisioner resync, or the setting
+    resync_after_publish, makes that now); the registrar with the next pbx export.
 
     Example: provisioner rotate WT-2026-000104 --extension 202
     """
