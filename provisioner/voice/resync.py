@@ -29,6 +29,7 @@ from provisioner.documents.document import normalize_mac
 from provisioner.errors import DeviceUnknown, OrderUnknown, ResyncRefused
 from provisioner.orders.service import OrdersService
 from provisioner.orders.status import RESYNC_ACTION
+from provisioner.store import audit
 from provisioner.store.models import Device, Order
 from provisioner.voice.notify import Answer, Outcome, send_check_sync
 
@@ -171,19 +172,21 @@ class Resyncer:
             else:
                 answer = Answer("", Outcome.not_registered, reason="no account in its file")
             done.append(Resynced(t, answer))
-        for r in done:
-            self.inventory.note(
-                actor or "provisioner",
-                ACTION,
-                order_id=r.target.order_id,
-                device=r.target.device_id,
-                mac=r.target.mac,
-                user=r.target.user,
-                outcome=str(r.answer.outcome),
-                status=r.answer.status,
-                reason=r.answer.reason,
-                why=why,
-            )
+        with self.inventory.db.write() as session:  # one transaction for the whole batch
+            for r in done:
+                audit.record(
+                    session,
+                    actor or "provisioner",
+                    ACTION,
+                    order_id=r.target.order_id,
+                    device=r.target.device_id,
+                    mac=r.target.mac,
+                    user=r.target.user,
+                    outcome=str(r.answer.outcome),
+                    status=r.answer.status,
+                    reason=r.answer.reason,
+                    why=why,
+                )
         return done
 
 

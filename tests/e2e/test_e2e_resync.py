@@ -11,6 +11,7 @@ their registrar, re-fetch with their per-device credentials and register again w
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,6 +82,23 @@ def _register_once(rack: PhoneRack, acc: SipAccount) -> int | None:
     return rack.run(once())
 
 
+def _serving_follows(served: Any, mac: str, timeout: float = 3.0) -> None:
+    """Wait until the server answers the device's new file: it follows the store on its own
+    (every 0.25 s on SQLite), and a phone told to re-fetch sooner would get the old one."""
+    from provisioner.render.engine import Renderer
+
+    phone = LivePhone(mac)
+    want = hashlib.sha256(Renderer(served.inventory.settings, served.inventory)
+                          .files_for_mac(mac)[phone.filename]).hexdigest()  # fmt: skip
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        entry = served.service.index.lookup(phone.mac)
+        if entry is not None and entry.files[phone.filename].sha256 == want:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{mac}: the server did not take the new file in {timeout} s")
+
+
 def _registered_again(phone: LivePhone, resyncs: int) -> bool:
     return len(phone.resyncs) > resyncs and phone.resyncs[resyncs].done_at > 0
 
@@ -97,6 +115,7 @@ def test_a_rotated_password_reaches_a_running_phone_without_a_reboot(
     t0 = time.monotonic()
     cli("rotate", ORDER, "--extension", "202")
     cli("pbx", "export", "--all", "--format", "kamailio", "--out", str(kamailio.db_dir))
+    _serving_follows(served, DECT)
     sent = cli("resync", ORDER, "--actor", "test")
     assert rack.wait(lambda: _registered_again(dect, 0) and desk.resyncs, LIMIT)
     took = dect.resyncs[0].done_at - t0
@@ -132,8 +151,11 @@ def test_with_the_setting_on_a_rotation_resyncs_the_phone_by_itself(
     dect = _boot(rack, served, DECT)
     desk = _boot(rack, served, DESK)
     monkeypatch.setenv("PROVISIONER_RESYNC_AFTER_PUBLISH", "1")
+    # The debounce must cover the server following the store (0.25 s polls on SQLite) and,
+    # for a rotation, the export: 0.5 s by default; 1 s here, so a loaded CI machine holds.
+    monkeypatch.setenv("PROVISIONER_RESYNC_DEBOUNCE_SECONDS", "1")
     t0 = time.monotonic()
-    cli("rotate", ORDER, "--extension", "202")  # NOTIFY after the debounce (0.5 s)...
+    cli("rotate", ORDER, "--extension", "202")  # NOTIFY after the debounce...
     cli("pbx", "export", "--all", "--format", "kamailio", "--out", str(kamailio.db_dir))
     assert rack.wait(lambda: _registered_again(dect, 0), LIMIT)  # ...from the writer
     took = dect.resyncs[0].done_at - t0
