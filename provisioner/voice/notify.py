@@ -16,6 +16,7 @@ hold a command or a worker.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import select
 import socket
@@ -131,6 +132,15 @@ def parse_response(data: bytes) -> Response | None:
     return Response(int(first[1]), first[2].strip() if len(first) > 2 else "", branch, method)
 
 
+def _fail(
+    pending: dict[str, int], answers: dict[int, Answer], users: Sequence[str], why: str, at: float
+) -> None:
+    """End every pending transaction as failed (a transport error is the registrar's)."""
+    for i in pending.values():
+        answers[i] = Answer(users[i], Outcome.failed, reason=why, seconds=at)
+    pending.clear()
+
+
 def send_check_sync(
     users: Sequence[str],
     registrar: str,
@@ -180,12 +190,10 @@ def send_check_sync(
                 if next_send[i] <= now:
                     try:
                         sock.send(messages[i])
-                    except OSError as exc:  # ICMP unreachable from an earlier send
-                        answers[i] = Answer(users[i], Outcome.failed,
-                                            reason=f"{registrar}:{port}: {exc.strerror}",
-                                            seconds=now - t0)  # fmt: skip
-                        pending = {b: j for b, j in pending.items() if j != i}
-                        continue
+                    except OSError as exc:  # the ICMP error of an earlier send, or no route
+                        _fail(pending, answers, users, f"registrar {registrar}:{port}: "
+                              f"{exc.strerror}", now - t0)  # fmt: skip
+                        break
                     next_send[i] = now + interval[i]
                     interval[i] = min(interval[i] * 2, T2)
             if not pending:
@@ -196,7 +204,11 @@ def send_check_sync(
                 continue
             try:
                 data = sock.recv(65535)
-            except OSError:  # ECONNREFUSED: nothing listens there; retransmit until the end
+            except OSError as exc:
+                if exc.errno == errno.ECONNREFUSED:  # ICMP port unreachable: a transport
+                    _fail(pending, answers, users,  # error ends the transactions (§17.1.4)
+                          f"registrar {registrar}:{port}: nothing listens there",
+                          time.monotonic() - t0)  # fmt: skip
                 continue
             resp = parse_response(data)
             if resp is None or resp.method != "NOTIFY" or resp.branch not in pending:

@@ -100,3 +100,16 @@ def test_the_source_address_is_the_one_set(registrar: Any) -> None:
     (got,) = send_check_sync(["200"], "127.0.0.1", fake.port, source="127.0.0.2")
     assert got.outcome == Outcome.delivered
     assert fake.got[0][0] == "127.0.0.2"
+
+
+def test_a_registrar_port_where_nothing_listens_fails_every_notify_at_once() -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: ICMP port unreachable
+    t0 = time.monotonic()
+    answers = send_check_sync(["200", "201", "202"], "127.0.0.1", port, deadline=3)
+    assert [a.outcome for a in answers] == [Outcome.failed] * 3
+    assert all("nothing listens there" in a.reason or "refused" in a.reason for a in answers)
+    assert time.monotonic() - t0 < 1
