@@ -3,8 +3,12 @@
 Set-up as measured in the team's research notes (research/sip-e2e.md):
 
 * ``Kamailio``: ``kamailio -DD -E -f kamailio.cfg`` on a free UDP port of 127.0.0.1, digest
-  auth against a db_text ``subscriber`` table (realm = the To domain), REGISTER only.
-  db_text is read once at start: :meth:`Kamailio.restart` after writing a new table.
+  auth against a db_text ``subscriber`` table (realm = the To domain), REGISTER; and NOTIFY
+  from the provisioning server's address only (``trusted``), relayed to the contact the
+  user registered (resync: ``Event: check-sync``). db_text runs in non-caching mode: a table
+  whose file's mtime changed is read again, so ``provisioner pbx export`` into ``db_dir``
+  reaches it without a restart (which would drop the registrations: usrloc keeps them in
+  memory). :meth:`Kamailio.restart` is still there for a changed configuration.
   Stopped by SIGTERM to the main PID (it stops its own workers).
 * :func:`register_accounts`: one ``baresip -f DIR`` per device with one account line per
   SIP account; the outcome of each account is read from its stdout. baresip has no timeout
@@ -50,12 +54,19 @@ loadmodule "registrar.so"
 loadmodule "db_text.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
+modparam("db_text","db_mode",1)
 modparam("usrloc","db_mode",0)
 modparam("auth_db","db_url","text://{db}")
 modparam("auth_db","calculate_ha1",1)
 modparam("auth_db","password_column","password")
 modparam("auth_db","use_domain",1)
 request_route {{
+  if ($rm == "NOTIFY") {{
+    if ($si != "{trusted}") {{ sl_send_reply("403","Forbidden"); exit; }}
+    if (!lookup("location")) {{ sl_send_reply("404","Not Found"); exit; }}
+    if (!t_relay()) {{ sl_reply_error(); }}
+    exit;
+  }}
   if ($rm != "REGISTER") {{ sl_send_reply("405","Method Not Allowed"); exit; }}
   if (!www_authorize("$td","subscriber")) {{
     if ($rc == -2 || $rc == -3) {{ sl_send_reply("403","Forbidden"); exit; }}
@@ -170,6 +181,7 @@ class Kamailio:
         children: int = 2,
         memory_mb: int = 0,
         lookup: str = "db",
+        trusted: str = "127.0.0.1",
     ):
         if KAMAILIO is None:
             raise SipLabError(f"kamailio is not installed (apt-get install {PACKAGES})")
@@ -179,6 +191,7 @@ class Kamailio:
         self.children = children  # UDP worker processes
         self.memory_mb = memory_mb  # shared memory (-m); 0: Kamailio's default (64)
         self.lookup = lookup  # "db": auth_db on db_text; "htable": in memory, read at start
+        self.trusted = trusted  # the address NOTIFYs are relayed from (the provisioner)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="kamailio-")
         self.workdir = Path(workdir) if workdir else Path(self._tmp.name)  # type: ignore[union-attr]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -196,7 +209,13 @@ class Kamailio:
             template, db = KAMAILIO_HTABLE_CFG, self.workdir / "htable-db"
             htable_from_subscribers(self.db_dir, db)
         cfg.write_text(
-            template.format(host=self.host, port=self.port, db=db, children=self.children)
+            template.format(
+                host=self.host,
+                port=self.port,
+                db=db,
+                children=self.children,
+                trusted=self.trusted,
+            )
         )
         memory = ["-m", str(self.memory_mb)] if self.memory_mb else []
         t0 = time.monotonic()

@@ -446,6 +446,7 @@ def start_services(
                 children=kamailio_children,
                 memory_mb=256,
                 lookup="htable",
+                trusted=net.services_ip,  # a resync from the server (provisioner resync)
             )
             try:
                 kam.start()

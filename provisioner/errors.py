@@ -35,6 +35,11 @@ class OrderConflict(ProvisionerError):
     """The order's state forbids the change: it exists already, or it is cancelled."""
 
 
+class ResyncRefused(OrderConflict):
+    """A resync cannot be asked: the order is cancelled, or the device registers no account
+    that could take a check-sync (a switch, an IAD, a planned box)."""
+
+
 class DeviceUnknown(ProvisionerError):
     """No device with that MAC, serial or id."""
 

@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     sip_outbound_proxy: str = ""  # host[:port]; empty: none
     sip_transport: str = "udp"
     voicemail_number: str = "*98"
+    # Resync (SIP NOTIFY check-sync through the registrar): after a publish that changed a
+    # device's served files, tell it to re-fetch, once per device per burst of writes
+    # (debounce), each NOTIFY waiting at most resync_timeout seconds for its answer.
+    resync_after_publish: bool = False
+    resync_debounce_seconds: PositiveFloat = 0.5
+    resync_timeout: PositiveFloat = 2.0
+    # The address the NOTIFYs leave from (the registrar relays them only from it); empty:
+    # the one the system picks.
+    resync_source_address: str = ""
     # Where devices fetch their files.
     provisioning_host: str = "prov.officesmart.example"
     ntp_servers: str = "0.it.pool.ntp.org,1.it.pool.ntp.org"

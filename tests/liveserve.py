@@ -24,6 +24,7 @@ class Stack:
     tftp_port: int
     http_port: int
     tftp_root: Path
+    rest: Any = None  # the REST API's application, when mounted
 
     @property
     def http(self) -> str:
@@ -47,7 +48,7 @@ def serve_stack(inventory: Any, tftp_root: Path, *, api: bool = False) -> Iterat
     tftp_port = tftp.start()
     try:
         with LiveServer(DeviceHttpApp(service, rest)) as server:
-            yield Stack(inventory, service, tftp_port, server.port, tftp_root)
+            yield Stack(inventory, service, tftp_port, server.port, tftp_root, rest)
     finally:
         tftp.stop()
         service.close()

@@ -20,7 +20,8 @@ LAYERS: list[set[str]] = [
     {"store"},
     {"render"},
     {"orders"},
-    {"serving", "push", "napalm_shim"},  # napalm_shim: NAPALM's names for the push drivers
+    # napalm_shim: NAPALM's names for the push drivers; voice: resync through the registrar
+    {"serving", "push", "napalm_shim", "voice"},
     {"api", "tech"},  # tech: the technician page, an adapter beside the REST API
     {"cli"},
 ]

@@ -24,7 +24,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from provisioner import __version__
 from provisioner.api import problems
 from provisioner.api.limits import ApiLimits, BodyLimitMiddleware, RateLimiter
-from provisioner.api.routes import audit, blocks, devices, events, health, jobs, orders, push
+from provisioner.api.routes import (
+    audit,
+    blocks,
+    devices,
+    events,
+    health,
+    jobs,
+    orders,
+    push,
+    resync,
+)
 from provisioner.api.routing import iter_routes
 from provisioner.documents.document import OrderDocument
 from provisioner.metrics import METRICS, Metrics
@@ -187,7 +197,12 @@ def create_app(
     tech: bool = True,
 ) -> FastAPI:
     """The NOC REST API over ``inventory`` (made from ``settings`` when not given)."""
-    inventory = inventory or OrdersService(settings)
+    if inventory is None:
+        inventory = OrdersService(settings)
+        if settings.resync_after_publish:
+            from provisioner.voice.resync import follow_publishes
+
+            follow_publishes(inventory)
     limits = limits or ApiLimits.from_settings(settings)
     app = FastAPI(
         title="Office Smart provisioner",
@@ -215,6 +230,7 @@ def create_app(
     )
     api.include_router(orders.router)
     api.include_router(devices.router)
+    api.include_router(resync.router)
     api.include_router(jobs.router)
     api.include_router(push.router)
     api.include_router(audit.router)

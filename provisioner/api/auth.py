@@ -5,7 +5,7 @@ the aliases in :mod:`provisioner.api.deps`); a test walks the routes and fails f
 without one. Roles:
 
 - ``viewer``: read every order, device and audit event; never a secret.
-- ``technician``: read, bind, unbind, swap, arm and push, only on the orders the token
+- ``technician``: read, bind, unbind, swap, arm, push and resync, only on the orders the token
   names. Any other order answers 404, exactly like an order that does not exist, so a
   technician's token cannot be used to learn which orders exist.
 - ``noc``: everything on every order except reading secrets and managing tokens; lifting
@@ -27,7 +27,8 @@ from provisioner.store import tokens
 from provisioner.store.tokens import TokenInfo
 
 READ = frozenset({"orders:read", "devices:read", "audit:read"})
-FIELD = frozenset({"devices:bind", "devices:arm", "devices:push"})  # the install's work
+# the install's work (devices:resync: tell phones to re-fetch, SIP NOTIFY check-sync)
+FIELD = frozenset({"devices:bind", "devices:arm", "devices:push", "devices:resync"})
 # customers:rename: an order may rename a customer that other orders own (admin only).
 PERMISSIONS = frozenset(
     {*READ, *FIELD, "orders:write", "secrets:read", "blocks:lift", "customers:rename"}

@@ -11,6 +11,7 @@ from provisioner.orders.service import OrdersService
 
 if TYPE_CHECKING:
     from provisioner.render.engine import Renderer
+    from provisioner.voice.resync import Resyncer
 
 
 def get_inventory(request: Request) -> OrdersService:
@@ -32,12 +33,24 @@ def renderer_of(request: Request) -> Renderer:
     return renderer
 
 
+def resyncer_of(request: Request) -> Resyncer:
+    """The app's resyncer (registrar, port and timeout from the settings), built on first use."""
+    resyncer: Resyncer | None = getattr(request.app.state, "resyncer", None)
+    if resyncer is None:
+        from provisioner.voice.resync import Resyncer
+
+        resyncer = Resyncer(request.app.state.inventory)
+        request.app.state.resyncer = resyncer
+    return resyncer
+
+
 OrdersRead = Annotated[Principal, Depends(require("orders:read"))]
 OrdersWrite = Annotated[Principal, Depends(require("orders:write"))]
 DevicesRead = Annotated[Principal, Depends(require("devices:read"))]
 DevicesBind = Annotated[Principal, Depends(require("devices:bind"))]
 DevicesArm = Annotated[Principal, Depends(require("devices:arm"))]
 DevicesPush = Annotated[Principal, Depends(require("devices:push"))]
+DevicesResync = Annotated[Principal, Depends(require("devices:resync"))]
 AuditRead = Annotated[Principal, Depends(require("audit:read"))]
 SecretsRead = Annotated[Principal, Depends(require("secrets:read"))]
 BlocksLift = Annotated[Principal, Depends(require("blocks:lift"))]

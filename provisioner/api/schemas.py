@@ -321,6 +321,42 @@ class DeviceStatus(BaseModel):
     fetches: int = 0
     last_push_at: Timestamp | None = None
     last_push_result: str | None = None
+    last_resync_at: Timestamp | None = Field(
+        None, description="When a resync (NOTIFY check-sync) was last sent to it."
+    )
+    last_resync_outcome: str | None = Field(
+        None, description="delivered, not-registered, refused, timeout or failed."
+    )
+
+
+class ResyncOutcome(enum.StrEnum):
+    delivered = "delivered"
+    not_registered = "not-registered"
+    refused = "refused"
+    timeout = "timeout"
+    failed = "failed"
+
+
+class ResyncedDevice(BaseModel):
+    order: str
+    device: str
+    model: str
+    mac: str
+    user: str = Field(description="The SIP user the NOTIFY went to (its first account).")
+    outcome: ResyncOutcome = Field(
+        description="delivered: the device took it and re-fetches; not-registered: the "
+        "registrar has no contact for it; refused, timeout, failed: it did not get there."
+    )
+    status: int | None = Field(None, description="The SIP status of the final answer.")
+    reason: str = ""
+    seconds: float = Field(description="From sending to the final answer.")
+
+
+class ResyncPublic(BaseModel):
+    """One NOTIFY check-sync per desk phone and DECT base, with what became of it."""
+
+    items: list[ResyncedDevice]
+    delivered: int = Field(description="Devices that took it.")
 
 
 class DeviceFilePublic(BaseModel):

@@ -166,6 +166,8 @@ def status_public(st: DeviceStatus) -> schemas.DeviceStatus:
         last_push_result=st.push_result,
         last_push_job=st.push_job,
         last_push_error=st.push_error,
+        last_resync_at=st.resync_at,
+        last_resync_outcome=st.resync_outcome,
     )
 
 

@@ -12,6 +12,7 @@ when they are named or listed.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import logging
@@ -191,7 +192,15 @@ def orders_service() -> OrdersService:
 
     settings = _settings()
     _setup_logging(settings)
-    return OrdersService(settings)
+    inv = OrdersService(settings)
+    if settings.resync_after_publish:
+        from provisioner.voice.resync import follow_publishes
+
+        queue = follow_publishes(inv)
+        if queue is not None:  # a command's writes are told before it exits
+            wait = settings.resync_debounce_seconds + settings.resync_timeout + 1.0
+            atexit.register(queue.close, wait)
+    return inv
 
 
 _inventory = orders_service  # the name the command modules use

@@ -1,4 +1,4 @@
-"""``provisioner pbx export`` and ``rotate``: the voice side of provisioning."""
+"""``provisioner pbx export``, ``rotate`` and ``resync``: the voice side of provisioning."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def pbx_export(
     sip_registrar; phone and DECT files name it and have no domain key, so phones register
     as number@registrar) and the SIP domain (setting sip_domain; the IAD's analog lines
     register there): one row per extension and domain. Kamailio reads db_text once at
-    start: restart it after an export.
+    start, unless db_text runs in non-caching mode (modparam db_mode 1: it reads a table
+    again when its file changed; README "Resync"): else restart it after an export.
 
     Example: provisioner pbx export --all --format kamailio --out /etc/kamailio/dbtext
     """
@@ -78,7 +79,8 @@ def rotate(
 ) -> None:
     """Give extensions a new SIP password (never printed).
 
-    Phones get it at their next fetch; the registrar after the next pbx export and restart.
+    Phones get it at their next fetch (provisioner resync, or the setting
+    resync_after_publish, makes that now); the registrar with the next pbx export.
 
     Example: provisioner rotate WT-2026-000104 --extension 202
     """
@@ -94,3 +96,29 @@ def rotate(
             "re-applying it restores that value",
             markup=False,
         )
+
+
+@app.command()
+@handles_errors
+def resync(
+    target: Annotated[str, typer.Argument(help="Order id, or a device's MAC.")],
+    actor: Annotated[str, typer.Option(help="Who asks (for the audit log).")] = "",
+) -> None:
+    """Tell devices to re-fetch their files now, without a reboot (SIP NOTIFY check-sync).
+
+    The registrar (settings sip_registrar, sip_registrar_port) relays one NOTIFY to each
+    bound desk phone and DECT base of the order (or to the one device) at the contact it
+    registered. One line per device: delivered (the device took it), not-registered (the
+    registrar has no contact for it), refused, timeout or failed. Exit status 1 unless every
+    device took it. Audited (device.resync).
+
+    Example: provisioner resync WT-2026-000104
+             provisioner resync 00:80:f0:20:10:01
+    """
+    from provisioner.voice.resync import Resyncer
+
+    done = Resyncer(_inventory()).resync(target, actor=actor)
+    for r in done:
+        out.print(r.line(), markup=False)
+    if not all(r.ok for r in done):
+        raise typer.Exit(1)

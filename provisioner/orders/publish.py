@@ -12,7 +12,7 @@ what the thousandth does, and every server answers the same bytes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
@@ -29,14 +29,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class Published:
-    """What one publish wrote: files stored (new or changed), files deleted."""
+    """What one publish wrote: files stored (new or changed), files deleted, and the
+    devices ``(order_id, device_id)`` whose served files it stored (what a resync tells)."""
 
     written: int = 0
     deleted: int = 0
+    devices: set[tuple[str, str]] = field(default_factory=set)
 
     def __iadd__(self, other: Published) -> Published:
         self.written += other.written
         self.deleted += other.deleted
+        self.devices |= other.devices
         return self
 
 
@@ -72,6 +75,7 @@ class Publisher:
             )
         }
         device_pk = {d.device_id: d.id for d in order.devices}
+        device_of = {pk: device_id for device_id, pk in device_pk.items()}
         wanted: dict[str, tuple[int, bytes]] = {}
         if order.state == "active":
             view = build_order_view(load_order(session, order.id))
@@ -109,4 +113,5 @@ class Publisher:
                 row.device_pk, row.sha256, row.size = pk, digest, len(data)
                 row.ciphertext, row.generation = body, order.generation
             done.written += 1
+            done.devices.add((order.order_id, device_of[pk]))
         return done

@@ -104,6 +104,17 @@ class OrdersService(OrderReads):
         super().__init__(settings, db)
         self._publisher: Publisher | None = None
         self._publisher_lock = threading.Lock()
+        self._published_listeners: list[Callable[[set[tuple[str, str]]], None]] = []
+
+    def on_published(self, listener: Callable[[set[tuple[str, str]]], None]) -> None:
+        """Call ``listener`` after every committed write or republish that stored new served
+        files, with the ``(order_id, device_id)`` whose files they were (resync after
+        change). It runs on the writer's thread: it must only hand the work on."""
+        self._published_listeners.append(listener)
+
+    def _tell_published(self, devices: set[tuple[str, str]]) -> None:
+        for listener in self._published_listeners if devices else ():
+            listener(set(devices))
 
     # ------------------------------------------------------------------ apply
 
@@ -575,6 +586,7 @@ class OrdersService(OrderReads):
                 if done.written or done.deleted:
                     order.generation = next_generation(session)  # servers reload it
                     announce(session)
+            self._tell_published(done.devices)
             total += done
             if progress is not None:
                 progress(order_id, done)
@@ -591,6 +603,7 @@ class OrdersService(OrderReads):
             touched = touched_by(session)
             yield session, touched
             session.flush()
-            self.publisher.publish(session, touched)
+            done = self.publisher.publish(session, touched)
             if touched.orders or touched.windows:
                 announce(session)
+        self._tell_published(done.devices)

@@ -21,6 +21,7 @@ listing and the live stream stay cheap.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -113,6 +114,8 @@ class DeviceStatus:
     push_job: str | None = None
     push_error: str = ""
     pushing_job: str | None = None
+    resync_at: datetime | None = None  # the last NOTIFY check-sync sent to it
+    resync_outcome: str | None = None  # delivered | not-registered | refused | timeout | failed
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -214,6 +217,7 @@ def statuses(session: Session, devices: Sequence[Device]) -> list[DeviceStatus]:
         for lock in session.scalars(select(PushLock).where(PushLock.device_pk.in_(pks)))
     }
     blocks = active_blocks(session, now)
+    resyncs = last_resyncs(session, devices)
     out = []
     for dev in devices:
         st = states.get(dev.id)
@@ -279,8 +283,36 @@ def statuses(session: Session, devices: Sequence[Device]) -> list[DeviceStatus]:
                 push_job=push.job_id if push else None,
                 push_error=push.error if push else "",
                 pushing_job=locks.get(dev.id),
+                resync_at=resyncs.get(dev.id, (None, None))[0],
+                resync_outcome=resyncs.get(dev.id, (None, None))[1],
             )
         )
+    return out
+
+
+RESYNC_ACTION = "device.resync"  # the audit action of a NOTIFY check-sync (provisioner.voice)
+
+
+def last_resyncs(
+    session: Session, devices: Sequence[Device]
+) -> dict[int, tuple[datetime, str | None]]:
+    """Device pk -> (when, outcome) of the last resync the audit log holds for it."""
+    by_name = {(d.order.order_id, d.device_id): d.id for d in devices}
+    orders = sorted({k[0] for k in by_name})
+    last = (
+        select(func.max(AuditEvent.id))
+        .where(AuditEvent.action == RESYNC_ACTION, AuditEvent.order_id.in_(orders))
+        .group_by(AuditEvent.order_id, AuditEvent.device)
+    )
+    out: dict[int, tuple[datetime, str | None]] = {}
+    for ev in session.scalars(select(AuditEvent).where(AuditEvent.id.in_(last))):
+        pk = by_name.get((ev.order_id or "", ev.device or ""))
+        if pk is not None:
+            try:
+                outcome = json.loads(ev.detail or "{}").get("outcome")
+            except ValueError:
+                outcome = None
+            out[pk] = (ev.at, outcome)
     return out
 
 

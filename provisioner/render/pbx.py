@@ -128,11 +128,18 @@ def kamailio_tables(subs: Iterable[Subscriber]) -> dict[str, str]:
 
 
 def write_kamailio(subs: Iterable[Subscriber], out_dir: Path) -> list[Path]:
-    """Write the db_text files into ``out_dir`` (created), each replaced atomically, 0600."""
+    """Write the db_text files into ``out_dir`` (created), each replaced atomically, 0600.
+
+    Each file's modification time is a later whole second than the one it replaces: a
+    Kamailio whose db_text runs in non-caching mode (``modparam("db_text","db_mode",1)``)
+    reloads a table when its mtime, in seconds, changed, so it takes an export made in the
+    same second as the previous one too, without a restart (its registrations stay).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in kamailio_tables(subs).items():
         target = out_dir / name
+        before = int(target.stat().st_mtime) if target.exists() else None
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -142,5 +149,7 @@ def write_kamailio(subs: Iterable[Subscriber], out_dir: Path) -> list[Path]:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if before is not None and int(target.stat().st_mtime) <= before:
+            os.utime(target, (before + 1, before + 1))
         written.append(target)
     return written

@@ -41,6 +41,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from provisioner.api import tokens
 from provisioner.api.auth import SESSION_COOKIE, Principal, principal_of
+from provisioner.api.deps import resyncer_of
 from provisioner.api.problems import DocumentRefused
 from provisioner.catalog import MODELS
 from provisioner.documents.document import normalize_mac
@@ -216,6 +217,7 @@ def _order_context(
         "pushable": [d for d in status.devices if d.pushed and d.identity],
         "states": State,
         "detail": _detail,
+        "resync": _resync_line,
         "sig": _signature,
     }
 
@@ -267,11 +269,22 @@ def _detail(d: DeviceStatus, t: Words, when: Callable[[datetime | None], str]) -
     return t("detail.bound")
 
 
+def _resync_line(d: DeviceStatus, t: Words, when: Callable[[datetime | None], str]) -> str:
+    """After a resync (NOTIFY check-sync): sent when, and whether the device fetched since."""
+    if d.resync_at is None:
+        return ""
+    outcome = d.resync_outcome or "?"
+    if d.last_at is not None and d.last_at >= d.resync_at:
+        return t("resync.refetched", when=when(d.resync_at), outcome=outcome,
+                 fetched=when(d.last_at))  # fmt: skip
+    return t("resync.waiting", when=when(d.resync_at), outcome=outcome)
+
+
 def _signature(d: DeviceStatus) -> str:
     """Changes whenever the card of ``d`` would: the page replaces only cards that moved."""
     raw = json.dumps(
         [d.state.value, d.identity, d.last_at, d.last_refused_at, d.window_until, d.push_at,
-         d.refusals, d.blocked_until, d.pushing_job],
+         d.refusals, d.blocked_until, d.pushing_job, d.resync_at, d.resync_outcome],
         default=str,
     )  # fmt: skip
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -418,6 +431,25 @@ def arm(
         return t("done.armed", count=len(armed.devices), when=until)
 
     return _act(request, order_id, csrf, "devices:arm", run)
+
+
+@router.post("/orders/{order_id}/resync")
+def resync(
+    request: Request,
+    order_id: str,
+    *,
+    csrf: Annotated[str, Form(max_length=100)] = "",
+    mac: Annotated[str, Form(max_length=40)],
+) -> Response:
+    """Tell one phone or DECT base to re-fetch now (SIP NOTIFY check-sync)."""
+
+    def run(principal: Principal, t: Words) -> str:
+        done = resyncer_of(request).resync(mac, actor=_actor(principal),
+                                           visible=lambda o: o == order_id)  # fmt: skip
+        r = done[0]
+        return t("done.resync", device=r.target.device_id, outcome=r.answer.text)
+
+    return _act(request, order_id, csrf, "devices:resync", run)
 
 
 @router.post("/orders/{order_id}/push")

@@ -34,6 +34,9 @@ OPEN_LIMITS = ApiLimits(rate=1e6, burst=1_000_000)
 # Pushes started over the API go to loopback only: the default also allows the private
 # ranges, and the schema's own example target (192.168.1.254) is one of them.
 TEST_PUSH_NETWORKS = "127.0.0.0/8,::1/128"
+# A resync (NOTIFY check-sync) goes to a loopback port where no registrar listens: it ends
+# as a timeout after resync_timeout, and nothing leaves the host.
+TEST_SIP = {"sip_registrar": "127.0.0.1", "sip_registrar_port": 9, "resync_timeout": 0.3}
 
 
 def canary_document() -> str:
@@ -101,7 +104,7 @@ class Store:
 
 def populate(home: Path) -> Store:
     """Samples (the OWN one with canaries) applied, and one token per role."""
-    settings = Settings(home=home, push_networks=TEST_PUSH_NETWORKS)
+    settings = Settings(home=home, push_networks=TEST_PUSH_NETWORKS, **TEST_SIP)
     inv = OrdersService(settings)
     for checked in check_paths([SAMPLES]):
         if checked.order_id == OWN:
@@ -130,7 +133,7 @@ def populate(home: Path) -> Store:
 def copy_store(template: Path, dest: Path, push_networks: str = TEST_PUSH_NETWORKS) -> Store:
     shutil.copytree(template, dest)
     saved: dict[str, Any] = yaml.safe_load((dest / "tokens.yaml").read_text())
-    settings = Settings(home=dest, push_networks=push_networks)
+    settings = Settings(home=dest, push_networks=push_networks, **TEST_SIP)
     return Store(settings, OrdersService(settings), saved["tokens"], saved["macs"])
 
 

@@ -181,6 +181,12 @@ checks.positive_data_acceptance.expected-statuses = [
   "2xx", "401", "403", "404", "409", "412", "422"
 ]
 
+# 409: a resync of a cancelled order, of one with no phone bound, or of a switch or an IAD.
+[[operations]]
+include-path-regex = "/resync$"
+include-method = ["POST"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409"]
+
 [[operations]]
 include-path-regex = "^/api/v1/orders/\\\\{{order_id\\\\}}/push$"
 include-method = ["POST"]

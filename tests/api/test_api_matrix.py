@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient
 from provisioner.api.app import create_app
 
 READ = {"orders:read", "devices:read", "audit:read"}
-FIELD = {"devices:bind", "devices:arm", "devices:push"}
+FIELD = {"devices:bind", "devices:arm", "devices:push", "devices:resync"}
 ALLOWED: dict[str | None, set[str]] = {
     None: set(),
     "viewer": READ,
@@ -49,6 +49,19 @@ def _device(store: Store, order: str) -> tuple[str, str]:
         o = store.inventory.get(session, order)
         dev = next(d for d in o.devices if d.mac and d.origin == "document")
         return dev.mac or "", dev.device_id
+
+
+def _phone(store: Store, order: str) -> str:
+    """MAC of a bound desk phone or DECT base of the order (what a resync tells)."""
+    from provisioner.catalog import MODELS
+
+    with store.inventory.db.read() as session:
+        o = store.inventory.get(session, order)
+        return next(
+            d.mac or ""
+            for d in o.devices
+            if d.mac and MODELS[d.model].kind in ("phone", "dect_base")
+        )
 
 
 def _first_file(store: Store, order: str) -> str:
@@ -203,6 +216,16 @@ OPS: dict[tuple[str, str], Op] = {
         lambda s, o: {"url": f"/api/v1/orders/{o}/arm", "json": {"minutes": 30}},
     ),
     ("POST", "/api/v1/devices/{mac}/arm"): Op("devices:arm", True, 200, True, _mac_path("/arm")),
+    ("POST", "/api/v1/orders/{order_id}/resync"): Op(
+        "devices:resync", True, 200, False, _order_path("/resync")
+    ),
+    ("POST", "/api/v1/devices/{mac}/resync"): Op(
+        "devices:resync",
+        True,
+        200,
+        False,
+        lambda s, o: {"url": f"/api/v1/devices/{_phone(s, o)}/resync"},
+    ),
     ("GET", "/api/v1/devices/{mac}"): Op("devices:read", True, 200, False, _mac_path()),
     ("GET", "/api/v1/devices/{mac}/status"): Op(
         "devices:read", True, 200, False, _mac_path("/status")
