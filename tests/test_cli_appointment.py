@@ -61,21 +61,35 @@ def test_every_read_command_prints_json_for_scripts(
     assert isinstance(parsed, (list, dict))
 
 
+def _shows_armed_in_a_later_view(output: str) -> bool:
+    return output.count("--- ") >= 2 and "armed" in output.split("--- ")[-1]
+
+
 def test_status_watch_prints_again_when_a_device_changes(sample_inventory: Any, home: Path) -> None:
     env = {**os.environ, "PROVISIONER_HOME": str(home), "COLUMNS": "60"}
     command = str(Path(sys.executable).parent / "provisioner")
     cmd = [command, "status", ORDER, "--watch", "--interval", "0.2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
     try:
-        time.sleep(3)
+        # The first view, however long the command takes to start on a busy machine.
+        deadline = time.monotonic() + 60
+        while not any(ln.startswith("--- ") for ln in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
         sample_inventory.arm(ORDER, 10, actor="test")
-        time.sleep(2)
+        # A new view that shows the change, within a few intervals.
+        deadline = time.monotonic() + 30
+        while not _shows_armed_in_a_later_view("".join(lines)):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
     finally:
         proc.terminate()
-        output = proc.communicate(timeout=10)[0]
-    views = output.count("--- ")
-    assert views >= 2, output
+        proc.communicate(timeout=10)
+    output = "".join(lines)
+    assert output.count("--- ") >= 2, output
     assert "armed" in output.split("--- ")[-1]
 
 
