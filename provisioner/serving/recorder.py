@@ -200,7 +200,7 @@ class Recorder:
 
     def _audit_served(self, s: Any, events: list[Event]) -> None:
         """One row per device, file, content, source and minute; repeats add to its count.
-        New rows go in with one INSERT .. RETURNING, counts with one executemany UPDATE."""
+        New rows go in with one bulk INSERT .. RETURNING, counts with one executemany UPDATE."""
         if not events:
             return
         counts: dict[tuple[str, str, str, str, int], int] = {}
@@ -213,18 +213,21 @@ class Recorder:
         if new:
             rows = []
             for k in new:
-                row = _audit_row(first[k])
-                detail = json.loads(row["detail"])
+                detail = _audit_detail(first[k])
                 if counts[k] > 1:
                     detail["requests"] = counts[k]
-                row["detail"] = json.dumps(detail, sort_keys=True)
-                rows.append((k, row, detail))
-            ids = s.scalars(
-                insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
+                rows.append((k, _audit_row(first[k], detail), detail))
+            # RETURNING in bulk, matched back by (device, detail): asking for the rows in
+            # parameter order would make SQLite insert them one statement each.
+            returned = s.execute(
+                insert(AuditEvent).returning(AuditEvent.id, AuditEvent.device, AuditEvent.detail),
                 [row for _, row, _ in rows],
             ).all()
-            for (k, _, detail), row_id in zip(rows, ids, strict=True):
-                self._served[k] = (row_id, counts[k], detail)
+            ids: dict[tuple[str | None, str], list[int]] = {}
+            for row_id, device, text in returned:
+                ids.setdefault((device, text), []).append(row_id)
+            for k, row, detail in rows:
+                self._served[k] = (ids[(row["device"], row["detail"])].pop(), counts[k], detail)
         again = []
         for k, n in counts.items():
             if k in new:
@@ -315,23 +318,24 @@ _COALESCED = {
 }
 
 
-def _audit_row(e: Event) -> dict[str, Any]:
+def _audit_detail(e: Event) -> dict[str, Any]:
+    # Names, addresses and hashes only: an event never carries file content.
+    return {
+        "file": _printable(e.name),
+        "protocol": e.protocol,
+        "sha256": e.sha256 or None,
+        "source": e.source,
+    }
+
+
+def _audit_row(e: Event, detail: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "at": e.at,
         "actor": f"device:{e.source}",
         "action": _ACTIONS[e.kind],
         "order_id": e.order_id or None,
         "device": e.device_id or None,
-        # Names, addresses and hashes only: an event never carries file content.
-        "detail": json.dumps(
-            {
-                "file": _printable(e.name),
-                "protocol": e.protocol,
-                "sha256": e.sha256 or None,
-                "source": e.source,
-            },
-            sort_keys=True,
-        ),
+        "detail": json.dumps(_audit_detail(e) if detail is None else detail, sort_keys=True),
     }
 
 
