@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal, select, update
 
 from provisioner.serving.guard import SourceGuard
 from provisioner.serving.index import Index, armed_at_of
@@ -404,19 +404,27 @@ def _write_claims(s: Any, claims: list[Event]) -> list[tuple[Event, str | None]]
 
 def _ensure_states(s: Any, pks: list[int]) -> None:
     """A state row for each device, made if missing; two servers racing to make the same one
-    both succeed (INSERT ... ON CONFLICT DO NOTHING, on PostgreSQL and SQLite alike)."""
+    both succeed (INSERT ... ON CONFLICT DO NOTHING, on PostgreSQL and SQLite alike). Only
+    devices that still exist (one may have left its order since the fetch): the rows come
+    from a SELECT of the devices, in one statement that compiles once (an IN list that
+    expands), not a VALUES list compiled again for every batch."""
     if not pks:
         return
     from sqlalchemy.dialects import postgresql, sqlite
 
     dialect = s.get_bind().dialect.name
     upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    rows = [{"device_pk": pk, "fetches": 0, "refusals": 0} for pk in dict.fromkeys(pks)]
-    # Only devices that still exist: one may have left its order since the fetch.
-    alive = set(s.scalars(select(Device.id).where(Device.id.in_([r["device_pk"] for r in rows]))))
-    rows = [r for r in rows if r["device_pk"] in alive]
-    if rows:
-        s.execute(upsert(DeviceState).values(rows).on_conflict_do_nothing())
+    stmt = (
+        upsert(DeviceState)
+        .from_select(
+            ["device_pk", "fetches", "refusals"],
+            select(Device.id, literal(0), literal(0)).where(
+                Device.id.in_(bindparam("pks", expanding=True))
+            ),
+        )
+        .on_conflict_do_nothing()
+    )
+    s.connection().execute(stmt, {"pks": list(dict.fromkeys(pks))})
 
 
 def _printable(name: str) -> str:
