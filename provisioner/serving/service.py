@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,8 +45,6 @@ from provisioner.serving.static import resolve_static
 from provisioner.store.access import Store
 from provisioner.store.models import SourceBlock, utcnow
 
-# Seconds a thread may hold the interpreter while a fetch waits (see __init__).
-SWITCH_INTERVAL = 0.0005
 # A static name found missing is not looked up on disk again for this long (a firmware file
 # copied into the static root is served within that time); at most this many names are kept.
 STATIC_MISS_SECONDS = 2.0
@@ -123,11 +120,6 @@ class ProvisioningService:
         self._feed = ChangeFeed(store)
         self._follower = threading.Thread(target=self._follow, name="store-follower", daemon=True)
         self._follower.start()
-        # The request path shares the interpreter with these threads (the follower's reloads,
-        # the recorder's writes, the start-up load): with CPython's default 5 ms slices a
-        # fetch may wait 5 ms behind them; 0.5 ms slices bound that wait (measured: the first
-        # probe after a write 5.3-5.9 ms -> within the steady ~1.3 ms on a loaded machine).
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
 
     # ------------------------------------------------------------------ the decision
 

@@ -77,8 +77,11 @@ def test_the_first_probe_after_an_order_write_costs_what_the_others_do(
             first.append(_timed(c, BOUND_ELSEWHERE))
             stack.settle()
     # Rendering this order on the request path would cost 20 ms and more (it did: 25 ms);
-    # what is left is noise of the write that just ran in this same process (GC, threads).
-    assert statistics.median(first) < statistics.median(steady) + 0.002, (
+    # what is left is noise of the write that just ran in this same process: its garbage
+    # collection and its threads hold the interpreter for a slice (5 ms by default). On a
+    # busy machine that noise reached 4.6 ms (first 5.9 ms, steady 1.3 ms), so the bound
+    # sits between it and a render.
+    assert statistics.median(first) < statistics.median(steady) + 0.008, (
         f"first probes {statistics.median(first) * 1000:.3f} ms, "
         f"steady {statistics.median(steady) * 1000:.3f} ms"
     )
