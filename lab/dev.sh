@@ -47,7 +47,7 @@ check() {
     exit 1
   }
   "$VENV/bin/mypy" provisioner
-  "$VENV/bin/pytest" -q
+  "$VENV/bin/pytest" -q --durations=15  # the slowest tests, to keep the suite inside CI's time
 }
 
 case "${1:-}" in
