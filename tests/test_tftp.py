@@ -363,24 +363,47 @@ def test_200_concurrent_distinct_dynamic_files(serve: Serve) -> None:
     print(f"\n200 concurrent dynamic fetches: {wall:.3f} s")
 
 
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the UDP socket bound to 127.0.0.1:``port`` (a full
+    receive buffer), from /proc/net/udp's last column."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            return int(fields[-1])
+    raise AssertionError(f"no UDP socket on 127.0.0.1:{port}")
+
+
 @pytest.mark.timeout(90)
-def test_1000_request_burst_is_answered_without_client_retransmission(serve: Serve) -> None:
+@pytest.mark.parametrize("rcvbuf", [4 << 20, 0], ids=["grown", "kernel-default"])
+def test_1000_request_burst_is_answered_without_a_dropped_request(
+    serve: Serve, rcvbuf: int
+) -> None:
     # tftpy bug 4: the default ~208 KiB receive buffer drops most of such a burst, and the
-    # clients only recover after their 1 s retransmission timer (this test with rcvbuf=0:
-    # ~870 client retransmissions, 2.1 s).
+    # clients only recover after their retransmission timer. The kernel counts what it
+    # dropped on the socket: with our buffer none, with the kernel's default (the
+    # "kernel-default" case, the bug's setting) most of the burst, so the count can tell.
     need_descriptors(2 * 1000 + 200)
     names = [f"burst{i:04d}.cfg" for i in range(1000)]
     rec = Recorder({n: payload(n, 1500) for n in names})
-    svc = serve(rec.resolve)
-    if svc.receive_buffer < 2 << 20:
+    svc = serve(rec.resolve, rcvbuf=rcvbuf)
+    if rcvbuf and svc.receive_buffer < 2 << 20:
         pytest.skip(f"kernel capped the receive buffer at {svc.receive_buffer}: raise rmem_max")
+    if not rcvbuf and svc.receive_buffer >= 1 << 20:
+        pytest.skip(f"this kernel's default receive buffer is {svc.receive_buffer}: no bug here")
     transfers, wall = fetch_many(svc.port, names, resend_after=1.0, deadline=30)
     assert [t.name for t in transfers if t.error or t.done_at is None] == []
     assert all(bytes(t.data) == rec.files[t.name] for t in transfers)
+    drops = udp_drops(svc.port)
     resends = sum(t.resends for t in transfers)
-    assert resends <= 10, f"{resends} client retransmissions: requests were dropped"
-    assert wall < 5, wall
-    print(f"\n1000-request burst: {wall:.3f} s, {resends} client retransmissions")
+    print(f"\n1000-request burst, rcvbuf {svc.receive_buffer}: {wall:.3f} s, {drops} dropped,"
+          f" {resends} client retransmissions")  # fmt: skip
+    if rcvbuf:
+        # Not the clients' retransmissions: on a slow machine they also count answers that
+        # were late (this process runs the clients and the server), not lost.
+        assert drops == 0, f"{drops} requests dropped by the kernel: receive buffer too small"
+    else:
+        assert drops > 100, "the kernel's default buffer held the whole burst: test is moot"
 
 
 # -- traversal -------------------------------------------------------------------------------
