@@ -18,9 +18,8 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote
 
-from provisioner.serving.service import Answer, ProvisioningService
+from provisioner.serving.service import ProvisioningService
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -71,49 +70,62 @@ class DeviceHttpApp:
         if kind != "http":
             return
         path: str = scope["path"]
-        if self.api is not None and (
-            path.startswith(("/api/", "/tech/"))
-            or path in ("/healthz", "/readyz", "/metrics", "/tech")
-        ):
+        if self.api is not None and self.is_api(path):
             await self.api(scope, receive, send)
             return
         method = scope["method"]
-        if method not in ("GET", "HEAD"):
-            await _respond(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
-            return
         headers = dict(scope["headers"])
-        client = scope.get("client") or ("", 0)
-        name = unquote(path[1:]) if path.startswith("/") else unquote(path)
-
-        def decide() -> Answer:
-            return self.service.fetch(
-                name,
-                client[0],
-                "http",
-                credentials=_credentials(headers),
-                user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:200],
-            )
-
-        if self.service.loaded:
-            answer = decide()  # in memory: answered on the loop, no thread hop
+        source = (scope.get("client") or ("", 0))[0]
+        if self.service.loaded or method not in ("GET", "HEAD"):
+            reply = self.reply(method, path, headers, source)  # in memory: on the loop
         else:  # the first seconds after start: a fetch may read its order from the store
-            answer = await asyncio.get_running_loop().run_in_executor(self._pool, decide)
-        head = method == "HEAD"
+            loop = asyncio.get_running_loop()
+            reply = await loop.run_in_executor(
+                self._pool, self.reply, method, path, headers, source
+            )
+        status, extra, body = reply
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", b"%d" % len(body)), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+    def is_api(self, path: str) -> bool:
+        """The path belongs to the mounted API (never a device file)."""
+        return self.api is not None and (path.startswith(("/api/", "/tech/")) or path in _API_PATHS)
+
+    def reply(
+        self, method: str, path: str, headers: dict[bytes, bytes], source: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer to a device request: status, header fields (without content-length)
+        and the body (sent without it for HEAD). ``path`` is decoded, ``headers`` lower-case.
+        In memory once the service is :attr:`~ProvisioningService.loaded`; called on the
+        event loop then, by the ASGI app and by the connection's fast path alike."""
+        if method not in ("GET", "HEAD"):
+            return 405, [(b"allow", b"GET, HEAD")], b"method not allowed\n"
+        name = path[1:] if path.startswith("/") else path  # already percent-decoded
+        answer = self.service.fetch(
+            name,
+            source,
+            "http",
+            credentials=_credentials(headers),
+            user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:200],
+        )
         if answer.outcome == "served":
             etag = answer.etag.encode()
             extra = [(b"etag", etag), (b"cache-control", b"no-cache")]
             if headers.get(b"if-none-match") == etag:
-                await _respond(send, 304, b"", extra)
-                return
+                return 304, extra, b""
             ctype = _TYPES.get(name.rsplit(".", 1)[-1], _OCTETS)
-            await _respond(send, 200, answer.data, [(b"content-type", ctype), *extra], head)
-        elif answer.outcome == "blocked":
-            retry = (b"retry-after", self._retry_after(client[0]))
-            await _respond(send, 429, b"too many misses\n", [retry], head)
-        elif answer.challenge:
-            await _respond(send, 401, _NOT_FOUND, [_CHALLENGE], head)
-        else:
-            await _respond(send, 404, _NOT_FOUND, [], head)
+            return 200, [(b"content-type", ctype), *extra], answer.data
+        if answer.outcome == "blocked":
+            return 429, [(b"retry-after", self._retry_after(source))], b"too many misses\n"
+        if answer.challenge:
+            return 401, [_CHALLENGE], _NOT_FOUND
+        return 404, [], _NOT_FOUND
 
     def _retry_after(self, source: str) -> bytes:
         """Whole seconds until the source's block ends (the block's length if it just did)."""
@@ -130,16 +142,3 @@ class DeviceHttpApp:
                 self._pool.shutdown(wait=False)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], head: bool = False
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-length", str(len(body)).encode()), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -23,19 +23,29 @@ sends the answer and drains the connection itself.)
 
 Forwarded headers (``X-Forwarded-For``/``-Proto``) are believed only from the proxies in the
 ``trusted_proxies`` setting; by default a request's source is its TCP peer.
+
+The device path skips ASGI: when the app has a ``reply(method, path, headers, source)``
+(:class:`~provisioner.serving.http.DeviceHttpApp`) and can answer in memory, a bodiless
+``GET``/``HEAD`` is answered from the parser's callback, with no request-response cycle, task
+or ASGI messages per request (a boot storm is thousands of those per second). Everything else
+(the API, a request with a body, one pipelined behind an ASGI response, a peer that is a
+trusted proxy, the first seconds before the index is loaded) takes uvicorn's ASGI path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_remote_addr
 from uvicorn.server import ServerState
 
 from provisioner.settings import Settings
@@ -64,12 +74,40 @@ class HttpLimits:
         )
 
 
-class ServerConfig(uvicorn.Config):
-    """A uvicorn configuration that carries the limits to the protocol instances."""
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
-    def __init__(self, app: Any, limits: HttpLimits, **kwargs: Any):
+
+class ServerConfig(uvicorn.Config):
+    """A uvicorn configuration that carries the limits to the protocol instances, and the
+    device app's in-memory answer for the fast path."""
+
+    def __init__(
+        self, app: Any, limits: HttpLimits, proxies: list[str] | None = None, **kwargs: Any
+    ):
         super().__init__(app, **kwargs)
         self.limits = limits
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in proxies or []]
+        reply = getattr(app, "reply", None)
+        self.fast: FastPath | None = FastPath(app) if callable(reply) else None
+
+    def trusted(self, host: str) -> bool:
+        """``host`` is one of the trusted proxies (its requests carry the real source)."""
+        if not self.proxies or not host:
+            return False
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.proxies)
+
+
+class FastPath:
+    """The device app's in-memory answer, written straight from the parser (module doc)."""
+
+    def __init__(self, app: Any):
+        self.service = app.service  # answers in memory once ``service.loaded``
+        self.is_api: Callable[[str], bool] = app.is_api
+        self.reply: Callable[[str, str, dict[bytes, bytes], str], Reply] = app.reply
 
 
 class _HeadRefused(Exception):
@@ -98,11 +136,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_refusal = ""
         self._refused = False
         self._linger: asyncio.TimerHandle | None = None
+        self._fast = config.fast if isinstance(config, ServerConfig) else None
+        self._fast_answered = False  # this message was answered by the fast path
+        self.source = ""  # the TCP peer's address (the fast path's request source)
+        # The fast path's keep-alive timer: one per connection, re-armed only when it fires
+        # (uvicorn's is cancelled and made anew for every request).
+        self._idle_since: float | None = None  # None: a request is under way
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self._fast is not None and isinstance(self.config, ServerConfig):
+            peer = get_remote_addr(transport)
+            if peer is None or self.config.trusted(peer[0]):
+                self._fast = None  # a proxy's requests name their source in headers: ASGI
+            else:
+                self.source = peer[0]
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "too many connections; retry later\n", b"retry-after: 1\r\n")
             return
@@ -110,12 +161,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._idle_since = None
         if self._in_head or self.cycle is None or not self.cycle.response_complete:
             # Once the answer is out, the rest of its request body is not activity: a client
             # trickling a body it was already answered for is idle, and times out as such.
@@ -182,15 +237,91 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._heads += 1
         self._cancel_head_timer()
+        if self._fast is not None and self._answer_now():
+            return
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._fast_answered:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if self._fast_answered:
+            self._fast_answered = False
+            self._idle_since = self.loop.time()
+            if self._idle_timer is None and not self.transport.is_closing():
+                self._idle_timer = self.loop.call_later(
+                    self.limits.keepalive_timeout, self._idle_timeout
+                )
+        else:
+            super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
         self._head_fields = 0
 
+    # -------------------------------------------------------------- the device fast path
+
+    def _answer_now(self) -> bool:
+        """Answer a device's GET/HEAD here, without ASGI; False leaves it to uvicorn."""
+        fast = self._fast
+        parser = self.parser
+        assert fast is not None
+        if (
+            (self.cycle is not None and not self.cycle.response_complete)  # pipelined
+            or self.flow.write_paused
+            or self.expect_100_continue
+            or parser.should_upgrade()
+            or not fast.service.loaded
+        ):
+            return False
+        method = parser.get_method()
+        if method != b"GET" and method != b"HEAD":
+            return False
+        raw = httptools.parse_url(self.url).path
+        path = raw.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        if fast.is_api(path):
+            return False
+        headers = dict(self.headers)
+        if b"content-length" in headers or b"transfer-encoding" in headers:
+            return False  # a body to read first: uvicorn's path
+        status, fields, body = fast.reply(method.decode(), path, headers, self.source)
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        out = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            out += [name, b": ", value, b"\r\n"]
+        out += [b"content-length: %d\r\n" % len(body)]
+        for name, value in fields:
+            out += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        if method == b"GET":
+            out.append(body)
+        self.transport.write(b"".join(out))
+        self.server_state.total_requests += 1
+        self._fast_answered = True
+        if not keep_alive:
+            self.transport.close()
+        return True
+
     # -------------------------------------------------------------- timers and refusals
+
+    def _idle_timeout(self) -> None:
+        """The fast path's keep-alive timer: close a connection idle for the whole timeout
+        since its last fast answer, else look again when it could be."""
+        self._idle_timer = None
+        if self.transport.is_closing():
+            return
+        timeout = self.limits.keepalive_timeout
+        idle = None if self._idle_since is None else self.loop.time() - self._idle_since
+        if idle is not None and idle >= timeout:
+            self.transport.close()
+            return
+        # Busy (a request under way: its own timers run) or idle for less than the timeout.
+        wait = timeout if idle is None else timeout - idle
+        self._idle_timer = self.loop.call_later(wait, self._idle_timeout)
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -275,4 +406,4 @@ def server_config(
         "timeout_keep_alive": math.ceil(settings.http_keepalive_timeout),
         **kwargs,
     }
-    return ServerConfig(app, HttpLimits.from_settings(settings), **options)
+    return ServerConfig(app, HttpLimits.from_settings(settings), proxies, **options)

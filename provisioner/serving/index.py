@@ -85,12 +85,16 @@ class DeviceEntry:
         return self._password
 
 
+_NAMES_KEPT = 65536  # file names whose identity is remembered (Index.identity)
+
+
 class Index:
     """Devices by identity, loaded from what the store published. Thread-safe."""
 
     def __init__(self, store: Store, drivers: Iterable[Driver]):
         self.store = store
         self._drivers = list(drivers)
+        self._names: dict[str, str | None] = {}  # file name -> identity (see identity())
         self._lock = threading.RLock()
         self._identities: dict[str, int] = {}  # MAC or serial -> order pk (active orders)
         self._loaded: dict[int, dict[str, DeviceEntry]] = {}  # order pk -> its devices
@@ -105,12 +109,25 @@ class Index:
     # ---------------------------------------------------------------- lookups
 
     def identity(self, name: str) -> str | None:
-        """The MAC or serial a device-file name carries, or None for any other name."""
+        """The MAC or serial a device-file name carries, or None for any other name.
+
+        Remembered per name (a device asks for the same few names at every boot; at most
+        ``_NAMES_KEPT`` names, forgotten all at once past that: a flood of names stays
+        bounded)."""
+        try:
+            return self._names[name]
+        except KeyError:
+            pass
+        key = None
         for driver in self._drivers:
             ident = driver.match(name)
             if ident is not None:
-                return ident.mac or ident.serial
-        return None
+                key = ident.mac or ident.serial
+                break
+        if len(self._names) >= _NAMES_KEPT:
+            self._names = {}
+        self._names[name] = key
+        return key
 
     def lookup(self, key: str) -> DeviceEntry | None:
         """The device with this identity in an active order, or None."""

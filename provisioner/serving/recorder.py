@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,8 +41,11 @@ from provisioner.store.models import (
 
 log = logging.getLogger("provisioner.serving.recorder")
 
+BATCH_SECONDS = 0.05  # how long a batch gathers after the first event
+BATCH_MAX = 1000  # events stored in one transaction at most
 
-@dataclass
+
+@dataclass(slots=True)
 class Event:
     # served | abandoned | refused | claim-refused | claim | blocked | static | static-abandoned
     kind: str
@@ -71,7 +74,8 @@ class Recorder:
         self.store = store
         self.index = index
         self.guard = guard
-        self._events: queue.Queue[Event | _Flush | None] = queue.Queue()
+        self._events: deque[Event | _Flush | None] = deque()
+        self._wake = threading.Event()
         self._coalesced: dict[tuple[str, str, int, str], tuple[int, dict[str, int]]] = {}
         # (source, device, file, sha256, minute) -> (audit row id, requests so far, detail)
         self._served: dict[tuple[str, str, str, str, int], tuple[int, int, dict[str, Any]]] = {}
@@ -80,47 +84,54 @@ class Recorder:
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        self._events.put(event)
+        # The request path's only cost: an append (deque appends are atomic) and, when the
+        # writer sleeps, one wake-up.
+        self._events.append(event)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every event so far is in the store (tests, shutdown)."""
         done = threading.Event()
-        self._events.put(_Flush(done))
+        self.emit(_Flush(done))  # type: ignore[arg-type]
         done.wait(timeout)
 
     def close(self) -> None:
         self.flush()
-        self._events.put(None)
+        self.emit(None)  # type: ignore[arg-type]
         self._thread.join(5)
 
     def _write_events(self) -> None:
+        """Take what arrived in ``BATCH_SECONDS`` after a wake-up (at most ``BATCH_MAX``
+        events) and store it in one transaction."""
+        events = self._events
         while True:
-            first = self._events.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.monotonic() + 0.05
-            while len(batch) < 1000:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    item = self._events.get(timeout=remaining)
-                except queue.Empty:
-                    break
+            self._wake.wait()
+            time.sleep(BATCH_SECONDS)  # let a burst gather: one transaction for all of it
+            self._wake.clear()
+            batch: list[Event] = []
+            flushes: list[_Flush] = []
+            stop = False
+            while events and len(batch) < BATCH_MAX:
+                item = events.popleft()
                 if item is None:
-                    self._events.put(None)
+                    stop = True
                     break
-                batch.append(item)
-            flushes = [e for e in batch if isinstance(e, _Flush)]
-            events = [e for e in batch if isinstance(e, Event)]
+                if isinstance(item, _Flush):
+                    flushes.append(item)
+                else:
+                    batch.append(item)
+            if events and not stop:
+                self._wake.set()  # more than one batch's worth waiting: go again at once
             try:
-                if events:
-                    self._store(events)
+                if batch:
+                    self._store(batch)
             except Exception:
-                log.exception("could not write %d serving events", len(events))
+                log.exception("could not write %d serving events", len(batch))
             for f in flushes:
                 f.done.set()
+            if stop:
+                return
 
     def _store(self, events: list[Event]) -> None:
         """One transaction per batch: claims, one state row per device, audit rows in bulk."""

@@ -19,13 +19,20 @@ def build_service(inventory: Any, tftp_root: Path | None = None) -> Any:
     from provisioner.serving.guard import GuardPolicy, RedisGuard, SourceGuard
     from provisioner.serving.service import ProvisioningService
 
+    counters: dict[tuple[str, str], tuple[Any, ...]] = {}  # labelled children, looked up once
+
     def count(protocol: str, outcome: str, _source: str) -> None:
-        if outcome == "source_blocked":
-            METRICS.blocked_sources.labels(protocol=protocol).inc()
-            return
-        METRICS.fetches.labels(protocol=protocol, result=outcome).inc()
-        if outcome == "served":
-            METRICS.files_served.labels(protocol=protocol).inc()
+        children = counters.get((protocol, outcome))
+        if children is None:
+            if outcome == "source_blocked":
+                children = (METRICS.blocked_sources.labels(protocol=protocol),)
+            else:
+                children = (METRICS.fetches.labels(protocol=protocol, result=outcome),)
+                if outcome == "served":
+                    children += (METRICS.files_served.labels(protocol=protocol),)
+            counters[(protocol, outcome)] = children
+        for child in children:
+            child.inc()
 
     s = inventory.settings
     root = tftp_root or (Path(s.tftp_root) if s.tftp_root else DEFAULT_TFTP_ROOT)
