@@ -461,8 +461,10 @@ def wait_tftp(port: int, proc: subprocess.Popen[bytes], probe: str) -> None:
 
 
 @contextlib.contextmanager
-def our_server(procs: Processes, home: Path, tag: str) -> Iterator[tuple[int, int, int]]:
-    """``provisioner serve`` in a subprocess; yields (tftp port, http port, pid)."""
+def our_server(
+    procs: Processes, home: Path, tag: str, workers: int = 1
+) -> Iterator[tuple[int, int, int]]:
+    """``provisioner serve --workers N`` in a subprocess; yields (tftp port, http port, pid)."""
     tftp_port, http_port = free_ports()
     argv = [
         sys.executable,
@@ -476,6 +478,8 @@ def our_server(procs: Processes, home: Path, tag: str) -> Iterator[tuple[int, in
         "--http-port",
         str(http_port),
         "--no-api",
+        "--workers",
+        str(workers),
     ]
     env = {**os.environ, "PROVISIONER_HOME": str(home)}
     log = (home / f"serve-{tag}.log").open("wb")
@@ -489,11 +493,19 @@ def our_server(procs: Processes, home: Path, tag: str) -> Iterator[tuple[int, in
 
 
 def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and of its live children (``serve --workers``' processes)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def settle(pid: int, limit: float = 60.0) -> float:
@@ -517,7 +529,7 @@ def start_py_spy(procs: Processes, pid: int, out: Path) -> subprocess.Popen[byte
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "--threads",
-            "--nonblocking", "-o", str(out)]  # fmt: skip
+            "--subprocesses", "--nonblocking", "-o", str(out)]  # fmt: skip
     proc = procs.start("py-spy", argv, stdout=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the first request
     return proc
@@ -752,7 +764,7 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
     rows: dict[tuple[str, str], list[float]] = {}
     rearm(job)  # the device is bound to its own source by now: a re-arm releases it
     with contextlib.ExitStack() as stack:
-        _, http_port, pid = stack.enter_context(our_server(procs, home, "wrk"))
+        _, http_port, pid = stack.enter_context(our_server(procs, home, "wrk", args.workers))
         ours = f"http://127.0.0.1:{http_port}/{job.name}"
         # wrk fetches from 127.0.0.1: that box, inside its window, binds the device first.
         first = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -760,6 +772,7 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
                                capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
         if first.stdout != "200":
             raise SystemExit(f"wrk: our server answered {first.stdout} to the device's file")
+        time.sleep(1.0)  # every worker has followed the binding
         theirs = None
         if files is not None:
             nginx_port = stack.enter_context(nginx(procs, files, base / "nginx-wrk"))
@@ -785,7 +798,8 @@ def wrk_passes(procs: Processes, home: Path, base: Path, files: Path | None, job
                 wrk_rate(bare, args.wrk_seconds, args.wrk_connections)
             )
     print(f"\nwrk -t2 -c{args.wrk_connections} -d{args.wrk_seconds}s (keep-alive), one armed"
-          f" device's file, median of {args.wrk_rounds}:")  # fmt: skip
+          f" device's file, median of {args.wrk_rounds}; ours: serve --workers {args.workers},"
+          " nginx: worker_processes 2, bare uvicorn: one process:")  # fmt: skip
     for kind in ("plain", "credentials"):
         ours_rate = statistics.median(rows[("ours", kind)])
         line = f"  {kind:11}: ours {ours_rate:8.0f} req/s"
@@ -832,6 +846,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrk-connections", type=int, default=64, help="wrk connections (64)")
     ap.add_argument("--wrk-rounds", type=int, default=3, help="wrk runs per server (3)")
     ap.add_argument("--skip-wrk", action="store_true", help="no wrk keep-alive passes")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="our serving processes (2: as many as nginx's worker_processes)",
+    )
     args = ap.parse_args(argv)
     if not 1 <= args.devices <= 250 * 254:
         ap.error("--devices must be 1 to 63,500 (one loopback source each)")
@@ -872,7 +892,8 @@ def main(argv: list[str] | None = None) -> int:
         for protocol in ("tftp", "http"):
             theirs = "tftpd-hpa" if protocol == "tftp" else "nginx"
             with contextlib.ExitStack() as stack:
-                tftp_port, http_port, pid = stack.enter_context(our_server(procs, home, protocol))
+                server = our_server(procs, home, protocol, args.workers)
+                tftp_port, http_port, pid = stack.enter_context(server)
                 ours_port = tftp_port if protocol == "tftp" else http_port
                 ref_port = None
                 if files is not None:

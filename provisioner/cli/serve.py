@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import sys
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -21,15 +25,51 @@ def serve(
     http_port: Annotated[int | None, typer.Option(help="HTTP port (setting http_port).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (bind_address).")] = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Do not mount the REST API.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Serving processes sharing the ports (setting serve_workers)."),
+    ] = None,
 ) -> None:
     """Serve device files over TFTP and HTTP(S), and the REST API under /api/v1.
 
     Devices get their own files only inside an enrollment window (provisioner arm) or, over
     HTTP, with the credentials their first file installed. HTTPS listens on the https_port
-    setting when tls_cert and tls_key are set. Runs until interrupted.
+    setting when tls_cert and tls_key are set. With --workers N, N processes share the HTTP(S)
+    ports (one per core: a boot storm is CPU-bound), the first also answers TFTP. Runs until
+    interrupted.
 
-    Example: provisioner serve --tftp-port 1069 --http-port 8080
+    Examples:
+
+      provisioner serve --tftp-port 1069 --http-port 8080
+
+      provisioner serve --workers 4
     """
+    from provisioner.cli.app import _settings
+
+    settings = _settings()
+    count = settings.serve_workers if workers is None else workers
+    if not 1 <= count <= 64:
+        raise ProvisionerError(f"--workers {count}: must be 1 to 64")
+    bind = host or settings.bind_address
+    tftp = settings.tftp_port if tftp_port is None else tftp_port
+    http = settings.http_port if http_port is None else http_port
+    if count == 1:
+        _serve(bind, tftp, http, no_api)
+    else:
+        _serve_forked(count, bind, tftp, http, no_api, settings)
+
+
+def _serve(
+    bind: str,
+    tftp_port: int,
+    http_port: int,
+    no_api: bool,
+    listeners: _Listeners | None = None,
+    worker: int | None = None,
+) -> None:
+    """One serving process: the service, TFTP (unless a forked worker other than the
+    first) and the HTTP(S) servers, until a signal stops them. A forked worker serves on the
+    ``listeners`` its parent bound."""
     import asyncio
     import threading
 
@@ -41,7 +81,7 @@ def serve(
 
     inv = _inventory()
     s = inv.settings
-    bind = host or s.bind_address
+    who = "" if worker is None else f"worker {worker}: "
     service = build_service(inv)
     api = None
     if not no_api:
@@ -49,13 +89,16 @@ def serve(
 
         api = create_app(s, inv)
     asgi = DeviceHttpApp(service, api)
-    tftp = tftp_service(service, bind, s.tftp_port if tftp_port is None else tftp_port)
-    try:
-        port = tftp.start()
-    except OSError as exc:
-        raise SettingsError(f"TFTP {bind}:{tftp.port}: cannot listen: {exc.strerror}") from None
-    http = s.http_port if http_port is None else http_port
-    configs = [server_config(asgi, s, bind, http, lifespan="on")]
+    tftp = None
+    if listeners is None or listeners.tftp is not None:
+        sock = listeners.tftp if listeners is not None else None
+        tftp = tftp_service(service, bind, tftp_port, sock=sock)
+        try:
+            tftp_port = tftp.start()
+        except OSError as exc:
+            raise SettingsError(f"TFTP {bind}:{tftp_port}: cannot listen: {exc.strerror}") from None
+    configs = [server_config(asgi, s, bind, http_port, lifespan="on")]
+    sockets: list[socket.socket | None] = [listeners.http if listeners is not None else None]
     if s.tls_cert and s.tls_key:
         configs.append(
             server_config(
@@ -68,6 +111,7 @@ def serve(
                 lifespan="off",
             )
         )
+        sockets.append(listeners.https if listeners is not None else None)
     servers = [uvicorn.Server(c) for c in configs]
 
     # Load every active order's published files in the background (no rendering): after a
@@ -76,18 +120,18 @@ def serve(
     def warm() -> None:
         started = time.monotonic()
         orders = service.warm()
-        out.print(f"index: {orders} orders in memory in {time.monotonic() - started:.1f} s")
+        out.print(f"{who}index: {orders} orders in memory in {time.monotonic() - started:.1f} s")
 
     threading.Thread(target=warm, name="warm-index", daemon=True).start()
-    out.print(
-        f"serving TFTP on {bind}:{port}, HTTP on {bind}:{configs[0].port}"
-        + (f", HTTPS on {bind}:{s.https_port}" if len(configs) > 1 else "")
-        + ("" if no_api else f"; REST API at http://{bind}:{configs[0].port}/api/v1/docs")
-    )
+    if worker is None:
+        out.print(_serving_line(bind, tftp_port, configs[0].port, s, no_api, len(configs) > 1))
 
     async def main() -> None:
         # uvicorn turns SIGINT/SIGTERM into should_exit; when one server stops, stop them all.
-        tasks = [asyncio.create_task(srv.serve()) for srv in servers]
+        tasks = [
+            asyncio.create_task(srv.serve(sockets=None if sock is None else [sock]))
+            for srv, sock in zip(servers, sockets, strict=True)
+        ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for srv in servers:
             srv.should_exit = True
@@ -101,9 +145,127 @@ def serve(
     try:
         run_loop(main())
     finally:
-        tftp.stop()
+        if tftp is not None:
+            tftp.stop()
         service.close()
-        out.print("stopped")
+        if worker is None:
+            out.print("stopped")
+
+
+def _serving_line(
+    bind: str, tftp_port: int, http_port: int, s: Any, no_api: bool, https: bool
+) -> str:
+    return (
+        f"serving TFTP on {bind}:{tftp_port}, HTTP on {bind}:{http_port}"
+        + (f", HTTPS on {bind}:{s.https_port}" if https else "")
+        + ("" if no_api else f"; REST API at http://{bind}:{http_port}/api/v1/docs")
+    )
+
+
+@dataclass
+class _Listeners:
+    """The sockets a forked ``serve`` binds once and its workers serve on."""
+
+    http: socket.socket
+    https: socket.socket | None
+    tftp: socket.socket | None  # the first worker's only
+
+
+def _listen(bind: str, port: int, what: str, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port (SO_REUSEPORT: the kernel spreads new
+    connections over them by address and port, so every worker takes its share; only
+    processes of this user can join the group)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((bind, port))
+            port = sock.getsockname()[1]  # port 0: the others join the one it got
+            sock.listen(2048)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise SettingsError(f"{what} {bind}:{port}: cannot listen: {exc.strerror}") from None
+    return socks
+
+
+def _serve_forked(
+    count: int, bind: str, tftp_port: int, http_port: int, no_api: bool, settings: Any
+) -> None:
+    """Bind the ports here (errors are this command's), fork ``count`` workers serving on
+    them (a listener per worker, the kernel spreads connections over them) and supervise: a
+    signal stops them all; a worker that dies stops the rest and ends the command with exit
+    1 (a process manager restarts it whole)."""
+    import os
+    import signal
+
+    from provisioner.serving.tftp import bind_udp
+
+    try:
+        udp = bind_udp(bind, tftp_port)
+    except OSError as exc:
+        raise SettingsError(f"TFTP {bind}:{tftp_port}: cannot listen: {exc.strerror}") from None
+    http = _listen(bind, http_port, "HTTP", count)
+    tls = bool(settings.tls_cert and settings.tls_key)
+    https = _listen(bind, settings.https_port, "HTTPS", count) if tls else []
+    ports = (udp.getsockname()[1], http[0].getsockname()[1])
+    children: dict[int, int] = {}
+    for n in range(1, count + 1):
+        sys.stdout.flush()  # nothing buffered is printed twice
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # a worker: serve until a signal, never return into the parent's code
+            code = 1
+            try:
+                mine = n - 1
+                listeners = _Listeners(http[mine], https[mine] if https else None,
+                                       udp if n == 1 else None)  # fmt: skip
+                for sock in [*http, *https, udp]:
+                    if sock not in (listeners.http, listeners.https, listeners.tftp):
+                        sock.close()  # the other workers' listeners
+                _serve(bind, ports[0], ports[1], no_api, listeners, worker=n)
+                code = 0
+            except ProvisionerError as exc:
+                out.print(f"worker {n}: error: {exc}", markup=False)
+            except BaseException:
+                log.exception("worker %d failed", n)
+            finally:
+                os._exit(code)
+        children[pid] = n
+    for sock in [udp, *http, *https]:
+        sock.close()  # the workers hold them
+    out.print(_serving_line(bind, ports[0], ports[1], settings, no_api, tls)
+              + f"; {count} processes (TFTP: worker 1)")  # fmt: skip
+    stopping = False
+
+    def stop_all(signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        n = children.pop(pid)
+        if not stopping:
+            code = os.waitstatus_to_exitcode(status)
+            out.print(f"worker {n} ended (exit {code}): stopping the others", markup=False)
+            failed = True
+            stop_all()
+    out.print("stopped")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """The TFTP server: packet codec, transfer state machine, and the server loop."""
 
 from provisioner.serving.tftp.codec import ERR_ACCESS, ERR_BUSY, ERR_NOT_FOUND, ERR_UNKNOWN_TID
-from provisioner.serving.tftp.server import Resolver, TftpEvent, TftpService
+from provisioner.serving.tftp.server import Resolver, TftpEvent, TftpService, bind_udp
 
 __all__ = [
     "ERR_ACCESS",
@@ -11,4 +11,5 @@ __all__ = [
     "Resolver",
     "TftpEvent",
     "TftpService",
+    "bind_udp",
 ]

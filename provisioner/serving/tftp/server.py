@@ -146,9 +146,11 @@ class TftpService:
     ``timeout`` is the retransmission interval in seconds, ``retries`` how many intervals
     without an acknowledgement end a transfer, ``max_sessions`` the cap on live transfers,
     ``rcvbuf`` the requested receive buffer of the listening socket (the kernel caps it at
-    ``net.core.rmem_max``). Serving more than ~1,000 sessions also needs ``ulimit -n`` above
-    ``max_sessions``; when descriptors run out, requests get the busy answer. A service is
-    started once; usable as a context manager (``with TftpService(...) as svc``).
+    ``net.core.rmem_max``); ``sock`` a socket already bound by :func:`bind_udp` (a pre-forked
+    ``serve``'s), used instead of binding one. Serving more than ~1,000 sessions also needs
+    ``ulimit -n`` above ``max_sessions``; when descriptors run out, requests get the busy
+    answer. A service is started once; usable as a context manager
+    (``with TftpService(...) as svc``).
     """
 
     def __init__(
@@ -162,6 +164,7 @@ class TftpService:
         retries: int = 3,
         max_sessions: int = 4096,
         rcvbuf: int = 4 << 20,
+        sock: socket.socket | None = None,
     ) -> None:
         if timeout <= 0 or retries < 1 or max_sessions < 1 or rcvbuf < 0:
             raise ValueError("timeout > 0, retries >= 1, max_sessions >= 1 and rcvbuf >= 0")
@@ -174,6 +177,7 @@ class TftpService:
         self._max_sessions = max_sessions
         self._rcvbuf = rcvbuf
         self._port = 0
+        self._bound = sock  # a UDP socket bound by the caller (see bind_udp)
         self._sock: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
@@ -191,15 +195,8 @@ class TftpService:
         """Bind, start the loop thread and return the bound port. Bind errors raise here."""
         if self._thread is not None:
             raise RuntimeError("a TftpService can be started once")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            if self._rcvbuf:
-                _grow_receive_buffer(sock, self._rcvbuf)
-            sock.bind((self._host, self._requested_port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = self._bound or bind_udp(self._host, self._requested_port, self._rcvbuf)
+        sock.setblocking(False)
         self._sock = sock
         self._port = sock.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
@@ -506,6 +503,20 @@ class TftpService:
             self._on_event(event)
         except Exception:
             log.exception("TFTP on_event callback failed")
+
+
+def bind_udp(host: str, port: int, rcvbuf: int = 4 << 20) -> socket.socket:
+    """The TFTP listening socket, bound, with its receive buffer grown to ``rcvbuf`` (0:
+    the kernel's default). Bind errors raise here."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if rcvbuf:
+            _grow_receive_buffer(sock, rcvbuf)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
