@@ -37,8 +37,12 @@ from provisioner.store.models import (
 
 # Orders read per query batch (SQLite's bound-parameter limit is far above this).
 _BATCH = 500
-# How far back the bindings poll looks again each time (a claim is written within a second).
-_BINDING_OVERLAP = timedelta(seconds=10)
+# How far back the bindings poll looks again each time: a claim is stored within a fraction
+# of a second of its decision (the recorder's batch). A binding stored later than that is
+# not taken from the poll; a server that misses it learns it when its own claim of that
+# device loses the conditional UPDATE (Index.claimed). Looking back further re-reads a boot
+# storm's thousands of bindings on every poll (10 s: a third of a busy server's CPU).
+_BINDING_OVERLAP = timedelta(seconds=2)
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Index:
         self._lock = threading.RLock()
         self._identities: dict[str, int] = {}  # MAC or serial -> order pk (active orders)
         self._loaded: dict[int, dict[str, DeviceEntry]] = {}  # order pk -> its devices
+        self._by_pk: dict[int, DeviceEntry] = {}  # device pk -> its entry (loaded orders)
         self._order_locks: dict[int, threading.Lock] = {}
         # device pk -> (source, armed_at of its window, the box), claimed but not yet written
         self._pending: dict[int, tuple[str, datetime | None, str]] = {}
@@ -185,10 +190,13 @@ class Index:
         bindings_since = self._bindings_since
         self._bindings_since = utcnow() - _BINDING_OVERLAP
         with self.store.db.read() as s:
-            rows = s.execute(
+            # Plain rows (Core, not the ORM's loading): this runs several times a second,
+            # and in a boot storm the bindings of the last seconds are thousands of rows.
+            conn = s.connection()
+            rows = conn.execute(
                 select(Order.id, Order.generation).where(Order.generation > since)
             ).all()
-            bound = s.execute(
+            bound = conn.execute(
                 select(DeviceState.device_pk, DeviceState.bound_source).where(
                     DeviceState.bound_at >= bindings_since
                 )
@@ -206,11 +214,10 @@ class Index:
         if not bound:
             return
         with self._lock:
-            for devices in self._loaded.values():
-                for entry in devices.values():
-                    holder = bound.get(entry.pk)
-                    if holder and entry.pk not in self._pending:
-                        entry.bound_source = holder
+            for pk, holder in bound.items():
+                entry = self._by_pk.get(pk)
+                if entry is not None and holder and pk not in self._pending:
+                    entry.bound_source = holder
 
     def _index_identities(self) -> None:
         """Every identity of every active order (files are loaded by :meth:`warm`)."""
@@ -259,6 +266,10 @@ class Index:
                         e.bound_source = pending[0]  # a claim not written yet still holds...
                     elif e.pk in self._pending:
                         del self._pending[e.pk]  # ...unless a re-arm released it since
+                for old in self._loaded.get(order_pk, {}).values():
+                    self._by_pk.pop(old.pk, None)
+                for e in entries.values():
+                    self._by_pk[e.pk] = e
                 if entries:
                     self._loaded[order_pk] = entries
                 else:
