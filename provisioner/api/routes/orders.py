@@ -125,21 +125,9 @@ async def read_document(request: Request) -> OrderBody:
     try:
         checked = await run_in_threadpool(DOCUMENTS.run, check_body, raw, is_json)
     except JobTimeout:
-        seconds = f"{DOCUMENTS.seconds:g} s"
-        violation = Violation(
-            path="",
-            message=f"reading and checking this document took more than {seconds}",
-            limit=f"{seconds} per document",
-        )
-        raise DocumentRefused([violation]) from None
+        raise _over_budget("took", f"{DOCUMENTS.seconds:g} s") from None
     except JobOutOfMemory:
-        mib = f"{DOCUMENTS.memory // (1024 * 1024)} MiB"
-        violation = Violation(
-            path="",
-            message=f"reading and checking this document needs more than {mib}",
-            limit=f"{mib} per document",
-        )
-        raise DocumentRefused([violation]) from None
+        raise _over_budget("needs", f"{DOCUMENTS.memory // (1024 * 1024)} MiB") from None
     except WorkersBusy:
         raise HTTPException(
             503, "too many documents are being checked; retry", headers={"Retry-After": "1"}
@@ -150,6 +138,16 @@ async def read_document(request: Request) -> OrderBody:
         violation = Violation(path="", message="the document could not be checked")
         raise DocumentRefused([violation]) from None
     return OrderBody(checked)
+
+
+def _over_budget(verb: str, budget: str) -> DocumentRefused:
+    """The refusal of a document whose check went past a worker's budget (time or memory)."""
+    violation = Violation(
+        path="",
+        message=f"reading and checking this document {verb} more than {budget}",
+        limit=f"{budget} per document",
+    )
+    return DocumentRefused([violation])
 
 
 DocumentBody = Annotated[OrderBody, Depends(read_document)]
