@@ -9,6 +9,7 @@ must not come back in the error about it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -156,6 +157,32 @@ def _validation_violations(exc: RequestValidationError) -> list[Violation]:
     return out or [Violation(path="", message="does not match the API schema")]
 
 
+def _invalid_request(violations: list[Violation]) -> ProblemResponse:
+    return problem(
+        422,
+        "the request does not match the API schema",
+        type_="urn:provisioner:problem:invalid-request",
+        violations=violations,
+    )
+
+
+# Errors whose own message is the detail: status and problem type of each.
+_SAID_AS_IS: dict[type[ProvisionerError], tuple[int, str]] = {
+    OrderUnknown: (404, "urn:provisioner:problem:not-found"),
+    DeviceUnknown: (404, "urn:provisioner:problem:not-found"),
+    BlockUnknown: (404, "urn:provisioner:problem:not-found"),
+    BindRefused: (409, "urn:provisioner:problem:bind-refused"),
+    OrderConflict: (409, "urn:provisioner:problem:order-conflict"),
+}
+
+
+def _as_is(status: int, type_: str) -> Callable[[Request, Exception], Awaitable[ProblemResponse]]:
+    async def handler(request: Request, exc: Exception) -> ProblemResponse:
+        return problem(status, str(exc), type_=type_)
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem details."""
 
@@ -172,12 +199,7 @@ def install(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, RequestValidationError)
-        return problem(
-            422,
-            "the request does not match the API schema",
-            type_="urn:provisioner:problem:invalid-request",
-            violations=_validation_violations(exc),
-        )
+        return _invalid_request(_validation_violations(exc))
 
     async def rejected(request: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, OrderRejected)
@@ -200,21 +222,7 @@ def install(app: FastAPI) -> None:
 
     async def invalid_mac(request: Request, exc: Exception) -> ProblemResponse:
         # A MAC that reached the code unchecked (the schemas check the API's own): say why.
-        return problem(
-            422,
-            "the request does not match the API schema",
-            type_="urn:provisioner:problem:invalid-request",
-            violations=[Violation(path="mac", message=str(exc))],
-        )
-
-    async def unknown(request: Request, exc: Exception) -> ProblemResponse:
-        return problem(404, str(exc), type_="urn:provisioner:problem:not-found")
-
-    async def refused(request: Request, exc: Exception) -> ProblemResponse:
-        return problem(409, str(exc), type_="urn:provisioner:problem:bind-refused")
-
-    async def conflict(request: Request, exc: Exception) -> ProblemResponse:
-        return problem(409, str(exc), type_="urn:provisioner:problem:order-conflict")
+        return _invalid_request([Violation(path="mac", message=str(exc))])
 
     async def provisioner_error(request: Request, exc: Exception) -> ProblemResponse:
         # Settings, key or store trouble: the operator's log has the line, the client a 503.
@@ -230,10 +238,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OrderRejected, rejected)
     app.add_exception_handler(DocumentRefused, refused_document)
     app.add_exception_handler(InvalidMac, invalid_mac)
-    app.add_exception_handler(OrderUnknown, unknown)
-    app.add_exception_handler(DeviceUnknown, unknown)
-    app.add_exception_handler(BlockUnknown, unknown)
-    app.add_exception_handler(BindRefused, refused)
-    app.add_exception_handler(OrderConflict, conflict)
+    for error, (status, type_) in _SAID_AS_IS.items():
+        app.add_exception_handler(error, _as_is(status, type_))
     app.add_exception_handler(ProvisionerError, provisioner_error)
     app.add_exception_handler(Exception, crash)
