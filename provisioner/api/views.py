@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy.orm import object_session
 
 from provisioner.api import schemas
 from provisioner.catalog import MODELS
 from provisioner.orders.reads import OrderStatus, PushJobSummary
 from provisioner.orders.status import DeviceStatus, statuses
+from provisioner.serving.blocks import Block
 from provisioner.store.models import AuditEvent, Device, Order
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _public(model: type[M], source: object, /, **given: Any) -> M:
+    """``model`` with the fields ``given``; every other field is ``source``'s attribute of
+    the same name."""
+    same = {name: getattr(source, name) for name in model.model_fields if name not in given}
+    return model(**same, **given)
 
 
 def device_state(dev: Device) -> schemas.DeviceState:
@@ -61,18 +73,25 @@ def device_status(dev: Device) -> schemas.DeviceStatus:
     return status_public(statuses(session, [dev])[0])
 
 
+def _order_head(order: Order) -> dict[str, Any]:
+    """The fields an order's summary and its full view name otherwise than the store (the
+    others, plan, lines and updated_at, are the order's own)."""
+    return {
+        "order": order.order_id,
+        "customer": schemas.CustomerPublic(name=order.customer.name, vat=order.customer.vat),
+        "state": schemas.OrderState(order.state),
+    }
+
+
 def order_summary(order: Order) -> schemas.OrderSummary:
-    return schemas.OrderSummary(
-        order=order.order_id,
-        customer=schemas.CustomerPublic(name=order.customer.name, vat=order.customer.vat),
-        plan=order.plan,
-        lines=order.lines,
-        state=schemas.OrderState(order.state),
+    return _public(
+        schemas.OrderSummary,
+        order,
+        **_order_head(order),
         sites=len(order.sites),
         extensions=len(order.extensions),
         devices=len(order.devices),
         bound=sum(1 for d in order.devices if d.mac or d.serial),
-        updated_at=order.updated_at,
     )
 
 
@@ -91,39 +110,24 @@ def order_public(order: Order) -> schemas.OrderPublic:
         else:
             groups.setdefault(n.grp, []).append(n.number)
     numbers.isdn_groups = [groups[k] for k in sorted(groups)]
-    return schemas.OrderPublic(
-        order=order.order_id,
-        customer=schemas.CustomerPublic(name=order.customer.name, vat=order.customer.vat),
-        plan=order.plan,
-        lines=order.lines,
-        state=schemas.OrderState(order.state),
+    return _public(
+        schemas.OrderPublic,
+        order,
+        **_order_head(order),
         options=json.loads(order.options),
         numbers=numbers,
-        sites=[
-            schemas.SitePublic(
-                id=s.site_id,
-                address=s.address,
-                connectivity=s.connectivity,
-                pppoe_username=s.pppoe_username,
-            )
-            for s in order.sites
-        ],
+        sites=[_public(schemas.SitePublic, s, id=s.site_id) for s in order.sites],
         extensions=[
-            schemas.ExtensionPublic(
-                number=e.number,
-                short=e.short,
-                type=e.type,
-                name=e.name,
+            _public(
+                schemas.ExtensionPublic,
+                e,
                 site=e.site.site_id,
-                email=e.email,
-                mobile=e.mobile,
                 conference=[c for c in e.conference.split(",") if c],
                 terminal=terminal_of.get(e.id),
             )
             for e in order.extensions
         ],
         devices=_devices_public(order),
-        updated_at=order.updated_at,
     )
 
 
@@ -136,32 +140,17 @@ def _devices_public(order: Order) -> list[schemas.DevicePublic]:
 
 def status_public(st: DeviceStatus) -> schemas.DeviceStatus:
     """One device's status (from :mod:`provisioner.orders.status`) as the API shows it."""
-    return schemas.DeviceStatus(
+    return _public(
+        schemas.DeviceStatus,
+        st,
         order=st.order_id,
         device=st.device_id,
-        model=st.model,
         mac=st.identity if st.identity_kind == "mac" and st.identity else None,
         serial=st.identity if st.identity_kind == "serial" and st.identity else None,
-        state=st.state,
-        title=st.title,
-        kind=st.kind,
-        site=st.site,
-        terminals=[
-            schemas.TerminalPublic(slot=t.slot, extension=t.extension, name=t.name)
-            for t in st.terminals
-        ],
-        switch=st.switch,
-        port=st.port,
-        window_until=st.window_until,
-        refusals=st.refusals,
-        last_refused_at=st.last_refused_at,
-        last_refused_source=st.last_refused_source,
-        blocked_until=st.blocked_until,
+        terminals=[_public(schemas.TerminalPublic, t) for t in st.terminals],
         last_fetch_at=st.last_at,
         last_fetch_file=st.last_file,
         last_fetch_source=st.last_source,
-        bound_source=st.bound_source,
-        fetches=st.fetches,
         last_push_at=st.push_at,
         last_push_result=st.push_result,
         last_push_job=st.push_job,
@@ -178,27 +167,16 @@ def order_status_public(o: OrderStatus) -> schemas.OrderStatusPublic:
         plan=o.plan,
         state=schemas.OrderState(o.state),
         counts=o.counts(),
-        sites=[
-            schemas.SitePlace(id=s.site_id, address=s.address, connectivity=s.connectivity)
-            for s in o.sites
-        ],
+        sites=[_public(schemas.SitePlace, s, id=s.site_id) for s in o.sites],
         devices=[status_public(d) for d in o.devices],
-        free_extensions=[
-            schemas.FreeExtensionPublic(short=e.short, name=e.name, type=e.type, site=e.site)
-            for e in o.free
-        ],
+        free_extensions=[_public(schemas.FreeExtensionPublic, e) for e in o.free],
         blocked_sources=o.blocks,
     )
 
 
 def push_job_summary(j: PushJobSummary) -> schemas.PushJobSummaryPublic:
-    return schemas.PushJobSummaryPublic(
-        id=j.job_id,
-        order=j.order_id,
-        started_at=j.started_at,
-        finished_at=j.finished_at,
-        summary=j.results,
-        devices=j.devices,
+    return _public(
+        schemas.PushJobSummaryPublic, j, id=j.job_id, order=j.order_id, summary=j.results
     )
 
 
@@ -209,12 +187,8 @@ def audit_public(event: AuditEvent) -> schemas.AuditEventPublic:
         detail = {"raw": event.detail}
     if not isinstance(detail, dict):
         detail = {"value": detail}
-    return schemas.AuditEventPublic(
-        id=event.id,
-        at=event.at,
-        actor=event.actor,
-        action=event.action,
-        order=event.order_id,
-        device=event.device,
-        detail=detail,
-    )
+    return _public(schemas.AuditEventPublic, event, order=event.order_id, detail=detail)
+
+
+def block_public(block: Block) -> schemas.BlockPublic:
+    return _public(schemas.BlockPublic, block, unknown_names=block.names)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from provisioner.api import schemas
+from provisioner.api import schemas, views
 from provisioner.api.deps import BlocksLift, DevicesRead, OrdersDep
 from provisioner.api.problems import NOT_FOUND
 from provisioner.serving import blocks
@@ -22,18 +22,7 @@ Source = Annotated[
 @router.get("", response_model=schemas.BlockList, summary="Sources blocked for sweeping")
 def list_blocks(principal: DevicesRead, inv: OrdersDep) -> schemas.BlockList:
     """Every block in force: such a source gets no file, except with a device's credentials."""
-    return schemas.BlockList(
-        items=[
-            schemas.BlockPublic(
-                source=b.source,
-                blocked_at=b.blocked_at,
-                until=b.until,
-                protocol=b.protocol,
-                unknown_names=b.names,
-            )
-            for b in blocks.active(inv)
-        ]
-    )
+    return schemas.BlockList(items=[views.block_public(b) for b in blocks.active(inv)])
 
 
 @router.delete(
