@@ -73,6 +73,11 @@ class Principal:
     def scoped(self) -> bool:
         return self.token.role in SCOPED_ROLES
 
+    @property
+    def visible_orders(self) -> frozenset[str] | None:
+        """The order ids this caller may see, or None when it sees every order."""
+        return self.token.orders if self.scoped else None
+
     def sees(self, order_id: str) -> bool:
         """Whether this caller may know that ``order_id`` exists."""
         return not self.scoped or order_id in self.token.orders

@@ -48,7 +48,7 @@ def query_audit(
         actor=actor,
         since=since,
         until=until,
-        only=principal.token.orders if principal.scoped else None,
+        only=principal.visible_orders,
     )
     items = list(inv.read_audit(query, views.audit_public, limit, offset))
     total = inv.count_audit(query)

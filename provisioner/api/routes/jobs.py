@@ -28,7 +28,7 @@ def list_push_jobs(
     technician sees the jobs of the token's orders."""
     page = inv.read_push_jobs(
         order_id=order,
-        only=principal.token.orders if principal.scoped else None,
+        only=principal.visible_orders,
         limit=limit,
         offset=offset,
     )

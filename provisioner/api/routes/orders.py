@@ -204,7 +204,7 @@ def list_orders(
         plan=plan,
         state=state.value if state else None,
         site=site,
-        only=principal.token.orders if principal.scoped else None,
+        only=principal.visible_orders,
     )
     page = inv.read_orders(query, views.order_summary, limit, offset)
     return schemas.OrderPage(items=page.items, total=page.total, limit=limit, offset=offset)
