@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -100,7 +100,7 @@ def list_devices(
         order_id=order,
         site=site,
         model=model,
-        only=principal.token.orders if principal.scoped else None,
+        only=principal.visible_orders,
     )
     page = inv.read_devices(query, limit, offset)
     links = []
@@ -261,7 +261,15 @@ def preview_file(
     return PlainTextResponse(data.decode("utf-8"), media_type="text/plain; charset=utf-8")
 
 
-def _armed(armed: Any) -> schemas.ArmedPublic:
+def _arm(
+    inv: OrdersService,
+    principal: Principal,
+    target: str,
+    body: schemas.ArmCreate | None,
+    only: Literal["order", "device"],
+) -> schemas.ArmedPublic:
+    minutes = body.minutes if body else None
+    armed = inv.arm(target, minutes, actor=principal.actor, only=only)
     expires = armed.expires_at
     assert expires is not None
     return schemas.ArmedPublic(order=armed.order_id, devices=armed.devices, expires_at=expires)
@@ -282,8 +290,7 @@ def arm_order(
     """Devices of the order may fetch their files without credentials until it closes;
     re-arming releases their source-address binding."""
     _check_order_visible(principal, order_id)
-    minutes = body.minutes if body else None
-    return _armed(inv.arm(order_id, minutes, actor=principal.actor, only="order"))
+    return _arm(inv, principal, order_id, body, "order")
 
 
 @router.post(
@@ -299,5 +306,4 @@ def arm_device(
     body: schemas.ArmCreate | None = None,
 ) -> schemas.ArmedPublic:
     norm = inv.read_device(mac, views.device_ref, visible=principal.sees)[2]
-    minutes = body.minutes if body else None
-    return _armed(inv.arm(norm, minutes, actor=principal.actor, only="device"))
+    return _arm(inv, principal, norm, body, "device")
