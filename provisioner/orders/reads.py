@@ -22,6 +22,7 @@ from provisioner.orders.export import export_order
 from provisioner.orders.status import DeviceStatus, State, fingerprint, statuses
 from provisioner.store import audit
 from provisioner.store.access import Store
+from provisioner.store.audit import AuditQuery
 from provisioner.store.models import (
     AuditEvent,
     Customer,
@@ -55,16 +56,6 @@ class OrderQuery:
     state: str | None = None
     site: str | None = None
     only: frozenset[str] | None = None
-
-
-@dataclass(frozen=True)
-class AuditQuery:
-    order_id: str | None = None
-    device: str | None = None
-    actor: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    only: frozenset[str] | None = None  # order ids a scoped caller may see
 
 
 @dataclass(frozen=True)
@@ -420,39 +411,15 @@ class OrderReads(Store):
 
     def count_audit(self, query: AuditQuery) -> int:
         """How many audit events match ``query`` (the ``total`` of a page)."""
-        stmt = select(func.count(AuditEvent.id))
-        if query.order_id:
-            stmt = stmt.where(AuditEvent.order_id == query.order_id)
-        if query.device:
-            stmt = stmt.where(AuditEvent.device == query.device)
-        if query.actor:
-            stmt = stmt.where(AuditEvent.actor == query.actor)
-        if query.since:
-            stmt = stmt.where(AuditEvent.at >= query.since)
-        if query.until:
-            stmt = stmt.where(AuditEvent.at < query.until)
-        if query.only is not None:
-            stmt = stmt.where(AuditEvent.order_id.in_(sorted(query.only)))
         with self.db.read() as session:
-            return session.scalar(stmt) or 0
+            return audit.count(session, query)
 
     def read_audit(
         self, query: AuditQuery, view: Callable[[AuditEvent], T], limit: int, offset: int
     ) -> Sequence[T]:
         """Audit events, newest first, as ``view`` shows them."""
         with self.db.read() as session:
-            rows = audit.query(
-                session,
-                order_id=query.order_id,
-                device=query.device,
-                actor=query.actor,
-                since=query.since,
-                until=query.until,
-                orders=query.only,
-                limit=limit,
-                offset=offset,
-            )
-            return [view(e) for e in rows]
+            return [view(e) for e in audit.query(session, query, limit, offset)]
 
     def note(
         self,
