@@ -12,16 +12,16 @@ import os
 import pwd
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioner.documents.document import SECRET_KEYS
+from provisioner.store.filters import S, where_equal, where_in
 from provisioner.store.models import AuditEvent
 
 log = logging.getLogger("provisioner.store.audit")
-T = TypeVar("T")
 
 
 def default_actor() -> str:
@@ -70,21 +70,21 @@ class AuditQuery:
     until: datetime | None = None
     only: frozenset[str] | None = None
 
-    def where(self, stmt: Select[T]) -> Select[T]:
+    def where(self, stmt: S) -> S:
         """``stmt`` (a select of audit events) narrowed to the events this query asks for."""
-        if self.order_id:
-            stmt = stmt.where(AuditEvent.order_id == self.order_id)
-        if self.device:
-            stmt = stmt.where(AuditEvent.device == self.device)
-        if self.actor:
-            stmt = stmt.where(AuditEvent.actor == self.actor)
+        stmt = where_equal(
+            stmt,
+            {
+                AuditEvent.order_id: self.order_id,
+                AuditEvent.device: self.device,
+                AuditEvent.actor: self.actor,
+            },
+        )
         if self.since:
             stmt = stmt.where(AuditEvent.at >= self.since)
         if self.until:
             stmt = stmt.where(AuditEvent.at < self.until)
-        if self.only is not None:
-            stmt = stmt.where(AuditEvent.order_id.in_(sorted(self.only)))
-        return stmt
+        return where_in(stmt, AuditEvent.order_id, self.only)
 
 
 def query(
