@@ -45,44 +45,48 @@ _SOO_REFUSED = (
     "call_distributor_light",
 )
 
+
+def _single_extension_plan(
+    key: str,
+    title: str,
+    connectivity: tuple[str, ...],
+    *,
+    refused_options: tuple[str, ...] = (),
+    interp: tuple[str, ...],
+) -> Plan:
+    """One line and one Premium extension, an analog phone (see :attr:`Plan.analog_only`)."""
+    return Plan(
+        key=key,
+        title=title,
+        connectivity=connectivity,
+        lines_min=1,
+        lines_max=1,
+        extensions_min=1,
+        extensions_max=1,
+        extension_types=("premium",),
+        analog_only=True,
+        refused_options=refused_options,
+        interp=interp,
+    )
+
+
 PLANS: dict[str, Plan] = {
     p.key: p
     for p in (
-        Plan(
-            key="super_office_one",
-            title="Super Office One",
-            connectivity=("fttc", "ftth"),
-            lines_min=1,
-            lines_max=1,
-            extensions_min=1,
-            extensions_max=1,
-            extension_types=("premium",),
-            analog_only=True,
+        _single_extension_plan(
+            "super_office_one",
+            "Super Office One",
+            ("fttc", "ftth"),
             refused_options=_SOO_REFUSED,
             interp=("analog-only terminal",),
         ),
-        Plan(
-            key="office_one",
-            title="Office One",
-            connectivity=("fttc", "ftth"),
-            lines_min=1,
-            lines_max=1,
-            extensions_min=1,
-            extensions_max=1,
-            extension_types=("premium",),
-            analog_only=True,
-            interp=("analog-only terminal",),
+        _single_extension_plan(
+            "office_one", "Office One", ("fttc", "ftth"), interp=("analog-only terminal",)
         ),
-        Plan(
-            key="office_plus_special",
-            title="Office Plus Special",
-            connectivity=("adsl", "fwa", "fttc", "ftth"),
-            lines_min=1,
-            lines_max=1,
-            extensions_min=1,
-            extensions_max=1,
-            extension_types=("premium",),
-            analog_only=True,
+        _single_extension_plan(
+            "office_plus_special",
+            "Office Plus Special",
+            ("adsl", "fwa", "fttc", "ftth"),
             interp=("1 simultaneous call", "analog-only terminal"),
         ),
         Plan(
@@ -190,35 +194,57 @@ class Model:
         return self.kind in ("phone", "dect_base")
 
 
+def _temporis_phone(key: str, name: str, *, sip_accounts: int, dss_keys: int) -> Model:
+    """An Alcatel Temporis desk phone: its firmware image is named after it (IP701G.img)."""
+    return Model(
+        key,
+        f"Alcatel Temporis {name}",
+        "phone",
+        "temporis",
+        firmware=f"{name}.img",
+        sip_accounts=sip_accounts,
+        dss_keys=dss_keys,
+    )
+
+
+def _dect_handset(key: str, title: str) -> Model:
+    """A DECT handset: it has no identity of its own, it goes inside a DECT base."""
+    return Model(key, title, "dect_handset", "dect", identity="none")
+
+
 # The DGS-1100 non-/ME save object is not documented anywhere we could find. We use the
 # DGS-1100-06/ME object (1.3.6.1.4.1.171.10.134.1.1.1.10.0 = 1, research/device-facts.md
 # §2.4) for both models: UNVERIFIED. Confirm with D-Link's DGS-1100 MIB zip; fixing it is a
-# change of the rows below only.
-_DGS1100_SAVE_OID_UNVERIFIED = "1.3.6.1.4.1.171.10.134.1.1.1.10.0"
+# change of this function only.
+def _dgs1100_switch(
+    key: str, title: str, product: str, *, poe_ports: range, snmp_id: str, snmp_id_verified: bool
+) -> Model:
+    """A D-Link DGS-1100 PoE switch, SNMP only; ``product`` ends with its port count."""
+    return Model(
+        key,
+        title,
+        "switch",
+        "dlink",
+        product=product,
+        ports=int(product.removeprefix("DGS-1100-").rstrip("P")),
+        poe_ports=tuple(poe_ports),
+        snmp=SnmpIds(
+            sys_object_id=snmp_id,
+            sys_object_id_verified=snmp_id_verified,
+            save_oid="1.3.6.1.4.1.171.10.134.1.1.1.10.0",
+            save_value=1,
+            save_verified=False,
+        ),
+    )
+
 
 MODELS: dict[str, Model] = {
     m.key: m
     for m in (
         # Key counts are from the vendor's datasheets [interp, unverified]; the firmware
         # names follow the verified IP701G.img pattern.
-        Model(
-            "alcatel-temporis-ip150",
-            "Alcatel Temporis IP150",
-            "phone",
-            "temporis",
-            firmware="IP150.img",
-            sip_accounts=2,
-            dss_keys=2,
-        ),
-        Model(
-            "alcatel-temporis-ip701g",
-            "Alcatel Temporis IP701G",
-            "phone",
-            "temporis",
-            firmware="IP701G.img",
-            sip_accounts=6,
-            dss_keys=10,
-        ),
+        _temporis_phone("alcatel-temporis-ip150", "IP150", sip_accounts=2, dss_keys=2),
+        _temporis_phone("alcatel-temporis-ip701g", "IP701G", sip_accounts=6, dss_keys=10),
         Model(
             "alcatel-ip2215",
             "Alcatel IP2215 DECT kit (base + handset)",
@@ -228,55 +254,27 @@ MODELS: dict[str, Model] = {
             handset_capacity=5,  # interp: IP2215 base, up to 5 handsets
             included_handset="alcatel-ip2215-handset",
         ),
-        Model(
-            "alcatel-ip15",
-            "Alcatel IP15 extra DECT handset",
-            "dect_handset",
-            "dect",
-            identity="none",
-        ),
-        Model(
-            "alcatel-ip2215-handset",
-            "Alcatel IP2215 kit handset",
-            "dect_handset",
-            "dect",
-            identity="none",
-        ),
-        Model(
+        _dect_handset("alcatel-ip15", "Alcatel IP15 extra DECT handset"),
+        _dect_handset("alcatel-ip2215-handset", "Alcatel IP2215 kit handset"),
+        # PLACEHOLDER: the -08P sysObjectID was not found (research §2.1). This arc
+        # (.134.900.8) is made up so the lab can tell the models apart; replace it with the
+        # real value from a device's sysObjectID.0.
+        _dgs1100_switch(
             "dlink-dgs-1100-08p",
             "D-Link DGS-1100-08P PoE switch",
-            "switch",
-            "dlink",
-            product="DGS-1100-08P",
-            ports=8,
-            poe_ports=tuple(range(1, 9)),
-            snmp=SnmpIds(
-                # PLACEHOLDER: the -08P sysObjectID was not found (research §2.1). This arc
-                # (.134.900.8) is made up so the lab can tell the models apart; replace it
-                # with the real value from a device's sysObjectID.0.
-                sys_object_id="1.3.6.1.4.1.171.10.134.900.8",
-                sys_object_id_verified=False,
-                save_oid=_DGS1100_SAVE_OID_UNVERIFIED,
-                save_value=1,
-                save_verified=False,
-            ),
+            "DGS-1100-08P",
+            poe_ports=range(1, 9),
+            snmp_id="1.3.6.1.4.1.171.10.134.900.8",
+            snmp_id_verified=False,
         ),
-        Model(
+        # DGS1100PRIMGMT-MIB dgs1100SeriesProd.9 (verified, research §2.1).
+        _dgs1100_switch(
             "dlink-dgs-1100-24p",
             "D-Link DGS-1100-24P switch (PoE on 1-12)",
-            "switch",
-            "dlink",
-            product="DGS-1100-24P",
-            ports=24,
-            poe_ports=tuple(range(1, 13)),
-            snmp=SnmpIds(
-                # DGS1100PRIMGMT-MIB dgs1100SeriesProd.9 (verified, research §2.1).
-                sys_object_id="1.3.6.1.4.1.171.10.134.9",
-                sys_object_id_verified=True,
-                save_oid=_DGS1100_SAVE_OID_UNVERIFIED,
-                save_value=1,
-                save_verified=False,
-            ),
+            "DGS-1100-24P",
+            poe_ports=range(1, 13),
+            snmp_id="1.3.6.1.4.1.171.10.134.9",
+            snmp_id_verified=True,
         ),
         Model("iad", "Access gateway (IAD)", "iad", "iad", analog_ports=2),
         # The LOID is the order id and site [interp]: the operator's scheme is not public.

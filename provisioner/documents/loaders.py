@@ -152,17 +152,18 @@ class _Composer:
         return node, size
 
 
+def _problem_at(path: Loc, message: str, line: int | None = None) -> DocumentProblem:
+    """The problem of the value at ``path`` (to raise)."""
+    return DocumentProblem(Problem(format_path(path), message, line=line))
+
+
 def _scalar(loader: Any, node: yaml.Node, path: Loc) -> Any:
     """A scalar's value; a value YAML's constructors refuse is a problem at its line."""
     line = node.start_mark.line + 1
     limit = sys.get_int_max_str_digits()
     if node.tag == _INT_TAG and limit and sum(c.isdigit() for c in node.value) > limit:
         digits = sum(c.isdigit() for c in node.value)
-        raise DocumentProblem(
-            Problem(
-                format_path(path), f"an integer of {digits} digits (at most {limit})", line=line
-            )
-        )
+        raise _problem_at(path, f"an integer of {digits} digits (at most {limit})", line=line)
     try:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError:
@@ -170,9 +171,7 @@ def _scalar(loader: Any, node: yaml.Node, path: Loc) -> Any:
     except Exception as exc:  # a constructor's own failure on a malformed value
         kind = str(node.tag).rsplit(":", 1)[-1]
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:100]
-        raise DocumentProblem(
-            Problem(format_path(path), f"not a valid {kind}: {reason}", line=line)
-        ) from None
+        raise _problem_at(path, f"not a valid {kind}: {reason}", line=line) from None
 
 
 def _compose(
@@ -184,13 +183,7 @@ def _compose(
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         if node.tag != _MAP_TAG:
-            raise DocumentProblem(
-                Problem(
-                    format_path(path),
-                    f"YAML tag {node.tag} is not used in orders",
-                    line=lines[path],
-                )
-            )
+            raise _problem_at(path, f"YAML tag {node.tag} is not used in orders", line=lines[path])
         # Keys a merge (``<<: *defaults``) brings come first and may be overridden by the
         # mapping's own keys; only its own keys must not repeat.
         own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
@@ -201,22 +194,13 @@ def _compose(
         for index, (key_node, value_node) in enumerate(node.value):
             key = _scalar(loader, key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str | int) or isinstance(key, bool):
-                raise DocumentProblem(
-                    Problem(
-                        format_path(path),
-                        f"key {shown(key) if key is not None else '(a list or mapping)'} "
-                        "is not a name",
-                        line=key_node.start_mark.line + 1,
-                    )
+                raise _problem_at(
+                    path,
+                    f"key {shown(key) if key is not None else '(a list or mapping)'} is not a name",
+                    line=key_node.start_mark.line + 1,
                 )
             if key in out and index >= first_own and key in own_keys:
-                raise DocumentProblem(
-                    Problem(
-                        format_path((*path, key)),
-                        "duplicate key",
-                        line=key_node.start_mark.line + 1,
-                    )
-                )
+                raise _problem_at((*path, key), "duplicate key", line=key_node.start_mark.line + 1)
             if index >= first_own:
                 own_keys.add(key)
             out[key] = _compose(loader, value_node, (*path, key), lines)
@@ -224,13 +208,7 @@ def _compose(
         return out
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _SEQ_TAG:
-            raise DocumentProblem(
-                Problem(
-                    format_path(path),
-                    f"YAML tag {node.tag} is not used in orders",
-                    line=lines[path],
-                )
-            )
+            raise _problem_at(path, f"YAML tag {node.tag} is not used in orders", line=lines[path])
         return [_compose(loader, item, (*path, i), lines) for i, item in enumerate(node.value)]
     return _scalar(loader, node, path)
 
@@ -323,9 +301,7 @@ def load_json(text: str) -> Any:
     while stack:
         value, path = stack.pop()
         if len(path) >= MAX_DEPTH:
-            raise DocumentProblem(
-                Problem(format_path(path), f"nested more than {MAX_DEPTH} levels deep")
-            )
+            raise _problem_at(path, f"nested more than {MAX_DEPTH} levels deep")
         if isinstance(value, dict):
             if id(value) in duplicates:
                 found.append((*path, duplicates[id(value)]))
@@ -334,5 +310,5 @@ def load_json(text: str) -> Any:
             stack.extend((v, (*path, i)) for i, v in enumerate(value))
     if found:
         first = min(found, key=lambda loc: [str(p) for p in loc])
-        raise DocumentProblem(Problem(format_path(first), "duplicate key"))
+        raise _problem_at(first, "duplicate key")
     return data

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from provisioner.catalog import (
     FAX_POS_MAX_PORTS,
@@ -22,6 +23,9 @@ from provisioner.catalog import (
 )
 from provisioner.documents.document import Device, OrderDocument
 from provisioner.documents.problems import Problem, format_path
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 GNR_MAX_SIZE = 10000  # interp: the pages give no size; real GNR blocks are 10 to 10,000 numbers
 
@@ -105,6 +109,13 @@ def _p(path: Path, message: str, limit: str = "", needs: tuple[str, ...] = ()) -
     return Problem(format_path(path), message, limit, needs=frozenset(needs))
 
 
+def _seen_before(seen: dict[K, V], key: K, here: V) -> V | None:
+    """Where ``key`` was seen first, when it is seen again; the first time, None (and
+    ``here`` is remembered for the next)."""
+    first = seen.setdefault(key, here)
+    return None if first is here else first
+
+
 # --------------------------------------------------------------------------- plan and sites
 
 
@@ -145,9 +156,8 @@ def check_plan(doc: OrderDocument) -> Iterator[Problem]:
 def check_sites(doc: OrderDocument) -> Iterator[Problem]:
     seen: dict[str, int] = {}
     for i, site in enumerate(doc.sites):
-        if site.id in seen:
+        if _seen_before(seen, site.id, i) is not None:
             yield _p(("sites", i, "id"), f"site {site.id} is listed twice", "site ids are unique")
-        seen.setdefault(site.id, i)
     if len(doc.sites) > 1 and not doc.options.multisite:
         yield _p(
             ("options", "multisite"),
@@ -242,9 +252,8 @@ def check_numbers(doc: OrderDocument) -> Iterator[Problem]:
         yield from _check_isdn_group(g, group)
     seen: dict[str, Path] = {}
     for path, num in _held_numbers(doc):
-        if num in seen:
-            yield _p(path, f"{num} is listed twice", f"also at {format_path(seen[num])}")
-        seen.setdefault(num, path)
+        if (first_at := _seen_before(seen, num, path)) is not None:
+            yield _p(path, f"{num} is listed twice", f"also at {format_path(first_at)}")
         for r, first, last in ranges:
             if _gnr_contains(first, last, num):
                 yield _p(
@@ -307,20 +316,18 @@ def check_extensions(doc: OrderDocument) -> Iterator[Problem]:
             yield _p(
                 ("extensions", i, "site"), f"no site {ext.site} in this order", "sites", ("sites",)
             )
-        if ext.short in shorts:
+        if (first := _seen_before(shorts, ext.short, i)) is not None:
             yield _p(
                 ("extensions", i, "short"),
-                f"short number {ext.short} is also extensions[{shorts[ext.short]}]",
+                f"short number {ext.short} is also extensions[{first}]",
                 "short numbers are unique in the order",
             )
-        shorts.setdefault(ext.short, i)
-        if ext.number in numbers:
+        if (first := _seen_before(numbers, ext.number, i)) is not None:
             yield _p(
                 ("extensions", i, "number"),
-                f"{ext.number} already serves extensions[{numbers[ext.number]}]",
+                f"{ext.number} already serves extensions[{first}]",
                 "one number per extension",
             )
-        numbers.setdefault(ext.number, i)
         source = number_source(doc, ext.number)
         if source is None:
             yield _p(
@@ -374,26 +381,21 @@ def check_devices(doc: OrderDocument) -> Iterator[Problem]:
             yield _p(("devices", i, key), f"{key} does not apply to {dev.model}", model.title)
         for key in sorted(_REQUIRED_BY_KIND[model.kind] - given):
             yield _p(("devices", i, key), f"{dev.model} needs {key}", "required for this model")
-        if ids[i] in id_index:
+        if _seen_before(id_index, ids[i], i) is not None:
             yield _p(
                 ("devices", i, "id"),
                 f"device id {ids[i]} is used twice",
                 "ids are unique",
                 ("devices", "extensions"),
             )
-        id_index.setdefault(ids[i], i)
-        if dev.mac:
-            if dev.mac in macs:
-                yield _p(
-                    ("devices", i, "mac"),
-                    f"MAC {dev.mac} is also devices[{macs[dev.mac]}]",
-                    "one box, one device",
-                )
-            macs.setdefault(dev.mac, i)
-        if dev.serial:
-            if dev.serial in serials:
-                yield _p(("devices", i, "serial"), f"serial {dev.serial} is used twice", "unique")
-            serials.setdefault(dev.serial, i)
+        if dev.mac and (first := _seen_before(macs, dev.mac, i)) is not None:
+            yield _p(
+                ("devices", i, "mac"),
+                f"MAC {dev.mac} is also devices[{first}]",
+                "one box, one device",
+            )
+        if dev.serial and _seen_before(serials, dev.serial, i) is not None:
+            yield _p(("devices", i, "serial"), f"serial {dev.serial} is used twice", "unique")
         if dev.site is not None and dev.site not in sites:
             yield _p(
                 ("devices", i, "site"), f"no site {dev.site} in this order", "sites", ("sites",)
@@ -466,14 +468,12 @@ def _check_terminals(doc: OrderDocument) -> Iterator[Problem]:
                 ("extensions",),
             )
             continue
-        if ref.extension in taken:
+        if (holder := _seen_before(taken, ref.extension, ref)) is not None:
             yield _p(
                 ref.path,
-                f"extension {ref.extension} already has a terminal at "
-                f"{format_path(taken[ref.extension].path)}",
+                f"extension {ref.extension} already has a terminal at {format_path(holder.path)}",
                 "one terminal per extension",
             )
-        taken.setdefault(ref.extension, ref)
     quota = terminal_quota([e.type for e in doc.extensions])
     if len(refs) > quota:
         yield _p(
@@ -513,13 +513,12 @@ def _check_poe(doc: OrderDocument, ids: list[str]) -> Iterator[Problem]:
                 f"{sw.model}: PoE ports {lo}-{hi} of {sw_model.ports}",
             )
         key = (dev.switch, dev.port)
-        if key in ports:
+        if (first := _seen_before(ports, key, i)) is not None:
             yield _p(
                 ("devices", i, "port"),
-                f"port {dev.port} of {dev.switch} is already used by devices[{ports[key]}]",
+                f"port {dev.port} of {dev.switch} is already used by devices[{first}]",
                 "one device per port",
             )
-        ports.setdefault(key, i)
         site = dev.site
         if site is None and dev.extension is not None:
             site = ext_site.get(dev.extension)

@@ -22,6 +22,8 @@ from provisioner.orders.export import export_order
 from provisioner.orders.status import DeviceStatus, State, fingerprint, statuses
 from provisioner.store import audit
 from provisioner.store.access import Store
+from provisioner.store.audit import AuditQuery
+from provisioner.store.filters import where_equal, where_in
 from provisioner.store.models import (
     AuditEvent,
     Customer,
@@ -55,16 +57,6 @@ class OrderQuery:
     state: str | None = None
     site: str | None = None
     only: frozenset[str] | None = None
-
-
-@dataclass(frozen=True)
-class AuditQuery:
-    order_id: str | None = None
-    device: str | None = None
-    actor: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    only: frozenset[str] | None = None  # order ids a scoped caller may see
 
 
 @dataclass(frozen=True)
@@ -172,16 +164,12 @@ class OrderReads(Store):
     ) -> Page[T]:
         """Orders by id matching ``query``; ``limit`` 0 means all of them."""
         stmt = select(Order).join(Customer, Order.customer_id == Customer.id)
-        if query.vat:
-            stmt = stmt.where(Customer.vat == query.vat)
-        if query.plan:
-            stmt = stmt.where(Order.plan == query.plan)
-        if query.state:
-            stmt = stmt.where(Order.state == query.state)
+        stmt = where_equal(
+            stmt, {Customer.vat: query.vat, Order.plan: query.plan, Order.state: query.state}
+        )
         if query.site:
             stmt = stmt.where(Order.sites.any(Site.site_id == query.site))
-        if query.only is not None:
-            stmt = stmt.where(Order.order_id.in_(sorted(query.only)))
+        stmt = where_in(stmt, Order.order_id, query.only)
         with self.db.read() as session:
             total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
             page = stmt.order_by(Order.order_id).offset(offset)
@@ -249,12 +237,8 @@ class OrderReads(Store):
     ) -> Page[DeviceStatus]:
         """Devices of the store by order and position, filtered; ``limit`` 0 means all."""
         stmt = select(Device).join(Order, Device.order_pk == Order.id)
-        if query.order_id:
-            stmt = stmt.where(Order.order_id == query.order_id)
-        if query.only is not None:
-            stmt = stmt.where(Order.order_id.in_(sorted(query.only)))
-        if query.model:
-            stmt = stmt.where(Device.model == query.model)
+        stmt = where_equal(stmt, {Order.order_id: query.order_id, Device.model: query.model})
+        stmt = where_in(stmt, Order.order_id, query.only)
         if query.site:
             # A terminal's site is its extension's.
             on_site = Site.site_id == query.site
@@ -334,10 +318,7 @@ class OrderReads(Store):
             .join(Order, Device.order_pk == Order.id)
             .group_by(PushResultRow.job_id, Order.order_id)
         )
-        if order_id:
-            stmt = stmt.where(Order.order_id == order_id)
-        if only is not None:
-            stmt = stmt.where(Order.order_id.in_(sorted(only)))
+        stmt = where_in(where_equal(stmt, {Order.order_id: order_id}), Order.order_id, only)
         with self.db.read() as session:
             total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
             rows = session.execute(
@@ -420,39 +401,15 @@ class OrderReads(Store):
 
     def count_audit(self, query: AuditQuery) -> int:
         """How many audit events match ``query`` (the ``total`` of a page)."""
-        stmt = select(func.count(AuditEvent.id))
-        if query.order_id:
-            stmt = stmt.where(AuditEvent.order_id == query.order_id)
-        if query.device:
-            stmt = stmt.where(AuditEvent.device == query.device)
-        if query.actor:
-            stmt = stmt.where(AuditEvent.actor == query.actor)
-        if query.since:
-            stmt = stmt.where(AuditEvent.at >= query.since)
-        if query.until:
-            stmt = stmt.where(AuditEvent.at < query.until)
-        if query.only is not None:
-            stmt = stmt.where(AuditEvent.order_id.in_(sorted(query.only)))
         with self.db.read() as session:
-            return session.scalar(stmt) or 0
+            return audit.count(session, query)
 
     def read_audit(
         self, query: AuditQuery, view: Callable[[AuditEvent], T], limit: int, offset: int
     ) -> Sequence[T]:
         """Audit events, newest first, as ``view`` shows them."""
         with self.db.read() as session:
-            rows = audit.query(
-                session,
-                order_id=query.order_id,
-                device=query.device,
-                actor=query.actor,
-                since=query.since,
-                until=query.until,
-                orders=query.only,
-                limit=limit,
-                offset=offset,
-            )
-            return [view(e) for e in rows]
+            return [view(e) for e in audit.query(session, query, limit, offset)]
 
     def note(
         self,

@@ -92,6 +92,32 @@ class Rotated:
     touched: Touched = field(default_factory=Touched)
 
 
+def _locked_order(session: Session, order_id: str, *, active: bool = False) -> Order:
+    """The order's row, locked for this write; ``active``: refused unless the order is."""
+    order = lock_order(session, order_id)
+    if order is None:
+        raise OrderUnknown(f"order {order_id}: not in the store")
+    if active and order.state != "active":
+        raise BindRefused(f"order {order_id}: is {order.state}")
+    return order
+
+
+def _device_written(
+    session: Session,
+    touched: Touched,
+    actor: str,
+    action: str,
+    order_id: str,
+    dev: Device,
+    **detail: object,
+) -> Written:
+    """Flush a write to one device (a conflict with a concurrent write raises here), audit it
+    (``detail`` as the event's) and say what it touched."""
+    session.flush()
+    audit.record(session, actor, action, order_id=order_id, device=dev.device_id, **detail)
+    return Written(order_id, dev.device_id, touched)
+
+
 class OrdersService(OrderReads):
     """The one write path of the store's orders (DESIGN.md §4), and its reads.
 
@@ -225,11 +251,7 @@ class OrdersService(OrderReads):
         column = Device.mac if mac is not None else Device.serial
         try:
             with self._writing() as (session, touched):
-                order = lock_order(session, order_id)
-                if order is None:
-                    raise OrderUnknown(f"order {order_id}: not in the store")
-                if order.state != "active":
-                    raise BindRefused(f"order {order_id}: is {order.state}")
+                order = _locked_order(session, order_id, active=True)
                 other = session.scalar(select(Device).where(column == identity))
                 if extension is not None:
                     dev = self._terminal_device(session, order, extension, model, other)
@@ -254,17 +276,16 @@ class OrdersService(OrderReads):
                 else:
                     dev.serial = identity
                 dev.identity_source = "bind"
-                session.flush()
-                audit.record(
+                return _device_written(
                     session,
+                    touched,
                     actor,
                     "device.bound",
-                    order_id=order_id,
-                    device=dev.device_id,
+                    order_id,
+                    dev,
                     identity=identity,
                     extension=extension,
                 )
-                return Written(order_id, dev.device_id, touched)
         except IntegrityError:
             # The store's own constraints caught a concurrent bind the checks could not see.
             raise BindRefused(
@@ -347,9 +368,7 @@ class OrdersService(OrderReads):
         if (mac is None) == (device_id is None):
             raise BindRefused(f"order {order_id}: give exactly one of a MAC or a device id")
         with self._writing() as (session, touched):
-            order = lock_order(session, order_id)
-            if order is None:
-                raise OrderUnknown(f"order {order_id}: not in the store")
+            order = _locked_order(session, order_id)
             if mac is not None:
                 norm = normalize_mac(mac)
                 dev = next((d for d in order.devices if d.mac == norm), None)
@@ -370,15 +389,9 @@ class OrdersService(OrderReads):
                 dev.mac = None
                 dev.serial = None
                 dev.identity_source = "document"
-            audit.record(
-                session,
-                actor,
-                "device.unbound",
-                order_id=order_id,
-                device=dev.device_id,
-                identity=was,
+            return _device_written(
+                session, touched, actor, "device.unbound", order_id, dev, identity=was
             )
-            return Written(order_id, dev.device_id, touched)
 
     def swap(self, order_id: str, old: str, new: str, *, actor: str = "") -> Written:
         """Put a new box in place of the bound one (RMA).
@@ -392,11 +405,7 @@ class OrdersService(OrderReads):
         old_mac, new_mac = normalize_mac(old), normalize_mac(new)
         try:
             with self._writing() as (session, touched):
-                order = lock_order(session, order_id)
-                if order is None:
-                    raise OrderUnknown(f"order {order_id}: not in the store")
-                if order.state != "active":
-                    raise BindRefused(f"order {order_id}: is {order.state}")
+                order = _locked_order(session, order_id, active=True)
                 dev = next((d for d in order.devices if d.mac == old_mac), None)
                 if dev is None:
                     raise DeviceUnknown(f"order {order_id}: no device with MAC {old_mac}")
@@ -410,17 +419,16 @@ class OrdersService(OrderReads):
                     )
                 dev.mac = new_mac
                 dev.identity_source = "bind"
-                session.flush()
-                audit.record(
+                return _device_written(
                     session,
+                    touched,
                     actor,
                     "device.swapped",
-                    order_id=order_id,
-                    device=dev.device_id,
+                    order_id,
+                    dev,
                     old_mac=old_mac,
                     new_mac=new_mac,
                 )
-                return Written(order_id, dev.device_id, touched)
         except IntegrityError:
             raise BindRefused(f"MAC {new_mac}: taken by a concurrent change; retry") from None
 
@@ -431,9 +439,7 @@ class OrdersService(OrderReads):
         """
         actor = actor or audit.default_actor()
         with self._writing() as (session, touched):
-            order = lock_order(session, order_id)
-            if order is None:
-                raise OrderUnknown(f"order {order_id}: not in the store")
+            order = _locked_order(session, order_id)
             if order.state == "cancelled":
                 return Cancelled(order_id, False, touched)
             was = order.state
@@ -502,11 +508,7 @@ class OrdersService(OrderReads):
         """
         actor = actor or audit.default_actor()
         with self._writing() as (session, touched):
-            order = lock_order(session, order_id)
-            if order is None:
-                raise OrderUnknown(f"order {order_id}: not in the store")
-            if order.state != "active":
-                raise BindRefused(f"order {order_id}: is {order.state}")
+            order = _locked_order(session, order_id, active=True)
             known = [e.short for e in order.extensions]
             wanted = known if extensions is None else list(dict.fromkeys(extensions))
             missing = [s for s in wanted if s not in known]
@@ -579,9 +581,7 @@ class OrdersService(OrderReads):
         total = Published()
         for order_id in wanted:
             with self.db.write() as session:
-                order = lock_order(session, order_id)
-                if order is None:
-                    raise OrderUnknown(f"order {order_id}: not in the store")
+                order = _locked_order(session, order_id)
                 done = self.publisher.publish_order(session, order)
                 if done.written or done.deleted:
                     order.generation = next_generation(session)  # servers reload it

@@ -143,6 +143,11 @@ class OrderSync:
                 self.changes.append(f"{label}: {attr} changed")
             setattr(obj, attr, value)
 
+    def _update(self, row: Any, said: dict[str, Any], label: str) -> None:
+        """Set each attribute of ``row`` to what the document says (``_set`` one by one)."""
+        for attr, value in said.items():
+            self._set(row, attr, value, label)
+
     def run(self) -> None:
         doc, s = self.doc, self.session
         customer = s.scalar(select(Customer).where(Customer.vat == doc.customer.vat))
@@ -152,25 +157,17 @@ class OrderSync:
             s.flush()
         elif customer.name != doc.customer.name:
             self._rename(customer)
+        said = {"plan": doc.plan, "lines": doc.lines, "options": _options_json(doc)}
         if not self.existing:
             self.order = Order(
-                order_id=doc.order,
-                customer=customer,
-                plan=doc.plan,
-                lines=doc.lines,
-                options=_options_json(doc),
-                state="active",
-                source=self.source,
+                order_id=doc.order, customer=customer, state="active", source=self.source, **said
             )
             s.add(self.order)
             s.flush()
             self.changes.append(f"order {doc.order} created")
         else:
             o = self.order
-            self._set(o, "customer_id", customer.id, "order")
-            self._set(o, "plan", doc.plan, "order")
-            self._set(o, "lines", doc.lines, "order")
-            self._set(o, "options", _options_json(doc), "order")
+            self._update(o, {"customer_id": customer.id, **said}, "order")
             if o.state != "active":
                 o.state = "active"
                 self.changes.append(f"order {doc.order} re-activated")
@@ -235,25 +232,16 @@ class OrderSync:
         wanted = {s.id for s in self.doc.sites}
         for pos, ds in enumerate(self.doc.sites):
             username = ds.pppoe_username or f"{self.doc.order.lower()}.{ds.id}@officesmart.example"
+            said = {"position": pos, "address": ds.address, "connectivity": ds.connectivity}
             row = by_id.get(ds.id)
             if row is None:
-                row = Site(
-                    site_id=ds.id,
-                    position=pos,
-                    address=ds.address,
-                    connectivity=ds.connectivity,
-                    pppoe_username=username,
-                )
-                self.order.sites.append(row)
+                self.order.sites.append(Site(site_id=ds.id, pppoe_username=username, **said))
                 if self.existing:
                     self.changes.append(f"site {ds.id} added")
                 continue
-            label = f"site {ds.id}"
-            self._set(row, "position", pos, label)
-            self._set(row, "address", ds.address, label)
-            self._set(row, "connectivity", ds.connectivity, label)
             if ds.pppoe_username:
-                self._set(row, "pppoe_username", ds.pppoe_username, label)
+                said["pppoe_username"] = ds.pppoe_username
+            self._update(row, said, f"site {ds.id}")
         for sid, row in by_id.items():
             if sid not in wanted:
                 self.order.sites.remove(row)
@@ -283,33 +271,22 @@ class OrderSync:
             parked.number = number
             self.changes.append(f"extension {parked.short}: number changed")
         for pos, de in enumerate(self.doc.extensions):
-            conference = ",".join(de.conferences)
+            said = {
+                "position": pos,
+                "type": de.type,
+                "name": de.name,
+                "email": de.email,
+                "mobile": de.mobile,
+                "conference": ",".join(de.conferences),
+            }
             found = by_short.get(de.short)
             if found is None:
-                new = Extension(
-                    site=sites[de.site],
-                    position=pos,
-                    number=de.number,
-                    short=de.short,
-                    type=de.type,
-                    name=de.name,
-                    email=de.email,
-                    mobile=de.mobile,
-                    conference=conference,
-                )
+                new = Extension(site=sites[de.site], number=de.number, short=de.short, **said)
                 self.order.extensions.append(new)
                 if self.existing:
                     self.changes.append(f"extension {de.short} added")
                 continue
-            row = found
-            label = f"extension {de.short}"
-            self._set(row, "site_pk", sites[de.site].id, label)
-            self._set(row, "position", pos, label)
-            self._set(row, "type", de.type, label)
-            self._set(row, "name", de.name, label)
-            self._set(row, "email", de.email, label)
-            self._set(row, "mobile", de.mobile, label)
-            self._set(row, "conference", conference, label)
+            self._update(found, {"site_pk": sites[de.site].id, **said}, f"extension {de.short}")
         self.session.flush()
 
     def _devices(self) -> None:
@@ -353,17 +330,15 @@ class OrderSync:
                 site_id = ext_site.get(dd.handsets[0].extension)
             site_pk = sites[site_id].id if site_id else None
             fax = ",".join(dd.fax_pos) if dd.fax_pos is not None else None
+            said = {"position": pos, "model": dd.model, "site_pk": site_pk, "fax_pos": fax}
             if found is None:
                 row = Device(
                     device_id=did,
-                    position=pos,
-                    model=dd.model,
-                    site_pk=site_pk,
                     mac=dd.mac,
                     serial=dd.serial,
-                    fax_pos=fax,
                     origin="document",
                     identity_source="document",
+                    **said,
                 )
                 self.order.devices.append(row)
                 if self.existing:
@@ -371,10 +346,7 @@ class OrderSync:
             else:
                 row = found
                 label = f"device {did}"
-                self._set(row, "position", pos, label)
-                self._set(row, "model", dd.model, label)
-                self._set(row, "site_pk", site_pk, label)
-                self._set(row, "fax_pos", fax, label)
+                self._update(row, said, label)
                 self._identity(row, "mac", dd.mac, label)
                 self._identity(row, "serial", dd.serial, label)
             rows[did] = row

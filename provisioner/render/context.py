@@ -9,9 +9,9 @@ pure and can be fed hand-made views (tests, the benchmark).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from provisioner.catalog import PLANS
 from provisioner.errors import RenderError
 from provisioner.store.models import Device, Order, SecretRow
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class DeviceView:
     def bound(self) -> bool:
         return bool(self.mac or self.serial)
 
+    def needed_site(self, what: str) -> SiteView:
+        """Its site, which ``what`` (the family, "an IAD") cannot be configured without."""
+        if self.site is None:
+            raise RenderError(f"device {self.device_id}: {what} needs its site")
+        return self.site
+
 
 @dataclass(frozen=True)
 class OrderView:
@@ -94,18 +102,18 @@ class OrderView:
         return bool(plan and plan.analog_only)
 
     def device(self, device_id: str) -> DeviceView:
-        for d in self.devices:
-            if d.device_id == device_id:
-                return d
-        ids = ", ".join(d.device_id for d in self.devices)
-        raise RenderError(f"order {self.order_id}: no device {device_id} (devices: {ids})")
+        return self._named(self.devices, lambda d: d.device_id, device_id, "device")
 
     def site(self, site_id: str) -> SiteView:
-        for s in self.sites:
-            if s.id == site_id:
-                return s
-        sites = ", ".join(s.id for s in self.sites)
-        raise RenderError(f"order {self.order_id}: no site {site_id} (sites: {sites})")
+        return self._named(self.sites, lambda s: s.id, site_id, "site")
+
+    def _named(self, items: tuple[V, ...], key: Callable[[V], str], wanted: str, what: str) -> V:
+        """The item whose ``key`` is ``wanted``; the error names the ones the order has."""
+        for item in items:
+            if key(item) == wanted:
+                return item
+        known = ", ".join(key(i) for i in items)
+        raise RenderError(f"order {self.order_id}: no {what} {wanted} ({what}s: {known})")
 
     def on_switch(self, switch_id: str) -> list[DeviceView]:
         """Devices plugged into a port of ``switch_id``, by port."""

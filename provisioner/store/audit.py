@@ -10,14 +10,15 @@ import json
 import logging
 import os
 import pwd
-from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioner.documents.document import SECRET_KEYS
+from provisioner.store.filters import S, where_equal, where_in
 from provisioner.store.models import AuditEvent
 
 log = logging.getLogger("provisioner.store.audit")
@@ -56,31 +57,44 @@ def record(
     return event
 
 
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which events to read (all filters optional): of an order, a device, an actor, from
+    ``since`` (inclusive) to ``until``; ``only`` limits them to those order ids (a
+    technician's token)."""
+
+    order_id: str | None = None
+    device: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    only: frozenset[str] | None = None
+
+    def where(self, stmt: S) -> S:
+        """``stmt`` (a select of audit events) narrowed to the events this query asks for."""
+        stmt = where_equal(
+            stmt,
+            {
+                AuditEvent.order_id: self.order_id,
+                AuditEvent.device: self.device,
+                AuditEvent.actor: self.actor,
+            },
+        )
+        if self.since:
+            stmt = stmt.where(AuditEvent.at >= self.since)
+        if self.until:
+            stmt = stmt.where(AuditEvent.at < self.until)
+        return where_in(stmt, AuditEvent.order_id, self.only)
+
+
 def query(
-    session: Session,
-    *,
-    order_id: str | None = None,
-    device: str | None = None,
-    actor: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    orders: Collection[str] | None = None,
-    limit: int = 100,
-    offset: int = 0,
+    session: Session, query: AuditQuery, limit: int = 100, offset: int = 0
 ) -> list[AuditEvent]:
-    """Events newest first: of an order, a device, an actor, from ``since`` (inclusive) to
-    ``until``; ``orders`` limits them to those orders (a technician's token)."""
-    stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
-    if order_id:
-        stmt = stmt.where(AuditEvent.order_id == order_id)
-    if device:
-        stmt = stmt.where(AuditEvent.device == device)
-    if actor:
-        stmt = stmt.where(AuditEvent.actor == actor)
-    if since:
-        stmt = stmt.where(AuditEvent.at >= since)
-    if until:
-        stmt = stmt.where(AuditEvent.at < until)
-    if orders is not None:
-        stmt = stmt.where(AuditEvent.order_id.in_(sorted(orders)))
+    """The events ``query`` asks for, newest first."""
+    stmt = query.where(select(AuditEvent).order_by(AuditEvent.id.desc()))
     return list(session.scalars(stmt.offset(offset).limit(limit)))
+
+
+def count(session: Session, query: AuditQuery) -> int:
+    """How many events ``query`` asks for."""
+    return session.scalar(query.where(select(func.count(AuditEvent.id)))) or 0

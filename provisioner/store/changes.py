@@ -36,16 +36,14 @@ from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from provisioner.store.models import (
+    CONTENT,
     Counter,
     Customer,
     Device,
     DeviceState,
     Enrollment,
-    Extension,
-    Number,
     Order,
     SecretRow,
-    Site,
     Terminal,
     utcnow,
 )
@@ -54,18 +52,6 @@ from provisioner.store.push_models import HostKey
 GENERATION = "generation"
 CHANNEL = "provisioner_changes"  # PostgreSQL NOTIFY channel of the change feed
 
-# Rows an order's published files or its fetch decisions are made from.
-CONTENT: tuple[type[Any], ...] = (
-    Order,
-    Customer,
-    Site,
-    Extension,
-    Number,
-    Device,
-    Terminal,
-    SecretRow,
-    Enrollment,
-)
 _CONTENT_TABLES = frozenset(cls.__table__.name for cls in CONTENT)
 
 

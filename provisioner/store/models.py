@@ -267,6 +267,20 @@ class DeviceState(Base):
     last_refused_source: Mapped[str | None] = mapped_column(String(45), nullable=True)
 
 
+# Rows an order's published files or its fetch decisions are made from.
+CONTENT: tuple[type[Any], ...] = (
+    Order,
+    Customer,
+    Site,
+    Extension,
+    Number,
+    Device,
+    Terminal,
+    SecretRow,
+    Enrollment,
+)
+
+
 class Counter(Base):
     """A named counter of the store; ``generation`` orders every change to an order."""
 

@@ -129,18 +129,15 @@ class IadDriver(Driver):
         self, device: DeviceView, order: OrderView, secrets: SecretBook, settings: Settings
     ) -> dict[str, Any]:
         ctx = super().context(device, order, secrets, settings)
-        if device.site is None:
-            raise RenderError(f"device {device.device_id}: an IAD needs its site")
+        site = device.needed_site("an IAD")
         owner = f"device:{device.device_id}"
-        wan = WAN_PROFILES[device.site.connectivity]
+        wan = WAN_PROFILES[site.connectivity]
         pub = public_settings(settings)
         ctx.update(
-            site=device.site,
+            site=site,
             wan=wan,
             pppoe_password=(
-                secrets.get(f"site:{device.site.id}", "pppoe_password")
-                if wan.mode == "pppoe"
-                else ""
+                secrets.get(f"site:{site.id}", "pppoe_password") if wan.mode == "pppoe" else ""
             ),
             admin_password=secrets.get(owner, "admin_password"),
             prov_user=device.mac12,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from provisioner.errors import RenderError
 from provisioner.render.context import DeviceView, OrderView, SecretBook
 from provisioner.render.drivers.base import Driver, FileSpec
 from provisioner.settings import Settings
@@ -27,12 +26,11 @@ class OntDriver(Driver):
         self, device: DeviceView, order: OrderView, secrets: SecretBook, settings: Settings
     ) -> dict[str, Any]:
         ctx = super().context(device, order, secrets, settings)
-        if device.site is None:
-            raise RenderError(f"device {device.device_id}: a Mini ONT needs its site")
+        site = device.needed_site("a Mini ONT")
         facts = self.facts(device)
         ctx.update(
-            site=device.site,
-            loid=facts.loid_format.format(order_id=order.order_id, site=device.site.id),
+            site=site,
+            loid=facts.loid_format.format(order_id=order.order_id, site=site.id),
             ploam_password=secrets.get(f"device:{device.device_id}", "ploam_password"),
         )
         return ctx
