@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import napalm
 
@@ -51,6 +51,7 @@ from provisioner.push.errors import (
     retried,
 )
 from provisioner.push.results import (
+    PushOptions,
     PushResult,
     Step,
     mask_diff,
@@ -325,14 +326,7 @@ def push_device(
     renderer: Renderer,
     device_key: DeviceKey,
     target: DeviceAddress | None,
-    *,
-    dry_run: bool = False,
-    trust_on_first_use: bool = False,
-    timeouts: Timeouts | None = None,
-    actor: str = "",
-    job_id: str = "",
-    settings: Settings | None = None,
-    on_step: Step | None = None,
+    **options: Unpack[PushOptions],
 ) -> PushResult:
     """Render the device's push payload and push it (see :func:`push_config`)."""
     try:
@@ -342,23 +336,11 @@ def push_device(
         if payload is None:
             raise PushFailed(f"{device_key}: a {device_key.model} fetches its files, no push")
     except ProvisionerError as exc:
+        actor, job_id = options.get("actor", ""), options.get("job_id", "")
         return record_failure(inv, device_key, exc, actor, job_id)
     kind, rendered = payload
-    return push_config(
-        inv,
-        device_key,
-        kind,
-        rendered.data.decode("utf-8"),
-        rendered.secrets,
-        target,
-        dry_run=dry_run,
-        trust_on_first_use=trust_on_first_use,
-        timeouts=timeouts,
-        actor=actor,
-        job_id=job_id,
-        settings=settings,
-        on_step=on_step,
-    )
+    config = rendered.data.decode("utf-8")
+    return push_config(inv, device_key, kind, config, rendered.secrets, target, **options)
 
 
 def rollback_device(
@@ -368,12 +350,7 @@ def rollback_device(
     target: DeviceAddress,
     *,
     version: int | None = None,
-    dry_run: bool = False,
-    trust_on_first_use: bool = False,
-    timeouts: Timeouts | None = None,
-    actor: str = "",
-    settings: Settings | None = None,
-    on_step: Step | None = None,
+    **options: Unpack[PushOptions],
 ) -> PushResult:
     """Push a stored backup (the newest, or ``version``) back to the device.
 
@@ -387,17 +364,5 @@ def rollback_device(
     if payload is not None:
         secrets = list(payload[1].secrets)
     return push_config(
-        inv,
-        device_key,
-        backup.method,
-        backup.text,
-        secrets,
-        target,
-        dry_run=dry_run,
-        trust_on_first_use=trust_on_first_use,
-        timeouts=timeouts,
-        actor=actor,
-        reason="manual",
-        settings=settings,
-        on_step=on_step,
+        inv, device_key, backup.method, backup.text, secrets, target, reason="manual", **options
     )
