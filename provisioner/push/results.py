@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 from provisioner.errors import DeviceUnknown
 from provisioner.push.setlines import ConfigSyntaxError, split_line
-from provisioner.push.targets import Timeouts, device_row
+from provisioner.push.targets import Timeouts, audit_device, device_row
 from provisioner.render.engine import DeviceKey, mask
 from provisioner.settings import Settings
 from provisioner.store import audit
@@ -146,12 +146,11 @@ def record(
                 backup_version=res.backup_version,
             )
         )
-        audit.record(
+        audit_device(
             session,
             actor,
             "push.device",
-            order_id=key.order_id,
-            device=key.device_id,
+            key,
             job=res.job_id,
             result=res.result,
             changed=res.changed,
