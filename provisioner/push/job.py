@@ -31,9 +31,11 @@ imports it when a push runs, so the API and the CLI start without them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Unpack
 
@@ -189,32 +191,35 @@ class _Job:
     def verify(self, drv: PushDriver) -> bool:
         return _normal(drv.get_config(retrieve="running")["running"]) == _normal(self.backup)
 
+    def restore(
+        self, connection: AbstractContextManager[PushDriver], put_back: Callable[[PushDriver], None]
+    ) -> str:
+        """``put_back`` the backup over ``connection`` (closed after) and verify it: "" when
+        the device has it again, else why not."""
+        try:
+            with connection as drv:
+                put_back(drv)
+                if self.verify(drv):
+                    return ""
+            return "the device still differs from the backup after rollback"
+        except Exception as exc:
+            return f"rollback: {one_line(exc)}"
+
+    def replace_with_backup(self, drv: PushDriver) -> None:
+        drv.load_replace_candidate(config=self.backup)
+        drv.commit_config()
+
     def roll_back(self, drv: PushDriver) -> str:
         """Back to the backup, verified; "" when done, else why not. Closes ``drv``."""
-        why = ""
-        try:
-            drv.rollback()
-            if self.verify(drv):
-                return ""
-            why = "the device still differs from the backup after rollback"
-        except Exception as exc:
-            why = f"rollback: {one_line(exc)}"
-        finally:
-            drv.close()
+        why = self.restore(contextlib.closing(drv), lambda d: d.rollback())
         delay = self.timeouts.backoff
         for _ in range(self.timeouts.retries):
+            if not why:
+                break
             time.sleep(delay)
             delay *= 2
             self.step("rollback (again)")
-            try:
-                with self.driver() as fresh:
-                    fresh.load_replace_candidate(config=self.backup)
-                    fresh.commit_config()
-                    if self.verify(fresh):
-                        return ""
-                why = "the device still differs from the backup after rollback"
-            except Exception as exc:
-                why = f"rollback: {one_line(exc)}"
+            why = self.restore(self.driver(), self.replace_with_backup)
         return why
 
     def run(self) -> PushResult:
