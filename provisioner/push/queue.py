@@ -272,13 +272,8 @@ def result_data(device: str, model: str, res: PushResult) -> dict[str, Any]:
     return {
         "device": device,
         "model": model,
-        "result": res.result,
-        "changed": res.changed,
-        "diff_lines": res.diff_lines,
+        **res.outcome(),
         "diff": res.diff,
-        "seconds": round(res.seconds, 3),
-        "backup": res.backup_version,
-        "error": res.error,
         # The error's type, for a client that acts on it (the CLI names the option that helps).
         "error_kind": res.error_kind,
     }

@@ -76,6 +76,18 @@ class PushResult:
     def diff_lines(self) -> int:
         return count_diff_lines(self.diff)
 
+    def outcome(self) -> dict[str, Any]:
+        """How it ended, by the names the ``push.device`` audit record and the job's result
+        event give it."""
+        return {
+            "result": self.result,
+            "changed": self.changed,
+            "diff_lines": self.diff_lines,
+            "backup": self.backup_version,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
+
     def fail(self, exc: BaseException) -> None:
         self.result = "failed"
         self.exception = exc
@@ -152,13 +164,8 @@ def record(
             "push.device",
             key,
             job=res.job_id,
-            result=res.result,
-            changed=res.changed,
-            diff_lines=res.diff_lines,
-            backup=res.backup_version,
             attempts=res.attempts,
-            error=res.error,
-            seconds=round(res.seconds, 3),
+            **res.outcome(),
         )
 
 
