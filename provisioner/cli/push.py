@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.table import Table
 
+    from provisioner.push.results import JobOptions
+
 TargetsOpt = Annotated[
     Path | None,
     typer.Option("--targets", help="YAML/JSON file: device id -> HOST:PORT (lab up writes one)."),
@@ -151,6 +153,7 @@ def push(
       provisioner push sw-catania --target sw-catania=192.168.1.250:161
     """
     from provisioner.errors import ProvisionerError
+    from provisioner.push.results import JobOptions
     from provisioner.push.runner import push_many
     from provisioner.push.targets import device_keys
 
@@ -166,10 +169,14 @@ def push(
         raise PushFailed(f"{what}: no device that is configured by push")
     addresses = _targets(targets_file, target)
     jobs = [(k, addresses.get(k.device_id)) for k in keys]
-    timeouts = _timeouts(connect_timeout, command_timeout)
+    options = JobOptions(
+        dry_run=dry_run,
+        trust_on_first_use=trust_on_first_use,
+        timeouts=_timeouts(connect_timeout, command_timeout),
+    )
     lock = threading.Lock()
     if inv.settings.push_queue == "procrastinate":
-        job_id, results = _on_the_queue(inv, jobs, dry_run, trust_on_first_use, timeouts)
+        job_id, results = _on_the_queue(inv, jobs, options)
         _finish(what, job_id, results, dry_run)
         return
     with _progress() as progress:
@@ -188,11 +195,9 @@ def push(
             renderer,
             jobs,
             concurrency=concurrency,
-            dry_run=dry_run,
-            trust_on_first_use=trust_on_first_use,
-            timeouts=timeouts,
             on_step=on_step,
             on_done=on_done,
+            **options,
         )
     _finish(what, job_id, results, dry_run)
 
@@ -204,22 +209,13 @@ def _finish(what: str, job_id: str, results: list[Any], dry_run: bool) -> None:
         raise typer.Exit(1)
 
 
-def _on_the_queue(
-    inv: Any, jobs: list[Any], dry_run: bool, trust_on_first_use: bool, timeouts: Any
-) -> tuple[str, list[Any]]:
+def _on_the_queue(inv: Any, jobs: list[Any], options: JobOptions) -> tuple[str, list[Any]]:
     """Enqueue the push for the workers and follow it from the store's events."""
     import time
 
     from provisioner.push import queue
 
-    job_id = queue.create_job(
-        inv,
-        jobs[0][0].order_id,
-        jobs,
-        dry_run=dry_run,
-        trust_on_first_use=trust_on_first_use,
-        timeouts=timeouts,
-    )
+    job_id = queue.create_job(inv, jobs[0][0].order_id, jobs, **options)
     err.print(f"push job {job_id} queued for the workers (provisioner worker)", markup=False)
     seen = 0
     with _progress() as progress:

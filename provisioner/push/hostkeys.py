@@ -31,7 +31,7 @@ from provisioner.push.errors import (
     HostKeyChanged,
     HostKeyUnknown,
 )
-from provisioner.store import audit
+from provisioner.push.targets import audit_device
 from provisioner.store.push_models import HostKey
 
 if TYPE_CHECKING:
@@ -58,15 +58,7 @@ def trust(inv: Any, key: DeviceKey, device_pk: int, public_key: str, actor: str,
     with inv.db.write() as session:
         if session.get(HostKey, device_pk) is None:
             session.add(HostKey(device_pk=device_pk, public_key=public_key, trusted_by=actor))
-            audit.record(
-                session,
-                actor,
-                "push.host-key-trusted",
-                order_id=key.order_id,
-                device=key.device_id,
-                key=public_key,
-                address=at,
-            )
+            audit_device(session, actor, "push.host-key-trusted", key, key=public_key, address=at)
 
 
 def record_change(
@@ -74,12 +66,11 @@ def record_change(
 ) -> None:
     """Audit a refused connection whose host key differs from the pinned one."""
     with inv.db.write() as session:
-        audit.record(
+        audit_device(
             session,
             actor,
             "push.host-key-changed",
-            order_id=key.order_id,
-            device=key.device_id,
+            key,
             address=at,
             job=job_id,
             offered=exc.offered,

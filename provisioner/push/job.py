@@ -31,11 +31,13 @@ imports it when a push runs, so the API and the CLI start without them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import napalm
 
@@ -51,6 +53,7 @@ from provisioner.push.errors import (
     retried,
 )
 from provisioner.push.results import (
+    PushOptions,
     PushResult,
     Step,
     mask_diff,
@@ -188,32 +191,35 @@ class _Job:
     def verify(self, drv: PushDriver) -> bool:
         return _normal(drv.get_config(retrieve="running")["running"]) == _normal(self.backup)
 
+    def restore(
+        self, connection: AbstractContextManager[PushDriver], put_back: Callable[[PushDriver], None]
+    ) -> str:
+        """``put_back`` the backup over ``connection`` (closed after) and verify it: "" when
+        the device has it again, else why not."""
+        try:
+            with connection as drv:
+                put_back(drv)
+                if self.verify(drv):
+                    return ""
+            return "the device still differs from the backup after rollback"
+        except Exception as exc:
+            return f"rollback: {one_line(exc)}"
+
+    def replace_with_backup(self, drv: PushDriver) -> None:
+        drv.load_replace_candidate(config=self.backup)
+        drv.commit_config()
+
     def roll_back(self, drv: PushDriver) -> str:
         """Back to the backup, verified; "" when done, else why not. Closes ``drv``."""
-        why = ""
-        try:
-            drv.rollback()
-            if self.verify(drv):
-                return ""
-            why = "the device still differs from the backup after rollback"
-        except Exception as exc:
-            why = f"rollback: {one_line(exc)}"
-        finally:
-            drv.close()
+        why = self.restore(contextlib.closing(drv), lambda d: d.rollback())
         delay = self.timeouts.backoff
         for _ in range(self.timeouts.retries):
+            if not why:
+                break
             time.sleep(delay)
             delay *= 2
             self.step("rollback (again)")
-            try:
-                with self.driver() as fresh:
-                    fresh.load_replace_candidate(config=self.backup)
-                    fresh.commit_config()
-                    if self.verify(fresh):
-                        return ""
-                why = "the device still differs from the backup after rollback"
-            except Exception as exc:
-                why = f"rollback: {one_line(exc)}"
+            why = self.restore(self.driver(), self.replace_with_backup)
         return why
 
     def run(self) -> PushResult:
@@ -325,14 +331,7 @@ def push_device(
     renderer: Renderer,
     device_key: DeviceKey,
     target: DeviceAddress | None,
-    *,
-    dry_run: bool = False,
-    trust_on_first_use: bool = False,
-    timeouts: Timeouts | None = None,
-    actor: str = "",
-    job_id: str = "",
-    settings: Settings | None = None,
-    on_step: Step | None = None,
+    **options: Unpack[PushOptions],
 ) -> PushResult:
     """Render the device's push payload and push it (see :func:`push_config`)."""
     try:
@@ -342,23 +341,11 @@ def push_device(
         if payload is None:
             raise PushFailed(f"{device_key}: a {device_key.model} fetches its files, no push")
     except ProvisionerError as exc:
+        actor, job_id = options.get("actor", ""), options.get("job_id", "")
         return record_failure(inv, device_key, exc, actor, job_id)
     kind, rendered = payload
-    return push_config(
-        inv,
-        device_key,
-        kind,
-        rendered.data.decode("utf-8"),
-        rendered.secrets,
-        target,
-        dry_run=dry_run,
-        trust_on_first_use=trust_on_first_use,
-        timeouts=timeouts,
-        actor=actor,
-        job_id=job_id,
-        settings=settings,
-        on_step=on_step,
-    )
+    config = rendered.data.decode("utf-8")
+    return push_config(inv, device_key, kind, config, rendered.secrets, target, **options)
 
 
 def rollback_device(
@@ -368,12 +355,7 @@ def rollback_device(
     target: DeviceAddress,
     *,
     version: int | None = None,
-    dry_run: bool = False,
-    trust_on_first_use: bool = False,
-    timeouts: Timeouts | None = None,
-    actor: str = "",
-    settings: Settings | None = None,
-    on_step: Step | None = None,
+    **options: Unpack[PushOptions],
 ) -> PushResult:
     """Push a stored backup (the newest, or ``version``) back to the device.
 
@@ -387,17 +369,5 @@ def rollback_device(
     if payload is not None:
         secrets = list(payload[1].secrets)
     return push_config(
-        inv,
-        device_key,
-        backup.method,
-        backup.text,
-        secrets,
-        target,
-        dry_run=dry_run,
-        trust_on_first_use=trust_on_first_use,
-        timeouts=timeouts,
-        actor=actor,
-        reason="manual",
-        settings=settings,
-        on_step=on_step,
+        inv, device_key, backup.method, backup.text, secrets, target, reason="manual", **options
     )

@@ -37,7 +37,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from provisioner.errors import PushFailed
-from provisioner.push.results import PushResult
+from provisioner.push.results import JobOptions, PushResult
 from provisioner.push.targets import DeviceAddress, Timeouts, device_row
 from provisioner.render.engine import DeviceKey
 from provisioner.store import audit
@@ -55,13 +55,13 @@ class Task:
     """One claimed task: what the worker needs to push the device."""
 
     id: int
-    job_id: str
     key: DeviceKey
     target: DeviceAddress | None
-    dry_run: bool
-    trust_on_first_use: bool
-    timeouts: Timeouts
-    actor: str
+    options: JobOptions
+
+    @property
+    def job_id(self) -> str:
+        return self.options["job_id"]
 
 
 @dataclass
@@ -191,16 +191,15 @@ def claim(inv: Any, task_id: int, worker: str) -> Task | None:
             .join(Device, Device.order_pk == Order.id)
             .where(Device.id == task.device_pk)
         )
-        return Task(
-            id=task.id,
+        options = JobOptions(
             job_id=job.id,
-            key=DeviceKey(str(order_id), task.device_id, task.model),
-            target=_target(task.target),
+            actor=job.actor,
             dry_run=job.dry_run,
             trust_on_first_use=job.trust_on_first_use,
             timeouts=Timeouts(**json.loads(job.timeouts)),
-            actor=job.actor,
         )
+        key = DeviceKey(str(order_id), task.device_id, task.model)
+        return Task(id=task.id, key=key, target=_target(task.target), options=options)
 
 
 def renew(inv: Any, task_id: int, worker: str) -> bool:
@@ -273,13 +272,8 @@ def result_data(device: str, model: str, res: PushResult) -> dict[str, Any]:
     return {
         "device": device,
         "model": model,
-        "result": res.result,
-        "changed": res.changed,
-        "diff_lines": res.diff_lines,
+        **res.outcome(),
         "diff": res.diff,
-        "seconds": round(res.seconds, 3),
-        "backup": res.backup_version,
-        "error": res.error,
         # The error's type, for a client that acts on it (the CLI names the option that helps).
         "error_kind": res.error_kind,
     }

@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from provisioner.errors import DeviceUnknown
 from provisioner.push.setlines import ConfigSyntaxError, split_line
-from provisioner.push.targets import device_row
+from provisioner.push.targets import Timeouts, audit_device, device_row
 from provisioner.render.engine import DeviceKey, mask
+from provisioner.settings import Settings
 from provisioner.store import audit
 from provisioner.store.models import utcnow
 from provisioner.store.push_models import PushResultRow
@@ -25,6 +26,24 @@ Step = Callable[[str, str], None]  # (device "ORDER/ID", step name): connect, ba
 
 def no_step(device: str, step: str) -> None:
     return None
+
+
+class JobOptions(TypedDict, total=False):
+    """How a push job runs, the same for every device (what a queued job stores)."""
+
+    job_id: str
+    actor: str
+    dry_run: bool
+    trust_on_first_use: bool
+    timeouts: Timeouts | None
+
+
+class PushOptions(JobOptions, total=False):
+    """The keyword arguments of :func:`provisioner.push.job.push_config` (see there, and
+    for the defaults) that the functions above it pass on as they are."""
+
+    settings: Settings | None
+    on_step: Step | None
 
 
 @dataclass
@@ -56,6 +75,18 @@ class PushResult:
     @property
     def diff_lines(self) -> int:
         return count_diff_lines(self.diff)
+
+    def outcome(self) -> dict[str, Any]:
+        """How it ended, by the names the ``push.device`` audit record and the job's result
+        event give it."""
+        return {
+            "result": self.result,
+            "changed": self.changed,
+            "diff_lines": self.diff_lines,
+            "backup": self.backup_version,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
 
     def fail(self, exc: BaseException) -> None:
         self.result = "failed"
@@ -127,20 +158,14 @@ def record(
                 backup_version=res.backup_version,
             )
         )
-        audit.record(
+        audit_device(
             session,
             actor,
             "push.device",
-            order_id=key.order_id,
-            device=key.device_id,
+            key,
             job=res.job_id,
-            result=res.result,
-            changed=res.changed,
-            diff_lines=res.diff_lines,
-            backup=res.backup_version,
             attempts=res.attempts,
-            error=res.error,
-            seconds=round(res.seconds, 3),
+            **res.outcome(),
         )
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Unpack
 
-from provisioner.push.results import PushResult, Step
-from provisioner.push.targets import DeviceAddress, Timeouts
+from provisioner.push.results import PushOptions, PushResult
+from provisioner.push.targets import DeviceAddress
 from provisioner.render.engine import DeviceKey, Renderer
-from provisioner.settings import Settings
 from provisioner.store import audit
 
 
@@ -25,14 +24,8 @@ def push_many(
     jobs: Sequence[tuple[DeviceKey, DeviceAddress | None]],
     *,
     concurrency: int | None = None,
-    dry_run: bool = False,
-    trust_on_first_use: bool = False,
-    timeouts: Timeouts | None = None,
-    actor: str = "",
-    settings: Settings | None = None,
-    on_step: Step | None = None,
     on_done: Callable[[PushResult], None] | None = None,
-    job_id: str = "",
+    **options: Unpack[PushOptions],
 ) -> tuple[str, list[PushResult]]:
     """Push every (device, address) with at most ``concurrency`` at once (default: the
     push_concurrency setting). One job id for the run (made when not given); results in
@@ -40,26 +33,14 @@ def push_many(
     # The job loads NAPALM and the SSH/SNMP libraries: only when something is pushed.
     from provisioner.push.job import push_device
 
-    settings = settings or inv.settings
+    settings = options["settings"] = options.get("settings") or inv.settings
+    job_id = options["job_id"] = options.get("job_id") or uuid.uuid4().hex
+    options["actor"] = options.get("actor") or audit.default_actor()
     width = max(1, concurrency or settings.push_concurrency)
-    job_id = job_id or uuid.uuid4().hex
-    actor = actor or audit.default_actor()
 
     def one(item: tuple[DeviceKey, DeviceAddress | None]) -> PushResult:
         key, target = item
-        res = push_device(
-            inv,
-            renderer,
-            key,
-            target,
-            dry_run=dry_run,
-            trust_on_first_use=trust_on_first_use,
-            timeouts=timeouts,
-            actor=actor,
-            job_id=job_id,
-            settings=settings,
-            on_step=on_step,
-        )
+        res = push_device(inv, renderer, key, target, **options)
         if on_done is not None:
             on_done(res)
         return res

@@ -27,12 +27,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, TypeGuard, TypeVar
 
 import yaml
 
 from provisioner.catalog import MODELS
 from provisioner.errors import RenderError
+from provisioner.render.engine import portlist as ranges  # "1-3,5", as switches write them
+
+T = TypeVar("T")
 
 # --- OIDs (numeric: vendor MIBs are not compiled, see research/libraries.md §2) ---------
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"
@@ -166,20 +169,6 @@ class VarBind:
     value: int | str | bytes
 
 
-def ranges(ports: Iterable[int]) -> str:
-    """``[1, 2, 3, 5]`` -> ``"1-3,5"`` (how switches and technicians write port lists)."""
-    out: list[str] = []
-    items = sorted(set(ports))
-    i = 0
-    while i < len(items):
-        j = i
-        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
-            j += 1
-        out.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
-        i = j + 1
-    return ",".join(out)
-
-
 # --- PortList (Q-BRIDGE-MIB): port 1 is the most significant bit of the first octet ----
 
 
@@ -246,6 +235,18 @@ def _ports(value: object, where: str, port_count: int, problems: list[str]) -> f
     return frozenset(ports)
 
 
+def _part(
+    doc: dict[Any, Any], name: str, kind: type[T], expected: str, where: str, problems: list[str]
+) -> T:
+    """``doc[name]`` when it is a ``kind`` (an empty one when it is not given); else a
+    problem (``expected`` says what it should be) and an empty one."""
+    value = doc.get(name) or kind()
+    if not isinstance(value, kind):
+        problems.append(f"{where}: {name}: expected {expected}")
+        return kind()
+    return value
+
+
 def _unknown(keys: Iterable[object], allowed: set[str], where: str, problems: list[str]) -> None:
     for key in keys:
         if key not in allowed:
@@ -271,10 +272,7 @@ def parse_setplan(text: str) -> SetPlan:
     port_count, poe_ports = model_ports(model)
     where = model
 
-    system_doc = doc.get("system") or {}
-    if not isinstance(system_doc, dict):
-        problems.append(f"{where}: system: expected a mapping")
-        system_doc = {}
+    system_doc = _part(doc, "system", dict, "a mapping", where, problems)
     _unknown(system_doc, _SYSTEM_KEYS, f"{where}: system", problems)
     system = SystemInfo(
         name=_text(system_doc.get("name"), f"{where}: system.name", SYS_STRING_MAX, problems),
@@ -287,10 +285,7 @@ def parse_setplan(text: str) -> SetPlan:
     )
 
     vlans: dict[int, Vlan] = {}
-    vlan_docs = doc.get("vlans") or []
-    if not isinstance(vlan_docs, list):
-        problems.append(f"{where}: vlans: expected a list")
-        vlan_docs = []
+    vlan_docs = _part(doc, "vlans", list, "a list", where, problems)
     untagged_in: dict[int, int] = {}
     for n, vdoc in enumerate(vlan_docs, 1):
         if not isinstance(vdoc, dict):
@@ -322,10 +317,7 @@ def parse_setplan(text: str) -> SetPlan:
         vlans[vid] = Vlan(vid=vid, name=name, untagged=untagged, tagged=tagged)
 
     pvid: dict[int, int] = {}
-    pvid_doc = doc.get("pvid") or {}
-    if not isinstance(pvid_doc, dict):
-        problems.append(f"{where}: pvid: expected a mapping port -> vid")
-        pvid_doc = {}
+    pvid_doc = _part(doc, "pvid", dict, "a mapping port -> vid", where, problems)
     for port, vid in pvid_doc.items():
         if not _is_int(port) or not 1 <= port <= port_count:
             problems.append(f"{where}: pvid: port {port!r} does not exist (ports 1-{port_count})")
@@ -340,10 +332,7 @@ def parse_setplan(text: str) -> SetPlan:
         )
 
     poe: dict[int, bool] = {}
-    poe_doc = doc.get("poe") or {}
-    if not isinstance(poe_doc, dict):
-        problems.append(f"{where}: poe: expected a mapping port -> true/false")
-        poe_doc = {}
+    poe_doc = _part(doc, "poe", dict, "a mapping port -> true/false", where, problems)
     for port, state in poe_doc.items():
         if not _is_int(port) or port not in poe_ports:
             problems.append(

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.errors import DeviceUnknown, PushFailed
 from provisioner.render.engine import DeviceKey, Renderer
+from provisioner.store import audit
 from provisioner.store.models import Device, Order
 
 SNMP_V3_USER = "provisioner"  # the USM user the switch template and `lab up` agree on
@@ -155,6 +156,15 @@ def device_row(session: Session, key: DeviceKey) -> Device:
     if row is None:
         raise DeviceUnknown(f"{key}: not in the store")
     return row
+
+
+def audit_device(
+    session: Session, actor: str, action: str, device: DeviceKey, /, **detail: Any
+) -> None:
+    """Audit ``action`` on a pushed device: its order and id in the record's own columns."""
+    audit.record(
+        session, actor, action, order_id=device.order_id, device=device.device_id, **detail
+    )
 
 
 def device_keys(inv: Any, renderer: Renderer, what: str) -> list[DeviceKey]:

@@ -48,18 +48,7 @@ def run_task(inv: Any, renderer: Renderer, task_id: int, worker: str) -> PushRes
         queue.step(inv, task.job_id, device.rpartition("/")[2], step)
 
     with queue.Lease(inv, task.id, worker):
-        res = push_device(
-            inv,
-            renderer,
-            task.key,
-            task.target,
-            dry_run=task.dry_run,
-            trust_on_first_use=task.trust_on_first_use,
-            timeouts=task.timeouts,
-            actor=task.actor,
-            job_id=task.job_id,
-            on_step=on_step,
-        )
+        res = push_device(inv, renderer, task.key, task.target, **task.options, on_step=on_step)
     queue.finish(inv, task.id, worker, res)
     return res
 

@@ -29,13 +29,14 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -322,34 +323,66 @@ def checklist(request: Request, order_id: str) -> Response:
 # ---------------------------------------------------------------------- actions
 
 
-def _act(
-    request: Request,
-    order_id: str,
-    csrf: str,
-    permission: str,
-    action: Callable[[Principal, Words], str],
-) -> Response:
-    """Check the session, the CSRF token and the right, run ``action``; on success back to
-    the order (the notice it returns shown), on a refusal the page with the reason."""
-    principal, text = _signed_in(request)
-    words = _words(request)
-    if not _same_origin(request) or not hmac.compare_digest(csrf, csrf_token(text)):
-        return _render(request, "message.html", 403, message_key="error.csrf")
-    if not principal.sees(order_id):
-        raise HTTPException(404, f"order {order_id}: not in the store")
-    if permission not in principal.permissions:
-        raise HTTPException(403, f"role {principal.role} may not {permission}")
-    try:
-        notice = action(principal, words)
-    except (ProvisionerError, _Refused, DocumentRefused) as exc:
-        error = _reason(exc)
-        status = 409 if not isinstance(exc, _Refused) else 422
-        context = _order_context(request, principal, text, order_id)
-        return _render(request, "order.html", status, error=error, notice="", job="", **context)
-    target = f"{PREFIX}/orders/{quote(order_id)}?done={quote(notice)}"
-    if notice.startswith("job:"):
-        target = f"{PREFIX}/orders/{quote(order_id)}?job={notice[4:]}&done="
-    return RedirectResponse(target, 303, headers=HEADERS)
+@dataclass(frozen=True)
+class _Acting:
+    """An action under way, as its ``run`` sees it: the order, the signed-in technician and
+    the page's words."""
+
+    request: Request
+    order_id: str
+    principal: Principal
+    t: Words
+
+    @property
+    def inv(self) -> OrdersService:
+        return _inv(self.request)
+
+    @property
+    def actor(self) -> str:
+        return _actor(self.principal)
+
+
+@dataclass(frozen=True)
+class _Post:
+    """What every action's form posts besides its own fields: the order (in the path) and
+    the CSRF token."""
+
+    request: Request
+    order_id: str
+    csrf: str
+
+    def act(self, permission: str, action: Callable[[_Acting], str]) -> Response:
+        """Check the session, the CSRF token and the right, run ``action``; on success back
+        to the order (the notice it returns shown), on a refusal the page with the reason."""
+        request, order_id = self.request, self.order_id
+        principal, text = _signed_in(request)
+        words = _words(request)
+        if not _same_origin(request) or not hmac.compare_digest(self.csrf, csrf_token(text)):
+            return _render(request, "message.html", 403, message_key="error.csrf")
+        if not principal.sees(order_id):
+            raise HTTPException(404, f"order {order_id}: not in the store")
+        if permission not in principal.permissions:
+            raise HTTPException(403, f"role {principal.role} may not {permission}")
+        try:
+            notice = action(_Acting(request, order_id, principal, words))
+        except (ProvisionerError, _Refused, DocumentRefused) as exc:
+            error = _reason(exc)
+            status = 409 if not isinstance(exc, _Refused) else 422
+            context = _order_context(request, principal, text, order_id)
+            return _render(request, "order.html", status, error=error, notice="", job="", **context)
+        target = f"{PREFIX}/orders/{quote(order_id)}?done={quote(notice)}"
+        if notice.startswith("job:"):
+            target = f"{PREFIX}/orders/{quote(order_id)}?job={notice[4:]}&done="
+        return RedirectResponse(target, 303, headers=HEADERS)
+
+
+def _post(
+    request: Request, order_id: str, csrf: Annotated[str, Form(max_length=100)] = ""
+) -> _Post:
+    return _Post(request, order_id, csrf)
+
+
+Post = Annotated[_Post, Depends(_post)]
 
 
 class _Refused(Exception):
@@ -364,92 +397,67 @@ def _reason(exc: Exception) -> str:
 
 @router.post("/orders/{order_id}/bind")
 def bind(
-    request: Request,
-    order_id: str,
-    *,
-    csrf: Annotated[str, Form(max_length=100)] = "",
+    post: Post,
     mac: Annotated[str, Form(max_length=40)],
     target: Annotated[str, Form(max_length=60)],
     model: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
-    def run(principal: Principal, t: Words) -> str:
+    def run(a: _Acting) -> str:
         kind, _, name = target.partition(":")
-        inv = _inv(request)
         if kind == "ext" and name.isdigit():
-            done = inv.bind(order_id, mac=mac.strip(), extension=int(name),
-                            model=model or None, actor=_actor(principal))  # fmt: skip
+            done = a.inv.bind(
+                a.order_id, mac=mac.strip(), extension=int(name), model=model or None, actor=a.actor
+            )
         else:
-            done = inv.bind(order_id, mac=mac.strip(), device_id=name, actor=_actor(principal))
-        return t("done.bound", device=done.device_id, mac=normalize_mac(mac))
+            done = a.inv.bind(a.order_id, mac=mac.strip(), device_id=name, actor=a.actor)
+        return a.t("done.bound", device=done.device_id, mac=normalize_mac(mac))
 
-    return _act(request, order_id, csrf, "devices:bind", run)
+    return post.act("devices:bind", run)
 
 
 @router.post("/orders/{order_id}/swap")
 def swap(
-    request: Request,
-    order_id: str,
-    *,
-    csrf: Annotated[str, Form(max_length=100)] = "",
+    post: Post,
     old: Annotated[str, Form(max_length=40)],
     new: Annotated[str, Form(max_length=40)],
 ) -> Response:
-    def run(principal: Principal, t: Words) -> str:
-        done = _inv(request).swap(order_id, old, new.strip(), actor=_actor(principal))
-        return t("done.swapped", device=done.device_id, mac=normalize_mac(new))
+    def run(a: _Acting) -> str:
+        done = a.inv.swap(a.order_id, old, new.strip(), actor=a.actor)
+        return a.t("done.swapped", device=done.device_id, mac=normalize_mac(new))
 
-    return _act(request, order_id, csrf, "devices:bind", run)
+    return post.act("devices:bind", run)
 
 
 @router.post("/orders/{order_id}/unbind")
-def unbind(
-    request: Request,
-    order_id: str,
-    *,
-    csrf: Annotated[str, Form(max_length=100)] = "",
-    device: Annotated[str, Form(max_length=60)],
-) -> Response:
-    def run(principal: Principal, t: Words) -> str:
-        done = _inv(request).unbind(order_id, device_id=device, actor=_actor(principal))
-        return t("done.unbound", device=done.device_id)
+def unbind(post: Post, device: Annotated[str, Form(max_length=60)]) -> Response:
+    def run(a: _Acting) -> str:
+        done = a.inv.unbind(a.order_id, device_id=device, actor=a.actor)
+        return a.t("done.unbound", device=done.device_id)
 
-    return _act(request, order_id, csrf, "devices:bind", run)
+    return post.act("devices:bind", run)
 
 
 @router.post("/orders/{order_id}/arm")
-def arm(
-    request: Request,
-    order_id: str,
-    *,
-    csrf: Annotated[str, Form(max_length=100)] = "",
-    minutes: Annotated[int, Form(ge=1, le=7 * 24 * 60)] = 60,
-) -> Response:
-    def run(principal: Principal, t: Words) -> str:
-        armed = _inv(request).arm(order_id, minutes, actor=_actor(principal), only="order")
-        zone = _zone(request)
-        until = armed.expires_at.astimezone(zone).strftime("%H:%M")
-        return t("done.armed", count=len(armed.devices), when=until)
+def arm(post: Post, minutes: Annotated[int, Form(ge=1, le=7 * 24 * 60)] = 60) -> Response:
+    def run(a: _Acting) -> str:
+        armed = a.inv.arm(a.order_id, minutes, actor=a.actor, only="order")
+        until = armed.expires_at.astimezone(_zone(a.request)).strftime("%H:%M")
+        return a.t("done.armed", count=len(armed.devices), when=until)
 
-    return _act(request, order_id, csrf, "devices:arm", run)
+    return post.act("devices:arm", run)
 
 
 @router.post("/orders/{order_id}/resync")
-def resync(
-    request: Request,
-    order_id: str,
-    *,
-    csrf: Annotated[str, Form(max_length=100)] = "",
-    mac: Annotated[str, Form(max_length=40)],
-) -> Response:
+def resync(post: Post, mac: Annotated[str, Form(max_length=40)]) -> Response:
     """Tell one phone or DECT base to re-fetch now (SIP NOTIFY check-sync)."""
 
-    def run(principal: Principal, t: Words) -> str:
-        done = resyncer_of(request).resync(mac, actor=_actor(principal),
-                                           visible=lambda o: o == order_id)  # fmt: skip
+    def run(a: _Acting) -> str:
+        resyncer = resyncer_of(a.request)
+        done = resyncer.resync(mac, actor=a.actor, visible=lambda o: o == a.order_id)
         r = done[0]
-        return t("done.resync", device=r.target.device_id, outcome=r.answer.text)
+        return a.t("done.resync", device=r.target.device_id, outcome=r.answer.text)
 
-    return _act(request, order_id, csrf, "devices:resync", run)
+    return post.act("devices:resync", run)
 
 
 @router.post("/orders/{order_id}/push")
@@ -464,12 +472,12 @@ async def push(request: Request, order_id: str) -> Response:
         if str(k).startswith("target-") and str(v).strip()
     }
 
-    def run(principal: Principal, t: Words) -> str:
+    def run(a: _Acting) -> str:
         from provisioner.api import schemas
         from provisioner.api.routes.push import start_push
 
         if not targets:
-            raise _Refused(t("error.targets"))
+            raise _Refused(a.t("error.targets"))
         parsed = {}
         for device, value in targets.items():
             host, sep, port = value.rpartition(":")
@@ -478,45 +486,39 @@ async def push(request: Request, order_id: str) -> Response:
                 ipaddress.ip_address(host)
                 number = int(port)
             except ValueError:
-                raise _Refused(t("error.address", device=device, value=value)) from None
+                raise _Refused(a.t("error.address", device=device, value=value)) from None
             if not sep or not 1 <= number <= 65535:
-                raise _Refused(t("error.address", device=device, value=value))
+                raise _Refused(a.t("error.address", device=device, value=value))
             parsed[device] = {"host": host, "port": number}
         body = schemas.PushCreate.model_validate(
             {"targets": parsed, "dry_run": dry_run, "trust_on_first_use": True}
         )
         try:
-            answer = start_push(principal, _inv(request), request, order_id, body)
+            answer = start_push(a.principal, a.inv, request, order_id, body)
         except HTTPException as exc:
             raise _Refused(str(exc.detail)) from None
         return "job:" + json.loads(bytes(answer.body))["id"]
 
     from fastapi.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(_act, request, order_id, csrf, "devices:push", run)
+    return await run_in_threadpool(_Post(request, order_id, csrf).act, "devices:push", run)
 
 
 @router.post("/orders/{order_id}/unblock")
-def unblock(
-    request: Request,
-    order_id: str,
-    *,
-    csrf: Annotated[str, Form(max_length=100)] = "",
-    source: Annotated[str, Form(max_length=45)],
-) -> Response:
+def unblock(post: Post, source: Annotated[str, Form(max_length=45)]) -> Response:
     """Lift the block of an address the order's own devices use (a technician may lift no
     other: that is the NOC's ``blocks:lift``)."""
 
-    def run(principal: Principal, t: Words) -> str:
+    def run(a: _Acting) -> str:
         from provisioner.serving import blocks
 
-        status = _inv(request).read_status(order_id, visible=principal.sees)
-        if source not in status.blocks and "blocks:lift" not in principal.permissions:
-            raise _Refused(t("error.unblock", source=source))
-        blocks.lift(_inv(request), source, _actor(principal))
-        return t("done.unblocked", source=source)
+        status = a.inv.read_status(a.order_id, visible=a.principal.sees)
+        if source not in status.blocks and "blocks:lift" not in a.principal.permissions:
+            raise _Refused(a.t("error.unblock", source=source))
+        blocks.lift(a.inv, source, a.actor)
+        return a.t("done.unblocked", source=source)
 
-    return _act(request, order_id, csrf, "devices:bind", run)
+    return post.act("devices:bind", run)
 
 
 @router.get("/static/{name}")
