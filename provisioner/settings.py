@@ -128,8 +128,8 @@ class Settings(BaseSettings):
     http_port: int = 80
     https_port: int = 443
     bind_address: str = "0.0.0.0"  # noqa: S104 - a provisioning server listens for the LAN
-    # Serving processes (``serve --workers``): they share the HTTP(S) listening sockets, each
-    # with its own in-memory index; the first also answers TFTP. Use one per core.
+    # Serving processes (``serve --workers``): they share the TFTP and HTTP(S) ports, each
+    # with its own in-memory index. Use one per core.
     serve_workers: PositiveInt = 1
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -110,6 +110,23 @@ def _owner_pids(server_port: int, client_ports: set[int], pids: list[int]) -> di
     return owners
 
 
+def _udp_owners(port: int, pids: list[int]) -> list[int]:
+    """The processes holding a UDP socket bound to 127.0.0.1:``port`` (one per socket)."""
+    local = f"0100007F:{port:04X}"
+    inodes = {
+        f"socket:[{f[9]}]"
+        for f in (line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+        if f[1] == local
+    }
+    owners = []
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    owners.append(pid)
+    return owners
+
+
 def _get(conn: http.client.HTTPConnection) -> tuple[int, bytes]:
     conn.request("GET", f"/{FILE}")
     resp = conn.getresponse()
@@ -133,12 +150,16 @@ def test_every_worker_serves_and_follows_a_write_within_a_second(workers: Worker
         owners = _owner_pids(workers.http_port, client_ports, pids)
         assert set(owners.values()) == set(pids), owners
 
-        # TFTP (worker 1) hands out the same bytes.
-        tftp = subprocess.run(
-            ["curl", "-sS", "--max-time", "10", f"tftp://127.0.0.1:{workers.tftp_port}/{FILE}"],
-            capture_output=True, timeout=20, check=False,
-        )  # fmt: skip
-        assert tftp.stdout == body, tftp.stderr
+        # Every worker listens for TFTP too, and a client (each curl its own port, the
+        # kernel's choice of worker) gets the same bytes.
+        assert set(_udp_owners(workers.tftp_port, pids)) == set(pids)
+        for _ in range(6):
+            tftp = subprocess.run(
+                ["curl", "-sS", "--max-time", "10",
+                 f"tftp://127.0.0.1:{workers.tftp_port}/{FILE}"],
+                capture_output=True, timeout=20, check=False,
+            )  # fmt: skip
+            assert tftp.stdout == body, tftp.stderr
 
         # A write through the command line: both workers stop serving within a second.
         subprocess.run([EXE, "cancel", ORDER], check=True, capture_output=True, timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import socket
 import sys
@@ -34,9 +35,8 @@ def serve(
 
     Devices get their own files only inside an enrollment window (provisioner arm) or, over
     HTTP, with the credentials their first file installed. HTTPS listens on the https_port
-    setting when tls_cert and tls_key are set. With --workers N, N processes share the HTTP(S)
-    ports (one per core: a boot storm is CPU-bound), the first also answers TFTP. Runs until
-    interrupted.
+    setting when tls_cert and tls_key are set. With --workers N, N processes share the ports
+    (one per core: a boot storm is CPU-bound). Runs until interrupted.
 
     Examples:
 
@@ -67,9 +67,8 @@ def _serve(
     listeners: _Listeners | None = None,
     worker: int | None = None,
 ) -> None:
-    """One serving process: the service, TFTP (unless a forked worker other than the
-    first) and the HTTP(S) servers, until a signal stops them. A forked worker serves on the
-    ``listeners`` its parent bound."""
+    """One serving process: the service, TFTP and the HTTP(S) servers, until a signal stops
+    them. A forked worker serves on the ``listeners`` its parent bound."""
     import asyncio
     import threading
 
@@ -121,6 +120,13 @@ def _serve(
         started = time.monotonic()
         orders = service.warm()
         out.print(f"{who}index: {orders} orders in memory in {time.monotonic() - started:.1f} s")
+        # Then every file decrypted ahead of its first fetch (served from memory meanwhile),
+        # and what is in memory now kept out of the garbage collector's full passes: the
+        # index is most of the heap, and a boot storm's allocations would have every
+        # collection walk it again.
+        service.decrypt_ahead()
+        gc.collect()
+        gc.freeze()
 
     threading.Thread(target=warm, name="warm-index", daemon=True).start()
     if worker is None:
@@ -168,7 +174,7 @@ class _Listeners:
 
     http: socket.socket
     https: socket.socket | None
-    tftp: socket.socket | None  # the first worker's only
+    tftp: socket.socket | None
 
 
 def _listen(bind: str, port: int, what: str, count: int) -> list[socket.socket]:
@@ -197,7 +203,8 @@ def _serve_forked(
     count: int, bind: str, tftp_port: int, http_port: int, no_api: bool, settings: Any
 ) -> None:
     """Bind the ports here (errors are this command's), fork ``count`` workers serving on
-    them (a listener per worker, the kernel spreads connections over them) and supervise: a
+    them (a TCP and a UDP listener per worker on each port, the kernel spreads connections and
+    TFTP clients over them) and supervise: a
     signal stops them all; a worker that dies stops the rest and ends the command with exit
     1 (a process manager restarts it whole)."""
     import os
@@ -205,14 +212,19 @@ def _serve_forked(
 
     from provisioner.serving.tftp import bind_udp
 
+    udp: list[socket.socket] = []
     try:
-        udp = bind_udp(bind, tftp_port)
+        for _ in range(count):
+            udp.append(bind_udp(bind, tftp_port, reuse_port=True))
+            tftp_port = udp[0].getsockname()[1]  # port 0: the others join the one it got
     except OSError as exc:
+        for sock in udp:
+            sock.close()
         raise SettingsError(f"TFTP {bind}:{tftp_port}: cannot listen: {exc.strerror}") from None
     http = _listen(bind, http_port, "HTTP", count)
     tls = bool(settings.tls_cert and settings.tls_key)
     https = _listen(bind, settings.https_port, "HTTPS", count) if tls else []
-    ports = (udp.getsockname()[1], http[0].getsockname()[1])
+    ports = (tftp_port, http[0].getsockname()[1])
     children: dict[int, int] = {}
     for n in range(1, count + 1):
         sys.stdout.flush()  # nothing buffered is printed twice
@@ -222,9 +234,8 @@ def _serve_forked(
             code = 1
             try:
                 mine = n - 1
-                listeners = _Listeners(http[mine], https[mine] if https else None,
-                                       udp if n == 1 else None)  # fmt: skip
-                for sock in [*http, *https, udp]:
+                listeners = _Listeners(http[mine], https[mine] if https else None, udp[mine])
+                for sock in [*http, *https, *udp]:
                     if sock not in (listeners.http, listeners.https, listeners.tftp):
                         sock.close()  # the other workers' listeners
                 _serve(bind, ports[0], ports[1], no_api, listeners, worker=n)
@@ -236,10 +247,10 @@ def _serve_forked(
             finally:
                 os._exit(code)
         children[pid] = n
-    for sock in [udp, *http, *https]:
+    for sock in [*udp, *http, *https]:
         sock.close()  # the workers hold them
     out.print(_serving_line(bind, ports[0], ports[1], settings, no_api, tls)
-              + f"; {count} processes (TFTP: worker 1)")  # fmt: skip
+              + f"; {count} processes")  # fmt: skip
     stopping = False
 
     def stop_all(signum: int = signal.SIGTERM, _frame: Any = None) -> None:

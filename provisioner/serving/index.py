@@ -16,6 +16,7 @@ has stored them; a reload meanwhile keeps them, unless a re-arm or another box r
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +44,9 @@ _BATCH = 500
 # device loses the conditional UPDATE (Index.claimed). Looking back further re-reads a boot
 # storm's thousands of bindings on every poll (10 s: a third of a busy server's CPU).
 _BINDING_OVERLAP = timedelta(seconds=2)
+# The bindings poll runs at most this often (the generation poll on every wake-up): on
+# PostgreSQL every batch of claims wakes every server's follower.
+_BINDINGS_EVERY = 0.5
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Index:
         self._pending: dict[int, tuple[str, datetime | None, str]] = {}
         self._generation = -1
         self._bindings_since = utcnow()
+        self._bindings_due = 0.0  # monotonic time of the next bindings poll
         self.loaded = False  # every active order in memory (after warm)
         self._index_identities()
 
@@ -182,13 +187,29 @@ class Index:
         self.loaded = True  # from now on an order is loaded before its devices are indexed
         return len(pending)
 
+    def decrypt_ahead(self) -> int:
+        """Decrypt every loaded file and password now (after :meth:`warm`, off the request
+        path), so that a device's first fetch after a restart costs what its next one does;
+        returns how many files. A device not reached yet is decrypted on its first fetch."""
+        files = 0
+        for entry in self.entries():
+            entry.password(self.store)
+            for file in entry.files.values():
+                file.body(self.store)
+                files += 1
+        return files
+
     def refresh(self) -> int:
         """Reload the orders whose generation moved and take bindings made elsewhere;
         returns how many orders were reloaded."""
         with self._lock:
             since = self._generation
+        now = time.monotonic()
+        take_bindings = now >= self._bindings_due
         bindings_since = self._bindings_since
-        self._bindings_since = utcnow() - _BINDING_OVERLAP
+        if take_bindings:
+            self._bindings_due = now + _BINDINGS_EVERY
+            self._bindings_since = utcnow() - _BINDING_OVERLAP
         with self.store.db.read() as s:
             # Plain rows (Core, not the ORM's loading): this runs several times a second,
             # and in a boot storm the bindings of the last seconds are thousands of rows.
@@ -196,11 +217,15 @@ class Index:
             rows = conn.execute(
                 select(Order.id, Order.generation).where(Order.generation > since)
             ).all()
-            bound = conn.execute(
-                select(DeviceState.device_pk, DeviceState.bound_source).where(
-                    DeviceState.bound_at >= bindings_since
-                )
-            ).all()
+            bound = (
+                conn.execute(
+                    select(DeviceState.device_pk, DeviceState.bound_source).where(
+                        DeviceState.bound_at >= bindings_since
+                    )
+                ).all()
+                if take_bindings
+                else []
+            )
         changed = [pk for pk, _ in rows]
         for start in range(0, len(changed), _BATCH):
             self._reload(changed[start : start + _BATCH])

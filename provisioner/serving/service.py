@@ -299,6 +299,10 @@ class ProvisioningService:
         """Load every active order's published files (start-up); returns how many orders."""
         return self.index.warm()
 
+    def decrypt_ahead(self) -> int:
+        """After :meth:`warm`: decrypt every file in memory now; returns how many."""
+        return self.index.decrypt_ahead()
+
     def refresh(self) -> int:
         """One look at the store: reload the orders that changed, take bindings made
         elsewhere and the blocks in force; returns how many orders were reloaded."""

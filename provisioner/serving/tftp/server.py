@@ -505,11 +505,18 @@ class TftpService:
             log.exception("TFTP on_event callback failed")
 
 
-def bind_udp(host: str, port: int, rcvbuf: int = 4 << 20) -> socket.socket:
+def bind_udp(
+    host: str, port: int, rcvbuf: int = 4 << 20, *, reuse_port: bool = False
+) -> socket.socket:
     """The TFTP listening socket, bound, with its receive buffer grown to ``rcvbuf`` (0:
-    the kernel's default). Bind errors raise here."""
+    the kernel's default). ``reuse_port``: one of several sockets on the port
+    (``SO_REUSEPORT``; the kernel gives all datagrams of one client address and port to the
+    same socket, so a client's retransmitted request reaches the process that has its
+    transfer). Bind errors raise here."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if rcvbuf:
             _grow_receive_buffer(sock, rcvbuf)
         sock.bind((host, port))
