@@ -196,7 +196,7 @@ class Recorder:
                 )
             s.flush()
             if rows:
-                s.execute(insert(AuditEvent), rows)
+                s.connection().execute(insert(AuditEvent), rows)
             self._audit_served(s, [e for e in events if e.kind == "served"])
             if claims or blocks:
                 announce(s)  # other servers take the binding or the block at once
@@ -230,10 +230,16 @@ class Recorder:
                 rows.append((k, _audit_row(first[k], detail), detail))
             # RETURNING in bulk, matched back by (device, detail): asking for the rows in
             # parameter order would make SQLite insert them one statement each.
-            returned = s.execute(
-                insert(AuditEvent).returning(AuditEvent.id, AuditEvent.device, AuditEvent.detail),
-                [row for _, row, _ in rows],
-            ).all()
+            returned = (
+                s.connection()
+                .execute(
+                    insert(AuditEvent).returning(
+                        AuditEvent.id, AuditEvent.device, AuditEvent.detail
+                    ),
+                    [row for _, row, _ in rows],
+                )
+                .all()
+            )
             ids: dict[tuple[str | None, str], list[int]] = {}
             for row_id, device, text in returned:
                 ids.setdefault((device, text), []).append(row_id)
@@ -373,15 +379,17 @@ def _write_claims(s: Any, claims: list[Event]) -> list[tuple[Event, str | None]]
     """
     if not claims:
         return []
+    # Plain rows (Core): the ORM's loading costs more than the query in a boot storm.
+    conn = s.connection()
     pks = {e.device_pk for e in claims if e.device_pk is not None}
     devices = {
         pk: (mac or serial, order_pk)
-        for pk, mac, serial, order_pk in s.execute(
+        for pk, mac, serial, order_pk in conn.execute(
             select(Device.id, Device.mac, Device.serial, Device.order_pk).where(Device.id.in_(pks))
         )
     }
     windows: dict[int, list[Any]] = {}
-    for w in s.execute(
+    for w in conn.execute(
         select(Enrollment.order_pk, Enrollment.device_pk, Enrollment.armed_at).where(
             Enrollment.order_pk.in_({order_pk for _, order_pk in devices.values()})
         )
@@ -396,14 +404,14 @@ def _write_claims(s: Any, claims: list[Event]) -> list[tuple[Event, str | None]]
             valid.append(e)
     if valid:
         _ensure_states(s, [e.device_pk for e in valid if e.device_pk is not None])
-        s.connection().execute(
+        conn.execute(
             update(DeviceState)
             .where(DeviceState.device_pk == bindparam("pk"), DeviceState.bound_source.is_(None))
             .values(bound_source=bindparam("source"), bound_at=bindparam("at")),
             [{"pk": e.device_pk, "source": e.source, "at": e.at} for e in valid],
         )
     holders = dict(
-        s.execute(
+        conn.execute(
             select(DeviceState.device_pk, DeviceState.bound_source).where(
                 DeviceState.device_pk.in_([e.device_pk for e in valid])
             )
