@@ -203,10 +203,9 @@ def _serve_forked(
     count: int, bind: str, tftp_port: int, http_port: int, no_api: bool, settings: Any
 ) -> None:
     """Bind the ports here (errors are this command's), fork ``count`` workers serving on
-    them (a TCP and a UDP listener per worker on each port, the kernel spreads connections and
-    TFTP clients over them) and supervise: a
-    signal stops them all; a worker that dies stops the rest and ends the command with exit
-    1 (a process manager restarts it whole)."""
+    them (a TCP and a UDP listener per worker on each port: the kernel spreads connections
+    and TFTP clients over them) and supervise: a signal stops them all; a worker that dies
+    stops the rest and ends the command with exit 1 (a process manager restarts it whole)."""
     import os
     import signal
 
@@ -226,12 +225,23 @@ def _serve_forked(
     https = _listen(bind, settings.https_port, "HTTPS", count) if tls else []
     ports = (tftp_port, http[0].getsockname()[1])
     children: dict[int, int] = {}
+    # A signal held until the supervisor's handlers are in place (a worker starts with the
+    # default ones, and uvicorn's own once it serves): none is lost and none is taken by a
+    # half-made supervisor.
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
     for n in range(1, count + 1):
         sys.stdout.flush()  # nothing buffered is printed twice
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for started in children:
+                os.kill(started, signal.SIGKILL)
+            raise SettingsError(f"cannot start worker {n}: {exc.strerror}") from None
         if pid == 0:  # a worker: serve until a signal, never return into the parent's code
             code = 1
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
             try:
                 mine = n - 1
                 listeners = _Listeners(http[mine], https[mine] if https else None, udp[mine])
@@ -262,6 +272,7 @@ def _serve_forked(
 
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
     failed = False
     while children:
         try:
