@@ -88,14 +88,12 @@ def _serve(
 
         api = create_app(s, inv)
     asgi = DeviceHttpApp(service, api)
-    tftp = None
-    if listeners is None or listeners.tftp is not None:
-        sock = listeners.tftp if listeners is not None else None
-        tftp = tftp_service(service, bind, tftp_port, sock=sock)
-        try:
-            tftp_port = tftp.start()
-        except OSError as exc:
-            raise SettingsError(f"TFTP {bind}:{tftp_port}: cannot listen: {exc.strerror}") from None
+    sock = listeners.tftp if listeners is not None else None
+    tftp = tftp_service(service, bind, tftp_port, sock=sock)
+    try:
+        tftp_port = tftp.start()
+    except OSError as exc:
+        raise SettingsError(f"TFTP {bind}:{tftp_port}: cannot listen: {exc.strerror}") from None
     configs = [server_config(asgi, s, bind, http_port, lifespan="on")]
     sockets: list[socket.socket | None] = [listeners.http if listeners is not None else None]
     if s.tls_cert and s.tls_key:
@@ -151,8 +149,7 @@ def _serve(
     try:
         run_loop(main())
     finally:
-        if tftp is not None:
-            tftp.stop()
+        tftp.stop()
         service.close()
         if worker is None:
             out.print("stopped")
@@ -174,7 +171,7 @@ class _Listeners:
 
     http: socket.socket
     https: socket.socket | None
-    tftp: socket.socket | None
+    tftp: socket.socket
 
 
 def _listen(bind: str, port: int, what: str, count: int) -> list[socket.socket]:

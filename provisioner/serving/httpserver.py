@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -74,9 +74,6 @@ class HttpLimits:
         )
 
 
-Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
-
-
 class ServerConfig(uvicorn.Config):
     """A uvicorn configuration that carries the limits to the protocol instances, and the
     device app's in-memory answer for the fast path."""
@@ -87,8 +84,8 @@ class ServerConfig(uvicorn.Config):
         super().__init__(app, **kwargs)
         self.limits = limits
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in proxies or []]
-        reply = getattr(app, "reply", None)
-        self.fast: FastPath | None = FastPath(app) if callable(reply) else None
+        # The device app (DeviceHttpApp: ``service``, ``is_api``, ``reply``), or None.
+        self.device: Any = app if callable(getattr(app, "reply", None)) else None
 
     def trusted(self, host: str) -> bool:
         """``host`` is one of the trusted proxies (its requests carry the real source)."""
@@ -99,15 +96,6 @@ class ServerConfig(uvicorn.Config):
         except ValueError:
             return False
         return any(addr in net for net in self.proxies)
-
-
-class FastPath:
-    """The device app's in-memory answer, written straight from the parser (module doc)."""
-
-    def __init__(self, app: Any):
-        self.service = app.service  # answers in memory once ``service.loaded``
-        self.is_api: Callable[[str], bool] = app.is_api
-        self.reply: Callable[[str, str, dict[bytes, bytes], str], Reply] = app.reply
 
 
 class _HeadRefused(Exception):
@@ -136,7 +124,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_refusal = ""
         self._refused = False
         self._linger: asyncio.TimerHandle | None = None
-        self._fast = config.fast if isinstance(config, ServerConfig) else None
+        self._fast = config.device if isinstance(config, ServerConfig) else None
         self._fast_answered = False  # this message was answered by the fast path
         self.source = ""  # the TCP peer's address (the fast path's request source)
         # The fast path's keep-alive timer: one per connection, re-armed only when it fires

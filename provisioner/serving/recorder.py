@@ -84,22 +84,25 @@ class Recorder:
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        # The request path's only cost: an append (deque appends are atomic) and, when the
-        # writer sleeps, one wake-up.
-        self._events.append(event)
-        if not self._wake.is_set():
-            self._wake.set()
+        self._put(event)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every event so far is in the store (tests, shutdown)."""
         done = threading.Event()
-        self.emit(_Flush(done))  # type: ignore[arg-type]
+        self._put(_Flush(done))
         done.wait(timeout)
 
     def close(self) -> None:
         self.flush()
-        self.emit(None)  # type: ignore[arg-type]
+        self._put(None)
         self._thread.join(5)
+
+    def _put(self, item: Event | _Flush | None) -> None:
+        # The request path's only cost: an append (deque appends are atomic) and, when the
+        # writer sleeps, one wake-up.
+        self._events.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _write_events(self) -> None:
         """Take what arrived in ``BATCH_SECONDS`` after a wake-up (at most ``BATCH_MAX``
